@@ -1,0 +1,21 @@
+"""captum-neuronpath: influential neuron paths in Vision Transformers, as Captum attributions.
+
+Implements Wang et al., "Discovering Influential Neuron Path in Vision Transformers"
+(ICLR 2025). Every public name is importable from this package.
+"""
+
+from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
+from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
+from captum_neuronpath._core.neuron_path import NeuronPath, NeuronPathResult
+from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LayerJointIntegratedGradients",
+    "NeuronJointIntegratedGradients",
+    "NeuronPath",
+    "NeuronPathResult",
+    "vit_mlp_layers",
+    "vit_readout_token",
+]

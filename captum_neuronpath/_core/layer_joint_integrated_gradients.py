@@ -1,0 +1,167 @@
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+from torch.nn import Module
+
+from captum_neuronpath._utils.joint import channel_masks, set_sum
+from captum_neuronpath._utils.substitution import Prepared, SubstitutedGradients, prepare
+from captum_neuronpath._utils.tokens import TokenType, check_token
+from captum_neuronpath._utils.validation import (
+    check_internal_batch_size,
+    check_layer_index,
+    check_layers,
+    format_neuron_indices,
+    quadrature,
+)
+
+
+class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
+    r"""
+    Candidate scores of one step of the layer-progressive neuron locator (Algorithm 1
+    of Wang et al., "Discovering Influential Neuron Path in Vision Transformers",
+    ICLR 2025, as the authors implement it).
+
+    Given the path chosen so far in layers ``0 .. t-1`` (``path_prefix``), each
+    channel ``c`` of layer ``t = layer_index`` is scored by the joint attribution of
+    the prefix extended by ``c``. The prefix neurons are scaled by ``alpha`` (their
+    layers' other channels keep their clean value) and layer ``t`` is scaled by
+    ``alpha`` as a whole:
+
+    .. math::
+
+        score_t(c) = \sum_{tok} \Big(\bar w_{t,c} + \sum_{l<t} \bar w_{l,p_l}\Big)
+                     \cdot \sum_k s_k \Big(\frac{\partial F}{\partial w_{t,c}}
+                     + \sum_{l<t} \frac{\partial F}{\partial w_{l,p_l}}\Big)\Big|_{\alpha_k}
+
+    One forward and one backward pass at ``B * n_steps`` rows give every candidate's
+    score.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example, e.g.
+                    ``lambda x: model(x).softmax(-1)`` as in the paper.
+        layers (list[torch.nn.Module]): The layers whose output channels are the
+                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
+        token (int, slice, sequence of int or None, optional): The token positions
+                    that carry the neurons; ``None`` for ``(B, C)`` outputs.
+                    Default: ``0`` (the class token)
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layers: Sequence[Module],
+        token: TokenType = 0,
+    ) -> None:
+        self.layers: List[Module] = check_layers(layers)
+        self.token = check_token(token)
+        LayerAttribution.__init__(self, forward_func, self.layers)
+        GradientAttribution.__init__(self, forward_func)
+        self._gradients = SubstitutedGradients(forward_func, self.layers)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        layer_index: int,
+        path_prefix: Union[None, Tensor, Sequence[int]] = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 20,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+    ) -> Tensor:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which the candidates are
+                        scored, batch first.
+            layer_index (int): The greedy step ``t``: index into ``layers`` of the
+                        layer whose channels are scored.
+            path_prefix (Tensor, sequence of int or None, optional): The path in
+                        layers ``0 .. t-1``: a LongTensor ``(B, t)`` or ``(B, t, K)``,
+                        or a sequence of ``t`` ints shared by the batch.
+                        Default: ``None`` (only allowed for ``layer_index=0``)
+            target (int, tuple, Tensor or list, optional): Captum's output selection.
+                        Default: ``None``
+            additional_forward_args (Any, optional): Further arguments of
+                        ``forward_func`` after the inputs.
+                        Default: ``None``
+            n_steps (int, optional): Number of quadrature nodes.
+                        Default: ``20``
+            method (str, optional): Captum quadrature method.
+                        Default: ``"riemann_left"``
+            internal_batch_size (int, optional): Largest number of rows in one
+                        forward pass.
+                        Default: ``None``
+
+        Returns:
+            *Tensor* of **scores**, shape ``(B, C)``: ``score_t(c)`` of every channel of
+            layer ``t``.
+
+        Examples::
+
+            >>> import timm, torch, captum_neuronpath as cnp
+            >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+            ...                           patch_size=8, depth=3, num_classes=10).eval()
+            >>> ljig = cnp.LayerJointIntegratedGradients(
+            ...     lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+            >>> scores = ljig.attribute(torch.randn(2, 3, 32, 32), layer_index=2,
+            ...                         path_prefix=[10, 300], target=3)
+            >>> scores.shape
+            torch.Size([2, 768])
+        """
+        quad = quadrature(n_steps, method)
+        internal_batch_size = check_internal_batch_size(internal_batch_size)
+        layer_index = check_layer_index(layer_index, len(self.layers))
+        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
+        activations = prepared.clean.activations
+        if path_prefix is None:
+            if layer_index > 0:
+                raise ValueError(f"path_prefix is required for layer_index={layer_index}: the path in layers 0..{layer_index - 1}")
+            path_prefix = []
+        prefix = format_neuron_indices(
+            path_prefix,
+            "path_prefix",
+            batch_size=activations[0].shape[0],
+            num_channels=[a.shape[-1] for a in activations[:layer_index]],
+            device=activations[0].device,
+        )
+        scores = self._scores(prepared, layer_index, prefix, n_steps, method, quad, internal_batch_size)
+        return scores.to(prepared.dtype)
+
+    def _scores(
+        self,
+        prepared: Prepared,
+        layer_index: int,
+        prefix: Tensor,
+        n_steps: int,
+        method: str,
+        quad: Tuple[List[float], List[float]],
+        internal_batch_size: Optional[int],
+    ) -> Tensor:
+        """``score_t(c)``, ``(B, C)``, for the ``(B, t, K)`` prefix, given the clean pass."""
+        activations = prepared.clean.activations
+        candidate = activations[layer_index]
+        prefix_masks = channel_masks(prefix, activations)
+        scaled = dict(prefix_masks)
+        scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
+        gradients = self._gradients.integrate(
+            prepared.inputs,
+            prepared.clean,
+            scaled,
+            prepared.target,
+            prepared.additional_forward_args,
+            n_steps,
+            method,
+            quad,
+            internal_batch_size,
+        )
+        prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
+        prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
+        return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)

@@ -1,0 +1,160 @@
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence
+
+import torch
+from captum._utils.progress import progress
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+from torch.nn import Module
+
+from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
+from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
+from captum_neuronpath._utils.substitution import prepare
+from captum_neuronpath._utils.tokens import TokenType, check_token
+from captum_neuronpath._utils.validation import check_internal_batch_size, check_layers, check_top_k, quadrature
+
+
+@dataclass
+class NeuronPathResult:
+    """A located neuron path per example.
+
+    Attributes:
+        path (Tensor): LongTensor ``(B, L)``, the chosen channel of each layer, or
+                    ``(B, L, K)`` when ``top_k = K > 1`` (best first).
+        jas (Tensor): ``(B,)``, the joint attribution score of each whole path.
+        layer_scores (Tensor or None): ``(B, L, C)``, the candidate score of every
+                    channel at every greedy step (``NaN`` past a layer's last channel
+                    when layers differ in width); ``None`` for methods without one.
+    """
+
+    path: Tensor
+    jas: Tensor
+    layer_scores: Optional[Tensor] = None
+
+
+class NeuronPath(LayerAttribution, GradientAttribution):
+    r"""
+    The layer-progressive neuron locator of Wang et al., "Discovering Influential Neuron
+    Path in Vision Transformers" (ICLR 2025), Algorithm 1 as the authors implement it.
+
+    For each example it walks the layers input side first. At layer ``t`` every channel
+    is scored by the joint attribution of the path so far extended by that channel
+    (see :class:`LayerJointIntegratedGradients`) and the best one (``top_k`` best) joins
+    the path; ties go to the lowest index. The result also carries the whole path's
+    joint attribution score (see :class:`NeuronJointIntegratedGradients`) and every
+    step's candidate scores.
+
+    With ``n_steps=20, method="riemann_left"`` and ``forward_func = lambda x:
+    model(x).softmax(-1)``, ``target = labels`` this is the paper's setting and
+    reproduces the authors' paths.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example.
+        layers (list[torch.nn.Module]): The layers whose output channels are the
+                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
+        token (int, slice, sequence of int or None, optional): The token positions
+                    that carry the neurons, e.g. ``cnp.vit_readout_token(model)``.
+                    Default: ``0`` (the class token)
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layers: Sequence[Module],
+        token: TokenType = 0,
+    ) -> None:
+        self.layers: List[Module] = check_layers(layers)
+        self.token = check_token(token)
+        LayerAttribution.__init__(self, forward_func, self.layers)
+        GradientAttribution.__init__(self, forward_func)
+        self._layer_scores = LayerJointIntegratedGradients(forward_func, self.layers, self.token)
+        self._joint = NeuronJointIntegratedGradients(forward_func, self.layers, self.token)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 20,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+        top_k: int = 1,
+        show_progress: bool = False,
+    ) -> NeuronPathResult:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located,
+                        batch first; each example gets its own path.
+            target (int, tuple, Tensor or list, optional): Captum's output selection,
+                        e.g. the labels.
+                        Default: ``None`` (``forward_func`` returns one score per example)
+            additional_forward_args (Any, optional): Further arguments of
+                        ``forward_func`` after the inputs.
+                        Default: ``None``
+            n_steps (int, optional): Number of quadrature nodes.
+                        Default: ``20`` (the paper's)
+            method (str, optional): Captum quadrature method.
+                        Default: ``"riemann_left"`` (the paper's)
+            internal_batch_size (int, optional): Largest number of rows (examples
+                        times nodes) in one forward pass; bounds memory without
+                        changing the result.
+                        Default: ``None``
+            top_k (int, optional): Neurons kept per layer; all of them join the path.
+                        Default: ``1``
+            show_progress (bool, optional): Show a progress bar over the layers.
+                        Default: ``False``
+
+        Returns:
+            :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
+            ``top_k > 1``), ``jas`` ``(B,)`` and ``layer_scores`` ``(B, L, C)``.
+
+        Examples::
+
+            >>> import timm, torch, captum_neuronpath as cnp
+            >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+            ...                           patch_size=8, depth=3, num_classes=10).eval()
+            >>> locator = cnp.NeuronPath(lambda x: model(x).softmax(-1),
+            ...                          cnp.vit_mlp_layers(model),
+            ...                          token=cnp.vit_readout_token(model))
+            >>> res = locator.attribute(torch.randn(2, 3, 32, 32), target=torch.tensor([1, 7]))
+            >>> res.path.shape, res.jas.shape, res.layer_scores.shape
+            (torch.Size([2, 3]), torch.Size([2]), torch.Size([2, 3, 768]))
+        """
+        quad = quadrature(n_steps, method)
+        internal_batch_size = check_internal_batch_size(internal_batch_size)
+        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
+        activations = prepared.clean.activations
+        top_k = check_top_k(top_k, [a.shape[-1] for a in activations])
+        batch_size = activations[0].shape[0]
+        path = torch.empty(batch_size, 0, top_k, dtype=torch.long, device=activations[0].device)
+        step_scores = []
+        steps = range(len(self.layers))
+        if show_progress:
+            steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
+        for layer_index in steps:
+            scores = self._layer_scores._scores(
+                prepared, layer_index, path, n_steps, method, quad, internal_batch_size
+            )
+            # A stable descending sort sends ties to the lowest index, like argmax.
+            best = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_k]
+            path = torch.cat([path, best.unsqueeze(1)], dim=1)
+            step_scores.append(scores)
+        jas = self._joint._jas(prepared, path, n_steps, method, quad, internal_batch_size)
+        return NeuronPathResult(
+            path=path if top_k > 1 else path.squeeze(-1),
+            jas=jas.to(prepared.dtype),
+            layer_scores=_stack_padded(step_scores).to(prepared.dtype),
+        )
+
+
+def _stack_padded(scores: List[Tensor]) -> Tensor:
+    """Stack ``(B, C_l)`` scores into ``(B, L, max C_l)``, NaN where a layer is narrower."""
+    width = max(s.shape[1] for s in scores)
+    padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
+    return torch.stack(padded, dim=1)

@@ -1,0 +1,39 @@
+"""The joint attribution arithmetic of SPEC sections 4 and 5.
+
+A neuron set is held as one boolean channel mask per layer, ``(B, 1, C)``. The JAS is
+a per-token product of two sums over the set, the clean activations and the
+integrated gradients, summed over the token set.
+"""
+
+from typing import Dict, Mapping, Sequence, Union
+
+import torch
+from torch import Tensor
+
+
+def channel_masks(indices: Tensor, activations: Sequence[Tensor]) -> Dict[int, Tensor]:
+    """Masks of the channels in ``indices`` (``(B, L', K)``) for layers ``0 .. L'-1``."""
+    masks = {}
+    for layer in range(indices.shape[1]):
+        batch_size, _, num_channels = activations[layer].shape
+        mask = torch.zeros(batch_size, 1, num_channels, dtype=torch.bool, device=activations[layer].device)
+        masks[layer] = mask.scatter_(2, indices[:, layer : layer + 1, :], True)
+    return masks
+
+
+def set_sum(
+    values: Union[Sequence[Tensor], Mapping[int, Tensor]], masks: Dict[int, Tensor], reference: Tensor
+) -> Tensor:
+    """``sum over (l, c) in the set of values[l][:, t, c]``, ``(B, T_sel)`` like ``reference``.
+
+    An empty set sums to zeros.
+    """
+    total = reference.new_zeros(reference.shape[:2])
+    for layer, mask in masks.items():
+        total = total + (values[layer] * mask).sum(-1)
+    return total
+
+
+def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Tensor:
+    """Eq. (2)-(3): the per-token product of the two set sums, summed over tokens; ``(B,)``."""
+    return (activation_sum * gradient_sum).sum(-1)

@@ -1,0 +1,97 @@
+"""Token sets: which positions of a layer's ``(B, T, C)`` output carry the neurons.
+
+A token set is an ``int`` (one token), a ``slice`` or a sequence of ints (several
+tokens), or ``None`` for layers whose output is ``(B, C)``. Every activation or
+gradient read at a token set has shape ``(B, T_sel, C)``; ``None`` reads as
+``T_sel = 1``.
+"""
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+TokenType = Union[int, slice, Sequence[int], None]
+
+
+def check_token(token: TokenType) -> TokenType:
+    """Validate the type of ``token`` once, when an attribution object is built."""
+    if token is None or isinstance(token, slice):
+        return token
+    if isinstance(token, bool):
+        raise TypeError("token must be an int, a slice, a sequence of ints or None, got a bool")
+    if isinstance(token, int):
+        return token
+    if isinstance(token, Tensor):
+        if token.dtype.is_floating_point or token.dtype == torch.bool or token.dim() > 1:
+            raise TypeError(
+                f"token as a tensor must hold integer positions in at most one dimension, "
+                f"got dtype {token.dtype} and shape {tuple(token.shape)}"
+            )
+        token = token.tolist()
+        return token if isinstance(token, int) else check_token(token)
+    if isinstance(token, Sequence) and not isinstance(token, str):
+        positions = list(token)
+        if not positions:
+            raise ValueError("token must name at least one position, got an empty sequence")
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+            raise TypeError(f"token as a sequence must hold only ints, got {token!r}")
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"token must not repeat a position, got {token!r}")
+        return tuple(positions)
+    raise TypeError(
+        f"token must be an int, a slice, a sequence of ints or None, got {type(token).__name__}"
+    )
+
+
+def token_positions(token: TokenType, output_shape: torch.Size, where: str) -> Optional[List[int]]:
+    """Resolve ``token`` against a layer output's shape; ``None`` means the whole ``(B, C)``.
+
+    ``where`` names the layer in error messages.
+    """
+    if token is None:
+        if len(output_shape) != 2:
+            raise ValueError(
+                f"token=None needs a layer output of shape (B, C), but {where} outputs shape "
+                f"{tuple(output_shape)}; pass token as an int, slice or sequence of positions"
+            )
+        return None
+    if len(output_shape) != 3:
+        raise ValueError(
+            f"token={token!r} needs a layer output of shape (B, T, C), but {where} outputs shape "
+            f"{tuple(output_shape)}" + ("; pass token=None" if len(output_shape) == 2 else "")
+        )
+    num_tokens = output_shape[1]
+    if isinstance(token, slice):
+        positions = list(range(num_tokens))[token]
+        if not positions:
+            raise IndexError(f"token={token!r} selects no position of the {num_tokens} tokens of {where}")
+        return positions
+    positions = [token] if isinstance(token, int) else list(token)
+    for p in positions:
+        if not -num_tokens <= p < num_tokens:
+            raise IndexError(f"token position {p} is out of range for the {num_tokens} tokens of {where}")
+    resolved = [p % num_tokens for p in positions]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"token={token!r} names the same position twice for {where}")
+    return resolved
+
+
+def read_tokens(output: Tensor, positions: Optional[List[int]]) -> Tensor:
+    """The output at the token set, as ``(B, T_sel, C)``."""
+    if positions is None:
+        return output.unsqueeze(1)
+    return output[:, positions]
+
+
+def write_tokens(output: Tensor, positions: Optional[List[int]], values: Tensor) -> Tensor:
+    """A copy of ``output`` whose token set holds ``values`` (``(B, T_sel, C)``).
+
+    The copy keeps the autograd link to ``values`` only, so gradients reaching the
+    token set flow to ``values`` and not to what computed ``output`` there.
+    """
+    if positions is None:
+        return values[:, 0]
+    replaced = output.clone()
+    replaced[:, positions] = values.to(output.dtype)
+    return replaced

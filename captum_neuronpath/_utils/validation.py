@@ -1,0 +1,222 @@
+"""Argument checks shared by every public class.
+
+Each check raises ``TypeError`` (wrong kind of value), ``ValueError`` (wrong shape
+or setting) or ``IndexError`` (an index out of range) with a message that names the
+argument and says what was expected.
+"""
+
+import warnings
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
+from torch import Tensor
+from torch.nn import Module
+
+
+def check_layers(layers: Any) -> List[Module]:
+    if isinstance(layers, Module):
+        raise TypeError(
+            "layers must be a list of torch.nn.Module (input side first); got a single module, "
+            "wrap it in a list: layers=[module]"
+        )
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(f"layers must be a list of torch.nn.Module, got {type(layers).__name__}")
+    if len(layers) == 0:
+        raise ValueError("layers must hold at least one torch.nn.Module, got an empty list")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Module):
+            raise TypeError(f"layers[{i}] must be a torch.nn.Module, got {type(layer).__name__}")
+    for i, layer in enumerate(layers):
+        for j in range(i):
+            if layers[j] is layer:
+                raise ValueError(f"layers[{i}] is the same module as layers[{j}]; list each layer once")
+    return list(layers)
+
+
+def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def quadrature(n_steps: Any, method: Any) -> Tuple[List[float], List[float]]:
+    """Validated ``(step_sizes, alphas)`` of Captum's ``approximation_parameters``."""
+    check_int(n_steps, "n_steps", 1)
+    if method not in SUPPORTED_METHODS:
+        raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {method!r}")
+    step_sizes_func, alphas_func = approximation_parameters(method)
+    try:
+        return step_sizes_func(n_steps), alphas_func(n_steps)
+    except AssertionError as error:  # Captum's Riemann rules need two nodes or more
+        raise ValueError(f"n_steps={n_steps} is too few for method={method!r}: {error}") from None
+
+
+def check_internal_batch_size(internal_batch_size: Any) -> Optional[int]:
+    if internal_batch_size is None:
+        return None
+    return check_int(internal_batch_size, "internal_batch_size", 1)
+
+
+def check_inputs(inputs: Tuple[Any, ...]) -> int:
+    """Validate formatted inputs and return the number of examples."""
+    if len(inputs) == 0:
+        raise ValueError("inputs must hold at least one tensor")
+    for i, inp in enumerate(inputs):
+        if not isinstance(inp, Tensor):
+            raise TypeError(f"inputs must be a tensor or a tuple of tensors; element {i} is {type(inp).__name__}")
+        if inp.dim() == 0:
+            raise ValueError("inputs must have a batch dimension first, got a 0-d tensor")
+        if inp.is_floating_point() and not torch.isfinite(inp).all():
+            raise ValueError(f"inputs hold non-finite values (NaN or inf) in tensor {i}")
+    batch_size = inputs[0].shape[0]
+    if batch_size == 0:
+        raise ValueError("inputs must hold at least one example, got a batch of 0")
+    for i, inp in enumerate(inputs[1:], start=1):
+        if inp.shape[0] != batch_size:
+            raise ValueError(
+                f"inputs tensors must share the batch size; tensor 0 has {batch_size}, tensor {i} has {inp.shape[0]}"
+            )
+    return batch_size
+
+
+def warn_if_training(forward_func: Callable, layers: Sequence[Module]) -> None:
+    modules = list(layers) + ([forward_func] if isinstance(forward_func, Module) else [])
+    if any(m.training for m in modules):
+        warnings.warn(
+            "the model is in training mode, so dropout and similar layers make the attribution "
+            "random; call model.eval() first",
+            stacklevel=3,
+        )
+
+
+def check_forward_output(output: Any, batch_size: int) -> Tensor:
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"forward_func must return a tensor with one row per example, got {type(output).__name__}"
+        )
+    if output.dim() == 0 or output.shape[0] != batch_size:
+        raise ValueError(
+            f"forward_func must return one row per example (batch size {batch_size}), "
+            f"got output of shape {tuple(output.shape)}"
+        )
+    return output
+
+
+def format_target(target: Any, output: Tensor) -> Any:
+    """Check ``target`` against the clean forward output; tensors move to its device.
+
+    Accepts Captum's forms: ``None`` (the output already has one score per example),
+    an int, a tuple of ints, a tensor of one or ``B`` indices, or a list of ints or
+    tuples with one entry per example.
+    """
+    batch_size = output.shape[0]
+    if target is None:
+        if output[0].numel() != 1:
+            raise ValueError(
+                f"target=None needs a forward_func that returns one score per example, but it "
+                f"returns shape {tuple(output.shape)}; pass target (a class index or one per example)"
+            )
+        return None
+    if output.dim() < 2:
+        raise ValueError(
+            f"target={target!r} selects a column, but forward_func returns shape {tuple(output.shape)}; "
+            "pass target=None for a forward that returns one score per example"
+        )
+    if isinstance(target, Tensor):
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise TypeError(f"target as a tensor must hold integer class indices, got dtype {target.dtype}")
+        if target.numel() not in (1, batch_size) or target.dim() > 1:
+            raise ValueError(
+                f"target as a tensor must hold one index or one per example ({batch_size}), "
+                f"got shape {tuple(target.shape)}"
+            )
+        indices = target.reshape(-1).tolist()
+        target = target.to(output.device)
+    elif isinstance(target, bool):
+        raise TypeError("target must be an int, a tuple, a tensor or a list, got a bool")
+    elif isinstance(target, int):
+        indices = [target]
+    elif isinstance(target, list):
+        if len(target) != batch_size:
+            raise ValueError(f"target as a list must have one entry per example ({batch_size}), got {len(target)}")
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            indices = target
+        elif all(isinstance(t, tuple) for t in target):
+            return target
+        else:
+            raise TypeError("target as a list must hold only ints or only tuples")
+    elif isinstance(target, tuple):
+        return target
+    else:
+        raise TypeError(f"target must be an int, a tuple, a tensor or a list, got {type(target).__name__}")
+    num_classes = output.shape[1]
+    for t in indices:
+        if not -num_classes <= t < num_classes:
+            raise IndexError(f"target {t} is out of range for a forward output with {num_classes} columns")
+    return target
+
+
+def format_neuron_indices(
+    indices: Any,
+    name: str,
+    batch_size: int,
+    num_channels: Sequence[int],
+    device: torch.device,
+) -> Tensor:
+    """Neuron indices as a ``(B, L, K)`` LongTensor, one row of K channels per layer.
+
+    Accepts a ``(B, L)`` or ``(B, L, K)`` integer tensor, or a sequence of ``L`` ints
+    shared by the batch. ``num_channels[l]`` bounds layer ``l``'s indices.
+    """
+    num_layers = len(num_channels)
+    if not isinstance(indices, Tensor):
+        try:
+            indices = torch.as_tensor(indices)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be an integer tensor of shape (B, {num_layers}) or (B, {num_layers}, K), "
+                f"or a sequence of {num_layers} ints, got {type(indices).__name__}"
+            ) from None
+        if indices.numel() == 0:
+            indices = indices.long()
+        if indices.dim() == 1:
+            indices = indices.reshape(1, -1).expand(batch_size, -1)
+    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer neuron indices, got dtype {indices.dtype}")
+    if indices.dim() == 2:
+        indices = indices.unsqueeze(-1)
+    if indices.dim() != 3 or indices.shape[0] != batch_size or indices.shape[1] != num_layers or indices.shape[2] < 1:
+        raise ValueError(
+            f"{name} must have shape (B, L) or (B, L, K) with B={batch_size} examples and "
+            f"L={num_layers} layers (or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
+        )
+    indices = indices.to(device=device, dtype=torch.long)
+    if num_layers:
+        low = indices.amin(dim=(0, 2)).tolist()
+        high = indices.amax(dim=(0, 2)).tolist()
+        for layer, (lo, hi, size) in enumerate(zip(low, high, num_channels)):
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise IndexError(f"{name} holds neuron {bad} for layer {layer}, which has channels 0..{size - 1}")
+    return indices
+
+
+def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
+    return check_int(top_k, "top_k", 1, min(num_channels))
+
+
+def check_layer_index(layer_index: Any, num_layers: int) -> int:
+    if isinstance(layer_index, bool) or not isinstance(layer_index, int):
+        raise TypeError(f"layer_index must be an int, got {type(layer_index).__name__}")
+    if not 0 <= layer_index < num_layers:
+        raise IndexError(f"layer_index must be between 0 and {num_layers - 1}, got {layer_index}")
+    return layer_index
+
+
+def describe_layer(index: int, layer: Module) -> str:
+    return f"layers[{index}] ({type(layer).__name__})"
+

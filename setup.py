@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+for line in Path("captum_neuronpath/__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        exec(line, version)
+
+hugging_face = ["transformers>=4.40"]
+
+setup(
+    name="captum-neuronpath",
+    version=version["__version__"],
+    description=(
+        "Influential neuron paths in Vision Transformers (Wang et al., ICLR 2025) as Captum attributions"
+    ),
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["captum_neuronpath", "captum_neuronpath.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "captum>=0.7",
+        "timm>=0.9",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "hf": hugging_face,
+        "dev": ["pytest>=7", "safetensors>=0.4"] + hugging_face,
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,36 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def digits_vit() -> VisionTransformer:
+    """The authors' fixture model: a timm ViT trained on scikit-learn's digits."""
+    config = json.loads((DATA / "digits_vit_d6.json").read_text())
+    model = VisionTransformer(
+        img_size=config["img_size"], patch_size=config["patch_size"], in_chans=3, num_classes=10,
+        embed_dim=config["dim"], depth=config["depth"], num_heads=config["heads"],
+        mlp_ratio=config["mlp_dim"] / config["dim"], qkv_bias=True,
+        global_pool=config["global_pool"], class_token=True,
+    )
+    model.load_state_dict(load_file(DATA / "digits_vit_d6.safetensors"))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def expected():
+    """(cases, inputs): the authors' outputs and the exact input tensors."""
+    cases = json.loads((DATA / "expected_d6.json").read_text())
+    inputs = load_file(DATA / "expected_d6_inputs.safetensors")
+    return cases, inputs
+
+
+def case_images(case, inputs) -> torch.Tensor:
+    rows = [inputs["dataset_indices"].tolist().index(i) for i in case["dataset_indices"]]
+    return inputs["images"][rows]
