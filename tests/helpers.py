@@ -174,6 +174,8 @@ def assert_unchanged(model: nn.Module, before: dict) -> None:
 
 def random_selector(batch_size: int, num_layers: int, num_channels: int, k: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    if num_layers == 0:
+        return torch.empty(batch_size, 0, k, dtype=torch.long)
     return torch.stack(
         [torch.stack([torch.randperm(num_channels, generator=g)[:k] for _ in range(num_layers)]) for _ in range(batch_size)]
     )

@@ -12,6 +12,12 @@ def vit64():
     return small_vit(depth=3, seed=1).double()
 
 
+@pytest.fixture(scope="module")
+def models64(vit64):
+    # The readout decides which tokens reach the output in the last block.
+    return {"class-token": vit64, "avg-pool": small_vit(depth=3, seed=1, global_pool="avg").double()}
+
+
 def _inputs(batch_size=3, seed=0):
     return torch.randn(batch_size, 3, 16, 16, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -21,9 +27,12 @@ def _fwd(model):
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("token", [0, slice(1, None), [0, 5, 9]])
+@pytest.mark.parametrize(
+    "model,token", [("class-token", 0), ("class-token", [0, 5, 9]), ("avg-pool", slice(1, None)), ("avg-pool", [2, 0])]
+)
 @pytest.mark.parametrize("k", [1, 3])
-def test_matches_brute_force(vit64, method, token, k):
+def test_matches_brute_force(models64, model, method, token, k):
+    vit64 = models64[model]
     x, target = _inputs(), torch.tensor([0, 3, 1])
     layers = layers_of(vit64)
     selector = random_selector(3, len(layers), 64, k, seed=k)

@@ -149,6 +149,9 @@ class SubstitutedGradients:
             integrated = self._attribute(n_steps=n_steps, step_sizes_and_alphas=step_sizes_and_alphas, **kwargs)
         else:
             integrated = _batch_attribution(self, inputs[0].shape[0], internal_batch_size, n_steps, **kwargs)
+        for index, gradient in zip(sorted(scaled), integrated):
+            if not torch.any(gradient):
+                raise _unreachable(index, self.layers[index], "their gradient is zero for every example")
         return dict(zip(sorted(scaled), integrated))
 
     def _attribute(
@@ -192,12 +195,7 @@ class SubstitutedGradients:
         integrated = []
         for index, grad in zip(values, grads):
             if grad is None:
-                raise ValueError(
-                    f"the substituted values of {describe_layer(index, self.layers[index])} do not reach "
-                    "the output of forward_func (no gradient flows back to them), so their attribution "
-                    "is undefined; pick layers inside the model's residual branches, such as "
-                    "cnp.vit_mlp_layers(model)"
-                )
+                raise _unreachable(index, self.layers[index], "no gradient flows back to them")
             integrated.append((grad.view(n_steps, batch_size, *grad.shape[1:]) * weights).sum(0))
         return tuple(integrated)
 
@@ -229,3 +227,13 @@ def prepare(
     target = format_target(target, clean.output)
     dtype = inputs[0].dtype if inputs[0].is_floating_point() else clean.activations[0].dtype
     return Prepared(inputs, additional_forward_args, target, clean, dtype)
+
+
+def _unreachable(index: int, layer: Module, why: str) -> ValueError:
+    return ValueError(
+        f"the substituted values of {describe_layer(index, layer)} do not reach the output of "
+        f"forward_func ({why}), so every attribution through them would be 0. This happens when a "
+        "later substitution overwrites them, e.g. whole block outputs at every token, or the "
+        "residual stream at the readout token. Use sites inside the residual branches, such as "
+        "cnp.vit_mlp_layers(model)"
+    )

@@ -1,0 +1,110 @@
+"""Bad arguments raise errors that name them, and the model is left exactly as found."""
+
+import pytest
+import torch
+from torch import nn
+
+import captum_neuronpath as cnp
+from helpers import assert_unchanged, layers_of, small_vit, snapshot
+
+
+@pytest.fixture
+def vit():
+    return small_vit(depth=2, seed=6)
+
+
+def _fwd(model):
+    return lambda x: model(x).softmax(-1)
+
+
+X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+# (name, call(model) -> None, exception type, text the message must hold)
+CASES = [
+    ("empty layers", lambda m: cnp.NeuronPath(_fwd(m), []), ValueError, "layers"),
+    ("single module", lambda m: cnp.NeuronPath(_fwd(m), m.blocks[0].mlp.act), TypeError, "layers"),
+    ("foreign object", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), ["blocks.0"]), TypeError, "layers[0]"),
+    ("duplicate layer", lambda m: cnp.NeuronPath(_fwd(m), [m.blocks[0].mlp.act] * 2), ValueError, "layers[1]"),
+    ("layer never runs", lambda m: cnp.NeuronPath(_fwd(m), [nn.GELU().eval()]).attribute(X, target=0), ValueError, "never ran"),
+    ("token type", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token="cls"), TypeError, "token"),
+    ("token range", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=17).attribute(X, target=0), IndexError, "token"),
+    ("empty token slice", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=slice(40, None)).attribute(X, target=0), IndexError, "token"),
+    ("token None on tokens", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=None).attribute(X, target=0), ValueError, "token"),
+    ("neuron too large", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=[1, 64], target=0), IndexError, "neuron_selector"),
+    ("neuron negative", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=[-1, 3], target=0), IndexError, "neuron_selector"),
+    ("selector shape", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=torch.zeros(2, 3, dtype=torch.long), target=0), ValueError, "neuron_selector"),
+    ("selector batch", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=torch.zeros(3, 2, dtype=torch.long), target=0), ValueError, "neuron_selector"),
+    ("selector float", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=torch.zeros(2, 2), target=0), TypeError, "neuron_selector"),
+    ("prefix shape", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1, path_prefix=[1, 2], target=0), ValueError, "path_prefix"),
+    ("prefix missing", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1, target=0), ValueError, "path_prefix"),
+    ("prefix range", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1, path_prefix=[99], target=0), IndexError, "path_prefix"),
+    ("layer index", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=2, path_prefix=[1, 2], target=0), IndexError, "layer_index"),
+    ("n_steps zero", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=0), ValueError, "n_steps"),
+    ("n_steps one riemann", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=1), ValueError, "n_steps"),
+    ("n_steps float", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=2.5), TypeError, "n_steps"),
+    ("unknown method", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, method="simpson"), ValueError, "method"),
+    ("target range", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=5), IndexError, "target"),
+    ("target tensor range", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=torch.tensor([0, 9])), IndexError, "target"),
+    ("target list length", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=[0, 1, 2]), ValueError, "target"),
+    ("target float tensor", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=torch.tensor([0.0, 1.0])), TypeError, "target"),
+    ("target missing", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X), ValueError, "target"),
+    ("internal_batch_size", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, internal_batch_size=0), ValueError, "internal_batch_size"),
+    ("top_k zero", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, top_k=0), ValueError, "top_k"),
+    ("top_k too large", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, top_k=65), ValueError, "top_k"),
+    ("non-finite inputs", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X * float("nan"), target=0), ValueError, "inputs"),
+    ("forward returns tuple", lambda m: cnp.NeuronPath(lambda x: (m(x),), layers_of(m)).attribute(X, target=0), TypeError, "forward_func"),
+    (
+        "substitution overwritten",
+        lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), list(m.blocks), token=slice(None)).attribute(X, neuron_selector=[0, 0], target=0),
+        ValueError,
+        "do not reach",
+    ),
+    (
+        "patch tokens of the last block under a class-token head",
+        lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=slice(1, None)).attribute(X, target=0),
+        ValueError,
+        "layers[1]",
+    ),
+]
+
+
+@pytest.mark.parametrize("call,error,text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_argument_is_named_and_model_is_untouched(vit, call, error, text):
+    before = snapshot(vit)
+    with pytest.raises(error) as info:
+        call(vit)
+    assert text in str(info.value)
+    assert_unchanged(vit, before)
+
+
+def test_error_inside_the_substituted_forward_removes_every_hook(vit):
+    calls = []
+
+    def flaky(x):
+        calls.append(len(x))
+        if len(calls) == 3:  # clean pass, first greedy step, then fail mid-way
+            raise RuntimeError("boom")
+        return vit(x).softmax(-1)
+
+    before = snapshot(vit)
+    with pytest.raises(RuntimeError, match="boom"):
+        cnp.NeuronPath(flaky, layers_of(vit)).attribute(X, target=0)
+    assert_unchanged(vit, before)
+
+
+def test_success_leaves_the_model_untouched(vit):
+    for p in vit.blocks[0].parameters():
+        p.requires_grad_(False)  # a partly frozen model stays partly frozen
+    before = snapshot(vit)
+    cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(X, target=[0, 1], top_k=2, internal_batch_size=7)
+    assert_unchanged(vit, before)
+    assert all(p.grad is None for p in vit.parameters())
+
+
+def test_training_mode_warns_and_stays(vit):
+    vit.train()
+    before = snapshot(vit)
+    with pytest.warns(UserWarning, match="training mode"):
+        cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(X, target=0)
+    assert vit.training
+    assert_unchanged(vit, before)
