@@ -161,10 +161,11 @@ class SubstitutedGradients:
         scaled: Dict[int, Tensor],
         target: Any,
         additional_forward_args: Any,
-        method: str,
+        method: str,  # unused: Captum's _batch_attribution passes it along
         n_steps: int,
         step_sizes_and_alphas: Tuple[List[float], List[float]],
     ) -> Tuple[Tensor, ...]:
+        """One chunk of nodes: ``sum_k s_k dF/dw`` over ``step_sizes_and_alphas``."""
         step_sizes, alphas = step_sizes_and_alphas
         batch_size = inputs[0].shape[0]
         reference = clean.activations[0]
@@ -184,12 +185,7 @@ class SubstitutedGradients:
                 _expand_target(target, n_steps),
                 _expand_additional_forward_args(additional_forward_args, n_steps),
             )
-            output = check_forward_output(output, n_steps * batch_size)
-            if output[0].numel() != 1:
-                raise ValueError(
-                    f"forward_func with target={target!r} gives shape {tuple(output.shape)}, not one "
-                    "score per example; pass a target that selects one output per example"
-                )
+            # The clean pass checked that the selected output is one score per example.
             grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True)
         weights = torch.tensor(step_sizes, dtype=reference.dtype, device=reference.device).view(-1, 1, 1, 1)
         integrated = []

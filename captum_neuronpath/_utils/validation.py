@@ -9,6 +9,7 @@ import warnings
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
+from captum._utils.common import _select_targets
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from torch import Tensor
 from torch.nn import Module
@@ -111,22 +112,18 @@ def format_target(target: Any, output: Tensor) -> Any:
 
     Accepts Captum's forms: ``None`` (the output already has one score per example),
     an int, a tuple of ints, a tensor of one or ``B`` indices, or a list of ints or
-    tuples with one entry per example.
+    tuples with one entry per example. The selection must give one score per example.
     """
     batch_size = output.shape[0]
-    if target is None:
-        if output[0].numel() != 1:
-            raise ValueError(
-                f"target=None needs a forward_func that returns one score per example, but it "
-                f"returns shape {tuple(output.shape)}; pass target (a class index or one per example)"
-            )
-        return None
-    if output.dim() < 2:
+    if target is not None and output.dim() < 2:
         raise ValueError(
             f"target={target!r} selects a column, but forward_func returns shape {tuple(output.shape)}; "
             "pass target=None for a forward that returns one score per example"
         )
-    if isinstance(target, Tensor):
+    indices: List[int] = []
+    if target is None or isinstance(target, tuple):
+        pass
+    elif isinstance(target, Tensor):
         if target.dtype.is_floating_point or target.dtype == torch.bool:
             raise TypeError(f"target as a tensor must hold integer class indices, got dtype {target.dtype}")
         if target.numel() not in (1, batch_size) or target.dim() > 1:
@@ -145,18 +142,23 @@ def format_target(target: Any, output: Tensor) -> Any:
             raise ValueError(f"target as a list must have one entry per example ({batch_size}), got {len(target)}")
         if all(isinstance(t, int) and not isinstance(t, bool) for t in target):
             indices = target
-        elif all(isinstance(t, tuple) for t in target):
-            return target
-        else:
+        elif not all(isinstance(t, tuple) for t in target):
             raise TypeError("target as a list must hold only ints or only tuples")
-    elif isinstance(target, tuple):
-        return target
     else:
         raise TypeError(f"target must be an int, a tuple, a tensor or a list, got {type(target).__name__}")
-    num_classes = output.shape[1]
     for t in indices:
-        if not -num_classes <= t < num_classes:
-            raise IndexError(f"target {t} is out of range for a forward output with {num_classes} columns")
+        if not -output.shape[1] <= t < output.shape[1]:
+            raise IndexError(f"target {t} is out of range for a forward output with {output.shape[1]} columns")
+    try:
+        selected = _select_targets(output, target)
+    except (AssertionError, IndexError) as error:
+        raise ValueError(f"target={target!r} cannot select from an output of shape {tuple(output.shape)}: {error}") from None
+    if selected.numel() != batch_size:
+        hint = "pass target (a class index or one per example)" if target is None else "pass a target that selects one output per example"
+        raise ValueError(
+            f"target={target!r} selects shape {tuple(selected.shape)} from the output of forward_func, "
+            f"not one score per example; {hint}"
+        )
     return target
 
 
