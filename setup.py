@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         "hf": hugging_face,
-        "dev": ["pytest>=7", "safetensors>=0.4"] + hugging_face,
+        "dev": ["pytest>=7", "safetensors>=0.4", "ruff>=0.6"] + hugging_face,
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -21,8 +21,7 @@ _SUPPORTED = (
 
 def _unsupported(model: object, what: str) -> TypeError:
     return TypeError(
-        f"{type(model).__name__} is not a supported Vision Transformer ({_SUPPORTED}); "
-        f"pass {what} yourself instead"
+        f"{type(model).__name__} is not a supported Vision Transformer ({_SUPPORTED}); pass {what} yourself instead"
     )
 
 

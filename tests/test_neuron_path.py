@@ -1,9 +1,9 @@
 import pytest
 import torch
-
-import captum_neuronpath as cnp
 from conftest import case_images
 from helpers import SmallMLP, layers_of, small_vit
+
+import captum_neuronpath as cnp
 
 
 @pytest.fixture(scope="module")

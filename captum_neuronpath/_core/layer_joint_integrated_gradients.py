@@ -1,4 +1,4 @@
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
@@ -11,6 +11,7 @@ from captum_neuronpath._utils.joint import channel_masks, set_sum
 from captum_neuronpath._utils.substitution import Prepared, SubstitutedGradients, prepare
 from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath._utils.validation import (
+    Quadrature,
     check_internal_batch_size,
     check_layer_index,
     check_layers,
@@ -116,14 +117,16 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
             >>> scores.shape
             torch.Size([2, 768])
         """
-        quad = quadrature(n_steps, method)
+        rule = quadrature(n_steps, method)
         internal_batch_size = check_internal_batch_size(internal_batch_size)
         layer_index = check_layer_index(layer_index, len(self.layers))
         prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
         activations = prepared.clean.activations
         if path_prefix is None:
             if layer_index > 0:
-                raise ValueError(f"path_prefix is required for layer_index={layer_index}: the path in layers 0..{layer_index - 1}")
+                raise ValueError(
+                    f"path_prefix is required for layer_index={layer_index}: the path in layers 0..{layer_index - 1}"
+                )
             path_prefix = []
         prefix = format_neuron_indices(
             path_prefix,
@@ -132,7 +135,7 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
             num_channels=[a.shape[-1] for a in activations[:layer_index]],
             device=activations[0].device,
         )
-        scores = self._scores(prepared, layer_index, prefix, n_steps, method, quad, internal_batch_size)
+        scores = self._scores(prepared, layer_index, prefix, rule, internal_batch_size)
         return scores.to(prepared.dtype)
 
     def _scores(
@@ -140,9 +143,7 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
         prepared: Prepared,
         layer_index: int,
         prefix: Tensor,
-        n_steps: int,
-        method: str,
-        quad: Tuple[List[float], List[float]],
+        rule: Quadrature,
         internal_batch_size: Optional[int],
     ) -> Tensor:
         """``score_t(c)``, ``(B, C)``, for the ``(B, t, K)`` prefix, given the clean pass."""
@@ -151,17 +152,7 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
         prefix_masks = channel_masks(prefix, activations)
         scaled = dict(prefix_masks)
         scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
-        gradients = self._gradients.integrate(
-            prepared.inputs,
-            prepared.clean,
-            scaled,
-            prepared.target,
-            prepared.additional_forward_args,
-            n_steps,
-            method,
-            quad,
-            internal_batch_size,
-        )
+        gradients = self._gradients.integrate(prepared, scaled, rule, internal_batch_size)
         prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
         prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
         return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)

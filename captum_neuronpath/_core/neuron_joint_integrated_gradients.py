@@ -1,4 +1,4 @@
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.attribution import GradientAttribution, NeuronAttribution
@@ -10,6 +10,7 @@ from captum_neuronpath._utils.joint import channel_masks, joint_attribution_scor
 from captum_neuronpath._utils.substitution import Prepared, SubstitutedGradients, prepare
 from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath._utils.validation import (
+    Quadrature,
     check_internal_batch_size,
     check_layers,
     format_neuron_indices,
@@ -118,11 +119,11 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
             >>> jas.shape
             torch.Size([2])
         """
-        quad = quadrature(n_steps, method)
+        rule = quadrature(n_steps, method)
         internal_batch_size = check_internal_batch_size(internal_batch_size)
         prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
         indices = self._format_selector(neuron_selector, prepared, "neuron_selector")
-        jas = self._jas(prepared, indices, n_steps, method, quad, internal_batch_size)
+        jas = self._jas(prepared, indices, rule, internal_batch_size)
         return jas.to(prepared.dtype)
 
     def _format_selector(self, selector: Any, prepared: Prepared, name: str) -> Tensor:
@@ -139,26 +140,12 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
         self,
         prepared: Prepared,
         indices: Tensor,
-        n_steps: int,
-        method: str,
-        quad: Tuple[List[float], List[float]],
+        rule: Quadrature,
         internal_batch_size: Optional[int],
     ) -> Tensor:
         """JAS of the ``(B, L, K)`` neuron set ``indices``, given the clean pass."""
         activations = prepared.clean.activations
         masks = channel_masks(indices, activations)
-        gradients = self._gradients.integrate(
-            prepared.inputs,
-            prepared.clean,
-            masks,
-            prepared.target,
-            prepared.additional_forward_args,
-            n_steps,
-            method,
-            quad,
-            internal_batch_size,
-        )
+        gradients = self._gradients.integrate(prepared, masks, rule, internal_batch_size)
         reference = activations[0]
-        return joint_attribution_score(
-            set_sum(activations, masks, reference), set_sum(gradients, masks, reference)
-        )
+        return joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))

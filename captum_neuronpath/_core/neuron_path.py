@@ -126,7 +126,7 @@ class NeuronPath(LayerAttribution, GradientAttribution):
             >>> res.path.shape, res.jas.shape, res.layer_scores.shape
             (torch.Size([2, 3]), torch.Size([2]), torch.Size([2, 3, 768]))
         """
-        quad = quadrature(n_steps, method)
+        rule = quadrature(n_steps, method)
         internal_batch_size = check_internal_batch_size(internal_batch_size)
         prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
         activations = prepared.clean.activations
@@ -138,14 +138,12 @@ class NeuronPath(LayerAttribution, GradientAttribution):
         if show_progress:
             steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
         for layer_index in steps:
-            scores = self._layer_scores._scores(
-                prepared, layer_index, path, n_steps, method, quad, internal_batch_size
-            )
+            scores = self._layer_scores._scores(prepared, layer_index, path, rule, internal_batch_size)
             # A stable descending sort sends ties to the lowest index, like argmax.
             best = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_k]
             path = torch.cat([path, best.unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas = self._joint._jas(prepared, path, n_steps, method, quad, internal_batch_size)
+        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
             jas=jas.to(prepared.dtype),

@@ -25,6 +25,7 @@ from torch.nn import Module
 
 from captum_neuronpath._utils.tokens import TokenType, read_tokens, token_positions, write_tokens
 from captum_neuronpath._utils.validation import (
+    Quadrature,
     check_forward_output,
     check_inputs,
     describe_layer,
@@ -39,6 +40,16 @@ class CleanPass(NamedTuple):
     activations: List[Tensor]  # per layer, (B, T_sel, C), detached
     positions: List[Optional[List[int]]]  # per layer, the resolved token set
     output: Tensor  # forward_func's output, before target selection
+
+
+class Prepared(NamedTuple):
+    """Validated ``attribute()`` arguments and the clean pass they lead to."""
+
+    inputs: Tuple[Tensor, ...]
+    additional_forward_args: Any
+    target: Any
+    clean: CleanPass
+    dtype: torch.dtype  # the dtype results are returned in
 
 
 def clean_pass(
@@ -126,29 +137,15 @@ class SubstitutedGradients:
         self.layers = layers
 
     def integrate(
-        self,
-        inputs: Tuple[Tensor, ...],
-        clean: CleanPass,
-        scaled: Dict[int, Tensor],
-        target: Any,
-        additional_forward_args: Any,
-        n_steps: int,
-        method: str,
-        step_sizes_and_alphas: Tuple[List[float], List[float]],
-        internal_batch_size: Optional[int],
+        self, prepared: Prepared, scaled: Dict[int, Tensor], rule: Quadrature, internal_batch_size: Optional[int]
     ) -> Dict[int, Tensor]:
-        kwargs = dict(
-            inputs=inputs,
-            clean=clean,
-            scaled=scaled,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            method=method,
-        )
+        kwargs = dict(prepared=prepared, scaled=scaled, method=rule.method)
         if internal_batch_size is None:
-            integrated = self._attribute(n_steps=n_steps, step_sizes_and_alphas=step_sizes_and_alphas, **kwargs)
+            step_sizes_and_alphas = (rule.step_sizes, rule.alphas)
+            integrated = self._attribute(n_steps=rule.n_steps, step_sizes_and_alphas=step_sizes_and_alphas, **kwargs)
         else:
-            integrated = _batch_attribution(self, inputs[0].shape[0], internal_batch_size, n_steps, **kwargs)
+            batch_size = prepared.inputs[0].shape[0]
+            integrated = _batch_attribution(self, batch_size, internal_batch_size, rule.n_steps, **kwargs)
         for index, gradient in zip(sorted(scaled), integrated):
             if not torch.any(gradient):
                 raise _unreachable(index, self.layers[index], "their gradient is zero for every example")
@@ -156,16 +153,14 @@ class SubstitutedGradients:
 
     def _attribute(
         self,
-        inputs: Tuple[Tensor, ...],
-        clean: CleanPass,
+        prepared: Prepared,
         scaled: Dict[int, Tensor],
-        target: Any,
-        additional_forward_args: Any,
         method: str,  # unused: Captum's _batch_attribution passes it along
         n_steps: int,
         step_sizes_and_alphas: Tuple[List[float], List[float]],
     ) -> Tuple[Tensor, ...]:
         """One chunk of nodes: ``sum_k s_k dF/dw`` over ``step_sizes_and_alphas``."""
+        inputs, clean = prepared.inputs, prepared.clean
         step_sizes, alphas = step_sizes_and_alphas
         batch_size = inputs[0].shape[0]
         reference = clean.activations[0]
@@ -182,8 +177,8 @@ class SubstitutedGradients:
             output = _run_forward(
                 self.forward_func,
                 expanded_inputs,
-                _expand_target(target, n_steps),
-                _expand_additional_forward_args(additional_forward_args, n_steps),
+                _expand_target(prepared.target, n_steps),
+                _expand_additional_forward_args(prepared.additional_forward_args, n_steps),
             )
             # The clean pass checked that the selected output is one score per example.
             grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True)
@@ -194,16 +189,6 @@ class SubstitutedGradients:
                 raise _unreachable(index, self.layers[index], "no gradient flows back to them")
             integrated.append((grad.view(n_steps, batch_size, *grad.shape[1:]) * weights).sum(0))
         return tuple(integrated)
-
-
-class Prepared(NamedTuple):
-    """Validated ``attribute()`` arguments and the clean pass they lead to."""
-
-    inputs: Tuple[Tensor, ...]
-    additional_forward_args: Any
-    target: Any
-    clean: CleanPass
-    dtype: torch.dtype  # the dtype results are returned in
 
 
 def prepare(

@@ -39,9 +39,7 @@ def check_token(token: TokenType) -> TokenType:
         if len(set(positions)) != len(positions):
             raise ValueError(f"token must not repeat a position, got {token!r}")
         return tuple(positions)
-    raise TypeError(
-        f"token must be an int, a slice, a sequence of ints or None, got {type(token).__name__}"
-    )
+    raise TypeError(f"token must be an int, a slice, a sequence of ints or None, got {type(token).__name__}")
 
 
 def token_positions(token: TokenType, output_shape: torch.Size, where: str) -> Optional[List[int]]:

@@ -6,7 +6,7 @@ argument and says what was expected.
 """
 
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from captum._utils.common import _select_targets
@@ -44,14 +44,22 @@ def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None
     return value
 
 
-def quadrature(n_steps: Any, method: Any) -> Tuple[List[float], List[float]]:
-    """Validated ``(step_sizes, alphas)`` of Captum's ``approximation_parameters``."""
+class Quadrature(NamedTuple):
+    """A validated rule from Captum's ``approximation_parameters``."""
+
+    n_steps: int
+    method: str
+    step_sizes: List[float]
+    alphas: List[float]
+
+
+def quadrature(n_steps: Any, method: Any) -> Quadrature:
     check_int(n_steps, "n_steps", 1)
     if method not in SUPPORTED_METHODS:
         raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {method!r}")
     step_sizes_func, alphas_func = approximation_parameters(method)
     try:
-        return step_sizes_func(n_steps), alphas_func(n_steps)
+        return Quadrature(n_steps, method, step_sizes_func(n_steps), alphas_func(n_steps))
     except AssertionError as error:  # Captum's Riemann rules need two nodes or more
         raise ValueError(f"n_steps={n_steps} is too few for method={method!r}: {error}") from None
 
@@ -96,9 +104,7 @@ def warn_if_training(forward_func: Callable, layers: Sequence[Module]) -> None:
 
 def check_forward_output(output: Any, batch_size: int) -> Tensor:
     if not isinstance(output, Tensor):
-        raise TypeError(
-            f"forward_func must return a tensor with one row per example, got {type(output).__name__}"
-        )
+        raise TypeError(f"forward_func must return a tensor with one row per example, got {type(output).__name__}")
     if output.dim() == 0 or output.shape[0] != batch_size:
         raise ValueError(
             f"forward_func must return one row per example (batch size {batch_size}), "
@@ -152,9 +158,15 @@ def format_target(target: Any, output: Tensor) -> Any:
     try:
         selected = _select_targets(output, target)
     except (AssertionError, IndexError) as error:
-        raise ValueError(f"target={target!r} cannot select from an output of shape {tuple(output.shape)}: {error}") from None
+        raise ValueError(
+            f"target={target!r} cannot select from an output of shape {tuple(output.shape)}: {error}"
+        ) from None
     if selected.numel() != batch_size:
-        hint = "pass target (a class index or one per example)" if target is None else "pass a target that selects one output per example"
+        hint = (
+            "pass target (a class index or one per example)"
+            if target is None
+            else "pass a target that selects one output per example"
+        )
         raise ValueError(
             f"target={target!r} selects shape {tuple(selected.shape)} from the output of forward_func, "
             f"not one score per example; {hint}"
@@ -221,4 +233,3 @@ def check_layer_index(layer_index: Any, num_layers: int) -> int:
 
 def describe_layer(index: int, layer: Module) -> str:
     return f"layers[{index}] ({type(layer).__name__})"
-
