@@ -1,9 +1,10 @@
-# `make test` on a fresh clone: create .venv, install the package with its dev extras, run the suite.
+# On a fresh clone: `make test` creates .venv, installs the package with its dev extras and runs
+# the suite; `make demo` runs the paper's experiments on the embedded digits ViT, offline.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test lint clean
+.PHONY: test demo lint clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +14,14 @@ $(VENV)/.installed: setup.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+$(VENV)/.demo-installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ".[demo]"
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/neuronpath demo --out neuronpath-demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

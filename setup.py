@@ -8,6 +8,7 @@ for line in Path("captum_neuronpath/__init__.py").read_text().splitlines():
         exec(line, version)
 
 hugging_face = ["transformers>=4.40"]
+demo = ["scikit-learn>=1.0", "safetensors>=0.4"]
 
 setup(
     name="captum-neuronpath",
@@ -29,8 +30,10 @@ setup(
     ],
     extras_require={
         "hf": hugging_face,
-        "dev": ["pytest>=7", "safetensors>=0.4", "ruff>=0.6"] + hugging_face,
+        "demo": demo,
+        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo,
     },
+    entry_points={"console_scripts": ["neuronpath=captum_neuronpath.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -4,6 +4,8 @@ Implements Wang et al., "Discovering Influential Neuron Path in Vision Transform
 (ICLR 2025). Every public name is importable from this package.
 """
 
+from captum_neuronpath._core.baselines import ActivationPath, InfluencePatternPath, LayerMethodPath, RandomPath
+from captum_neuronpath._core.intervention import intervene
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
 from captum_neuronpath._core.neuron_path import NeuronPath, NeuronPathResult
@@ -12,6 +14,11 @@ from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationPath",
+    "InfluencePatternPath",
+    "LayerMethodPath",
+    "RandomPath",
+    "intervene",
     "LayerJointIntegratedGradients",
     "NeuronJointIntegratedGradients",
     "NeuronPath",

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import case_images
 
 import captum_neuronpath as cnp
+
+from conftest import case_images
 
 PRESET = dict(n_steps=20, method="riemann_left")
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from helpers import SmallMLP, brute_force_layer_scores, layers_of, random_selector, small_vit
 
 import captum_neuronpath as cnp
+
+from helpers import SmallMLP, brute_force_layer_scores, layers_of, random_selector, small_vit
 
 
 @pytest.fixture(scope="module")

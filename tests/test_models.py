@@ -5,11 +5,12 @@ import timm
 import torch
 import torchvision
 import transformers
-from helpers import small_vit
 from timm.models.deit import VisionTransformerDistilled
 from torch import nn
 
 import captum_neuronpath as cnp
+
+from helpers import small_vit
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
-from conftest import case_images
-from helpers import SmallMLP, layers_of, small_vit
 
 import captum_neuronpath as cnp
+
+from conftest import case_images
+from helpers import SmallMLP, layers_of, small_vit
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from helpers import assert_unchanged, layers_of, small_vit, snapshot
 from torch import nn
 
 import captum_neuronpath as cnp
+
+from helpers import assert_unchanged, layers_of, small_vit, snapshot
 
 
 @pytest.fixture

@@ -1,0 +1,330 @@
+"""The paths the paper compares against, and a random null.
+
+Each baseline picks, per example and layer, the channel(s) with the largest score of its
+own kind at the token set, then reports the joint attribution score of that path, so
+that its result is a :class:`NeuronPathResult` like :class:`NeuronPath`'s.
+"""
+
+import inspect
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+
+import torch
+from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr import InternalInfluence
+from captum.attr._utils.attribution import LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+from torch.nn import Module
+
+from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
+from captum_neuronpath._core.neuron_path import NeuronPathResult
+from captum_neuronpath._utils.substitution import Prepared, prepare
+from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens
+from captum_neuronpath._utils.validation import check_internal_batch_size, check_layers, check_top_k, quadrature
+
+# attribute() keywords a Captum layer method shares with the path's JAS, passed where accepted.
+_SHARED = ("target", "additional_forward_args", "n_steps", "method", "internal_batch_size")
+
+
+def _top_channels(scores: Tensor, top_k: int) -> Tensor:
+    """``(B, K)`` best channels of ``(B, C)`` scores; ties go to the lowest index."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_k]
+
+
+class _PathBaseline(LayerAttribution):
+    """Shared ``attribute()``: pick channels layer by layer, then score the path's JAS."""
+
+    def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
+        self.layers: List[Module] = check_layers(layers)
+        self.token = check_token(token)
+        LayerAttribution.__init__(self, forward_func, self.layers)
+        self._joint = NeuronJointIntegratedGradients(forward_func, self.layers, self.token)
+
+    def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
+        """``(B, C)`` scores whose largest entries make the path at ``layer_index``."""
+        raise NotImplementedError
+
+    def _locate(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType,
+        additional_forward_args: Any,
+        n_steps: int,
+        method: str,
+        internal_batch_size: Optional[int],
+        top_k: int,
+        method_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> NeuronPathResult:
+        rule = quadrature(n_steps, method)
+        internal_batch_size = check_internal_batch_size(internal_batch_size)
+        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
+        top_k = check_top_k(top_k, [a.shape[-1] for a in prepared.clean.activations])
+        path = torch.stack(
+            [
+                _top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(
+                    prepared.clean.activations[0].device
+                )
+                for index in range(len(self.layers))
+            ],
+            dim=1,
+        )
+        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
+        return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=jas.to(prepared.dtype))
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 20,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+        top_k: int = 1,
+    ) -> NeuronPathResult:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located,
+                        batch first.
+            target (int, tuple, Tensor or list, optional): Captum's output selection.
+                        Default: ``None``
+            additional_forward_args (Any, optional): Further arguments of
+                        ``forward_func`` after the inputs.
+                        Default: ``None``
+            n_steps (int, optional): Quadrature nodes of the path's JAS.
+                        Default: ``20``
+            method (str, optional): Quadrature method of the path's JAS.
+                        Default: ``"riemann_left"``
+            internal_batch_size (int, optional): Largest number of rows in one
+                        forward pass of the JAS.
+                        Default: ``None``
+            top_k (int, optional): Channels kept per layer.
+                        Default: ``1``
+
+        Returns:
+            :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
+            ``top_k > 1``) and ``jas`` ``(B,)``; ``layer_scores`` is ``None``.
+        """
+        return self._locate(inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k)
+
+
+class ActivationPath(_PathBaseline):
+    r"""
+    The paper's Activation baseline: in every layer the channel with the largest clean
+    activation, summed over the token set.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example.
+        layers (list[torch.nn.Module]): The neuron layers, input side first.
+        token (int, slice, sequence of int or None, optional): The token set.
+                    Default: ``0``
+
+    Examples::
+
+        >>> import timm, torch, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=3, num_classes=10).eval()
+        >>> res = cnp.ActivationPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model)
+        ...                          ).attribute(torch.randn(2, 3, 32, 32), target=4)
+        >>> res.path.shape, res.jas.shape
+        (torch.Size([2, 3]), torch.Size([2]))
+    """
+
+    def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
+        return prepared.clean.activations[layer_index].sum(1)
+
+
+class LayerMethodPath(_PathBaseline):
+    r"""
+    A path from any Captum layer attribution method: in every layer the channel whose
+    attribution, summed over the token set, is largest.
+
+    Args:
+
+        layer_method (type): A Captum layer attribution class built as
+                    ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
+                    ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example.
+        layers (list[torch.nn.Module]): The neuron layers, input side first.
+        token (int, slice, sequence of int or None, optional): The token set.
+                    Default: ``0``
+
+    Examples::
+
+        >>> import timm, torch, captum, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=3, num_classes=10).eval()
+        >>> baseline = cnp.LayerMethodPath(captum.attr.LayerGradientXActivation,
+        ...                                lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+        >>> baseline.attribute(torch.randn(2, 3, 32, 32), target=4).path.shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        layer_method: Type[LayerAttribution],
+        forward_func: Callable,
+        layers: Sequence[Module],
+        token: TokenType = 0,
+    ) -> None:
+        if not (isinstance(layer_method, type) and issubclass(layer_method, LayerAttribution)):
+            raise TypeError(
+                f"layer_method must be a Captum LayerAttribution class such as captum.attr.LayerConductance, "
+                f"got {layer_method!r}"
+            )
+        super().__init__(forward_func, layers, token)
+        self.layer_method = layer_method
+        self._methods = [layer_method(forward_func, layer) for layer in self.layers]
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 20,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+        top_k: int = 1,
+        **method_kwargs: Any,
+    ) -> NeuronPathResult:
+        r"""
+        Args:
+
+            inputs, target, additional_forward_args, n_steps, method,
+            internal_batch_size, top_k: as in :meth:`ActivationPath.attribute`.
+                        ``n_steps``, ``method`` and ``internal_batch_size`` set the
+                        path's JAS and, where its ``attribute()`` takes them, the
+                        Captum method's too.
+            **method_kwargs: Further keywords of ``layer_method(...).attribute()``,
+                        e.g. ``baselines``.
+
+        Returns:
+            :class:`NeuronPathResult` with ``path`` and ``jas``.
+        """
+        shared = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
+        return self._locate(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k,
+            dict(shared, **method_kwargs),
+        )  # fmt: skip
+
+    def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
+        captum_method = self._methods[layer_index]
+        accepted = inspect.signature(captum_method.attribute).parameters
+        shared = dict(target=prepared.target, additional_forward_args=prepared.additional_forward_args)
+        shared.update({k: v for k, v in method_kwargs.items() if k in _SHARED})
+        kwargs = {k: v for k, v in shared.items() if k in accepted}
+        kwargs.update({k: v for k, v in method_kwargs.items() if k not in _SHARED})
+        inputs = prepared.inputs if len(prepared.inputs) > 1 else prepared.inputs[0]
+        attribution = captum_method.attribute(inputs, **kwargs)
+        if isinstance(attribution, tuple):
+            attribution = attribution[0]
+        return read_tokens(attribution, prepared.clean.positions[layer_index]).sum(1)
+
+
+class InfluencePatternPath(LayerMethodPath):
+    r"""
+    The paper's Influence Pattern baseline, as the authors adapt it: the input is
+    interpolated from ``baselines`` and, in every layer, the channel with the largest
+    integrated gradient with respect to that layer's activation (later layers computed
+    normally) is chosen. This is Captum's ``InternalInfluence`` at each layer, read at
+    the token set, with the same ``n_steps`` and ``method`` as the path's JAS.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example.
+        layers (list[torch.nn.Module]): The neuron layers, input side first.
+        token (int, slice, sequence of int or None, optional): The token set.
+                    Default: ``0``
+
+    Examples::
+
+        >>> import timm, torch, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=3, num_classes=10).eval()
+        >>> res = cnp.InfluencePatternPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model)
+        ...                                ).attribute(torch.randn(2, 3, 32, 32), target=4, n_steps=20)
+        >>> res.path.shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
+        super().__init__(InternalInfluence, forward_func, layers, token)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 20,
+        method: str = "riemann_left",
+        internal_batch_size: Optional[int] = None,
+        top_k: int = 1,
+    ) -> NeuronPathResult:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
+            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
+                        is interpolated from.
+                        Default: ``None`` (zeros)
+            target, additional_forward_args, internal_batch_size, top_k: as in
+                        :meth:`ActivationPath.attribute`.
+            n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
+                        Default: ``20``
+            method (str, optional): Quadrature method, for both.
+                        Default: ``"riemann_left"``
+
+        Returns:
+            :class:`NeuronPathResult` with ``path`` and ``jas``.
+        """
+        return super().attribute(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k, baselines=baselines
+        )
+
+
+class RandomPath(_PathBaseline):
+    r"""
+    A seeded null baseline the paper lacks: channels drawn uniformly at random (distinct
+    within a layer when ``top_k > 1``), independently per example and layer. The same
+    seed and batch give the same paths.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs whose output,
+                    selected with ``target``, gives one score per example.
+        layers (list[torch.nn.Module]): The neuron layers, input side first.
+        token (int, slice, sequence of int or None, optional): The token set.
+                    Default: ``0``
+        seed (int, optional): Seed of the draws.
+                    Default: ``0``
+
+    Examples::
+
+        >>> import timm, torch, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=3, num_classes=10).eval()
+        >>> null = cnp.RandomPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model), seed=1)
+        >>> null.attribute(torch.randn(2, 3, 32, 32), target=4).path.shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0, seed: int = 0) -> None:
+        super().__init__(forward_func, layers, token)
+        self.seed = seed
+        self._generator: Optional[torch.Generator] = None
+
+    def _locate(self, *args: Any, **kwargs: Any) -> NeuronPathResult:
+        self._generator = torch.Generator().manual_seed(self.seed)
+        return super()._locate(*args, **kwargs)
+
+    def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
+        batch_size, _, num_channels = prepared.clean.activations[layer_index].shape
+        return torch.rand(batch_size, num_channels, generator=self._generator)

@@ -1,0 +1,144 @@
+"""The embedded offline default: a small timm ViT trained on scikit-learn's bundled digits.
+
+The images, split and architecture are those of the reference fixtures: pixel values / 16,
+nearest-neighbour upsampled from 8x8 to 32x32, three channels, ``(x - 0.5) / 0.5``; a
+``torch.randperm(1797)`` with seed 0 whose first 1400 indices train and the remaining 397
+test; a 6-block ViT with 64-dimensional tokens and 256 MLP neurons per block. Training
+takes well under a minute on two CPU cores; the weights are cached, so later calls load
+them. Needs scikit-learn (``pip install captum-neuronpath[demo]``).
+"""
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+NUM_TRAIN = 1400
+
+
+def load_digits_images() -> Tuple[Tensor, Tensor]:
+    """All 1797 digits as ``(1797, 3, 32, 32)`` images in ``[-1, 1]`` and ``(1797,)`` labels."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ImportError("the digits default needs scikit-learn: pip install 'captum-neuronpath[demo]'") from None
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32) / 16.0
+    images = images.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)  # nearest 8x8 -> 32x32
+    images = images.unsqueeze(1).repeat(1, 3, 1, 1)
+    return (images - 0.5) / 0.5, torch.tensor(digits.target, dtype=torch.long)
+
+
+def digits_split(seed: int = 0) -> Tuple[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor]]:
+    """``((train_images, train_labels), (test_images, test_labels))``: 1400 and 397 digits."""
+    images, labels = load_digits_images()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    train, test = order[:NUM_TRAIN], order[NUM_TRAIN:]
+    return (images[train], labels[train]), (images[test], labels[test])
+
+
+def build_digits_vit(depth: int = 6) -> VisionTransformer:
+    """The fixtures' architecture, randomly initialised."""
+    return VisionTransformer(
+        img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=64, depth=depth,
+        num_heads=4, mlp_ratio=4.0, qkv_bias=True, global_pool="token", class_token=True,
+    )  # fmt: skip
+
+
+def train_digits_vit(
+    depth: int = 6,
+    epochs: int = 40,
+    seed: int = 0,
+    log: Optional[Callable[[str], None]] = None,
+) -> VisionTransformer:
+    """Train the digits ViT from scratch (deterministic on a given machine) and return it in eval mode."""
+    (images, labels), (test_images, test_labels) = digits_split()
+    torch.manual_seed(seed)
+    model = build_digits_vit(depth)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    batches_per_epoch = (len(images) + 63) // 64
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=epochs * batches_per_epoch, pct_start=0.1
+    )
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(images), generator=generator).split(64):
+            shifted = _random_shift(images[batch], generator, pad=1)
+            loss = torch.nn.functional.cross_entropy(model(shifted), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if log is not None and (epoch + 1) % 10 == 0:
+            log(f"epoch {epoch + 1}/{epochs}: test accuracy {accuracy(model, test_images, test_labels):.3f}")
+    return model.eval()
+
+
+def _random_shift(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Translate each image by up to ``pad`` pixels, filling with the background (-1)."""
+    padded = torch.nn.functional.pad(images, (pad,) * 4, value=-1.0)
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
+    size = images.shape[-1]
+    return torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
+
+
+def accuracy(model: torch.nn.Module, images: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy of ``model`` on ``images``, in eval mode; the mode is restored."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float((model(images).argmax(-1) == labels).double().mean())
+    finally:
+        model.train(training)
+
+
+def default_cache_dir() -> Path:
+    """``$CAPTUM_NEURONPATH_CACHE``, or ``~/.cache/captum_neuronpath``."""
+    return Path(os.environ.get("CAPTUM_NEURONPATH_CACHE", Path.home() / ".cache" / "captum_neuronpath"))
+
+
+def digits_vit(
+    cache_dir: Optional[Path] = None,
+    depth: int = 6,
+    epochs: int = 40,
+    seed: int = 0,
+    log: Optional[Callable[[str], None]] = None,
+) -> VisionTransformer:
+    r"""
+    The digits ViT: loaded from the cache, or trained once and cached.
+
+    Args:
+
+        cache_dir (Path, optional): Where the weights live.
+                    Default: :func:`default_cache_dir`
+        depth (int, optional): Number of blocks.
+                    Default: ``6``
+        epochs (int, optional): Training epochs.
+                    Default: ``40``
+        seed (int, optional): Seed of the initialisation and the batches.
+                    Default: ``0``
+        log (Callable, optional): Receives progress lines while training.
+                    Default: ``None``
+
+    Returns:
+        The model, in eval mode.
+    """
+    from safetensors.torch import load_file, save_file
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache_dir / f"digits_vit_d{depth}_e{epochs}_s{seed}.safetensors"
+    if path.exists():
+        model = build_digits_vit(depth)
+        model.load_state_dict(load_file(path))
+        return model.eval()
+    model = train_digits_vit(depth, epochs, seed, log)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, partial)
+    partial.replace(path)  # a killed run never leaves a torn cache file
+    return model
