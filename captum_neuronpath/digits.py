@@ -136,6 +136,8 @@ def digits_vit(
         model = build_digits_vit(depth)
         model.load_state_dict(load_file(path))
         return model.eval()
+    if log is not None:
+        log(f"training the digits ViT once ({epochs} epochs, under a minute); caching it at {path}")
     model = train_digits_vit(depth, epochs, seed, log)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")

@@ -220,11 +220,11 @@ def neuron_frequency(paths: Tensor, labels: Tensor, num_channels: int, num_class
     labels = labels.to(paths.device).long()
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     num_layers = paths.shape[1]
-    counts = torch.zeros(num_classes, num_layers, num_channels, dtype=torch.float64, device=paths.device)
-    hits = torch.zeros(len(paths), num_layers, num_channels, dtype=torch.float64, device=paths.device)
+    counts = torch.zeros(num_classes, num_layers, num_channels, device=paths.device)
+    hits = torch.zeros(len(paths), num_layers, num_channels, device=paths.device)
     hits.scatter_(2, paths, 1.0)
     counts.index_add_(0, labels, hits)
-    sizes = torch.bincount(labels, minlength=num_classes).clamp(min=1).double()
+    sizes = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(counts.dtype)
     return counts / sizes.view(-1, 1, 1)
 
 
@@ -237,7 +237,7 @@ def class_similarity(frequency: Tensor) -> Tensor:
         *Tensor* ``(num_classes, num_classes)``; 0 for a class without examples.
     """
     flat = torch.nn.functional.normalize(frequency.flatten(1).double(), dim=1)
-    return flat @ flat.T
+    return (flat @ flat.T).to(frequency.dtype)
 
 
 def most_similar_classes(similarity: Tensor, k: int = 1) -> Tensor:

@@ -1,0 +1,26 @@
+import json
+import os
+import subprocess
+import sys
+
+
+def test_demo_runs_offline_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "captum_neuronpath", "demo", "--epochs", "1", "--max-examples", "6",
+        "--batch-size", "4", "--n-bootstrap", "20", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    assert "training the digits ViT" in done.stderr
+    assert "| Neuron Path |" in done.stdout and "| Random |" in done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert [row["method"] for row in results["rows"]] == ["Activation", "Influence Pattern", "Neuron Path", "Random"]
+    assert len(results["labels"]) == 6 and len(results["inter_class_similarity"]) == 10
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "training" not in again.stderr  # loaded from the cache
+
+
+def test_help_lists_the_demo():
+    done = subprocess.run([sys.executable, "-m", "captum_neuronpath", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "demo" in done.stdout
