@@ -17,6 +17,13 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert [row["method"] for row in results["rows"]] == ["Activation", "Influence Pattern", "Neuron Path", "Random"]
     assert len(results["labels"]) == 6 and len(results["inter_class_similarity"]) == 10
+    assert set(results["pruning_curves"]) == {"Activation", "Influence Pattern", "Neuron Path", "Random"}
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures == sorted(
+        f"{name}.png" for name in ["path_methods", "path_images", "layer_scores", "neuron_frequency",
+                                   "class_similarity", "nearest_classes", "pruning_curve", "accuracy_deviation"]
+    )  # fmt: skip
+    assert all((out / "figures" / name).stat().st_size > 10_000 for name in figures)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "training" not in again.stderr  # loaded from the cache
 

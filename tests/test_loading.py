@@ -3,6 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from captum_neuronpath._loading import load_model, load_safetensors_data
+
 from conftest import DATA
 
 

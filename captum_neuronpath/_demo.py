@@ -1,0 +1,137 @@
+"""``neuronpath demo``: the paper's experiments on the embedded digits ViT, offline."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from captum_neuronpath import digits, visualization
+from captum_neuronpath._core.neuron_path import NeuronPath
+from captum_neuronpath._models import vit_mlp_layers
+from captum_neuronpath.experiments import PaperTable, paper_table
+from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
+
+CLASS_NAMES = [str(digit) for digit in range(10)]
+PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text)
+    partial.replace(path)  # a killed run never leaves a torn file
+
+
+def run_demo(
+    out: Path,
+    cache_dir: Optional[Path] = None,
+    epochs: int = 40,
+    max_examples: Optional[int] = None,
+    n_steps: int = 20,
+    method: str = "riemann_left",
+    batch_size: int = 64,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Dict[str, object]:
+    """Train or load the digits ViT; print the paper's table and class analyses; write JSON and figures."""
+    model = digits.digits_vit(cache_dir, epochs=epochs, log=_log)
+    _, (images, labels) = digits.digits_split()
+    if max_examples is not None:
+        images, labels = images[:max_examples], labels[:max_examples]
+    test_accuracy = digits.accuracy(model, images, labels)
+    print(f"digits ViT: test accuracy {test_accuracy:.3f} on {len(images)} images", flush=True)
+
+    table = paper_table(
+        model, images, labels, n_steps=n_steps, method=method, batch_size=batch_size, n_bootstrap=n_bootstrap,
+        seed=seed,
+    )  # fmt: skip
+    markdown = table.to_markdown()
+    print(f"\nPaper Table 1 analog (n_steps={n_steps}, method={method}, 95% bootstrap intervals):\n")
+    print(markdown)
+
+    frequency = neuron_frequency(table.paths["Neuron Path"], labels, num_channels=256, num_classes=10)
+    similarity = class_similarity(frequency)
+    nearest = most_similar_classes(similarity, k=1)[:, 0]
+    print("\nInter-class: most similar class by neuron-path frequency")
+    print("  " + ", ".join(f"{c}->{int(n)} ({float(similarity[c, n]):.2f})" for c, n in enumerate(nearest)))
+
+    layers = vit_mlp_layers(model)
+    curves = {
+        name: pruning_curve(model, layers, (images, labels), paths, PRUNED_FRACTIONS, batch_size=batch_size, seed=seed)
+        for name, paths in table.paths.items()
+    }
+    print("\nPruning: accuracy (%) keeping each image's path and pruning a fraction of the other neurons")
+    print("  fractions " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
+    for name, curve in curves.items():
+        print(f"  {name:<17} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = dict(
+        table.to_json(),
+        test_accuracy=test_accuracy,
+        markdown=markdown,
+        labels=labels.tolist(),
+        intra_class_frequency=frequency.tolist(),
+        inter_class_similarity=similarity.tolist(),
+        most_similar_class=nearest.tolist(),
+        pruning_curves={name: curve._asdict() for name, curve in curves.items()},
+    )
+    _write_atomically(out / "results.json", json.dumps(results))
+    figures = write_figures(
+        out / "figures", model, images, labels, table, frequency, similarity, curves, n_steps, method
+    )
+    print(f"\nwrote {out / 'results.json'} and {len(figures)} figures in {out / 'figures'}")
+    return results
+
+
+def write_figures(
+    folder: Path,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    table: PaperTable,
+    frequency: torch.Tensor,
+    similarity: torch.Tensor,
+    curves: Dict[str, object],
+    n_steps: int,
+    method: str,
+) -> Dict[str, Path]:
+    """Render the demo's figures as PNG files; returns name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    first_class = int(labels[0])
+    result = NeuronPath(lambda x: model(x).softmax(-1), vit_mlp_layers(model)).attribute(
+        images[:3], target=labels[:3], n_steps=n_steps, method=method
+    )
+    drawn = {
+        "path_methods": visualization.visualize_path(
+            {name: paths[0] for name, paths in table.paths.items()}, num_neurons=256,
+            title=f"Paths of each method, first test image (label {first_class})", use_pyplot=False,
+        ),
+        "path_images": visualization.visualize_path(
+            result, labels=[f"image {i} (label {int(labels[i])})" for i in range(3)], num_neurons=256,
+            title="Neuron paths of three test images, with greedy scores", use_pyplot=False,
+        ),
+        "layer_scores": visualization.visualize_layer_scores(
+            result.layer_scores[0], result.path[0], title="Greedy candidate scores, first test image",
+            use_pyplot=False,
+        ),
+        "neuron_frequency": visualization.visualize_neuron_frequency(
+            frequency[first_class], title=f"Neuron-path frequency of class {first_class}", use_pyplot=False
+        ),
+        "class_similarity": visualization.visualize_class_similarity(similarity, CLASS_NAMES, use_pyplot=False),
+        "nearest_classes": visualization.visualize_nearest_classes(
+            similarity, first_class, CLASS_NAMES, k=5, use_pyplot=False
+        ),
+        "pruning_curve": visualization.visualize_pruning_curve(curves, use_pyplot=False),
+        "accuracy_deviation": visualization.visualize_accuracy_deviation(table, use_pyplot=False),
+    }  # fmt: skip
+    written = {}
+    for name, (figure, _) in drawn.items():
+        written[name] = folder / f"{name}.png"
+        figure.savefig(written[name], dpi=110)
+    return written
