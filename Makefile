@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo lint clean
+.PHONY: test demo tutorials lint clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ $(VENV)/.demo-installed: setup.py
 
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/neuronpath demo --out neuronpath-demo
+
+tutorials: $(VENV)/.installed  # re-run the notebooks and save their outputs
+	$(PY) tutorials/execute.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

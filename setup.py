@@ -9,6 +9,7 @@ for line in Path("captum_neuronpath/__init__.py").read_text().splitlines():
 
 hugging_face = ["transformers>=4.40"]
 demo = ["scikit-learn>=1.0", "safetensors>=0.4"]
+notebooks = ["nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"]
 
 setup(
     name="captum-neuronpath",
@@ -31,7 +32,7 @@ setup(
     extras_require={
         "hf": hugging_face,
         "demo": demo,
-        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo,
+        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo + notebooks,
     },
     entry_points={"console_scripts": ["neuronpath=captum_neuronpath.cli:main"]},
     classifiers=[

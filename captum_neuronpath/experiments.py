@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 from torch.nn import Module
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from captum_neuronpath._core.baselines import ActivationPath, InfluencePatternPath, RandomPath
 from captum_neuronpath._core.neuron_path import NeuronPath

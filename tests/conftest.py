@@ -1,4 +1,7 @@
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,17 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_configure(config):
+    """Seed the digits weights cache with the fixture model, a digits ViT of the same
+    architecture trained on the same split, so the tutorials and the demo need no training
+    in the suite (tests/test_digits.py tests training and caching themselves). Notebook
+    kernels and subprocesses inherit the variable."""
+    if "CAPTUM_NEURONPATH_CACHE" not in os.environ:
+        cache = Path(tempfile.mkdtemp(prefix="captum_neuronpath_cache_"))
+        shutil.copy(DATA / "digits_vit_d6.safetensors", cache / "digits_vit_d6_e40_s0.safetensors")
+        os.environ["CAPTUM_NEURONPATH_CACHE"] = str(cache)
 
 
 @pytest.fixture(scope="session")
