@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo tutorials lint clean
+.PHONY: test demo tutorials docs lint clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,6 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W -b html docs docs/_build/html

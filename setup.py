@@ -10,6 +10,7 @@ for line in Path("captum_neuronpath/__init__.py").read_text().splitlines():
 hugging_face = ["transformers>=4.40"]
 demo = ["scikit-learn>=1.0", "safetensors>=0.4"]
 notebooks = ["nbclient>=0.7", "nbformat>=5.7", "ipykernel>=6"]
+docs = ["sphinx>=7", "myst-nb>=1.0", "furo"]
 
 setup(
     name="captum-neuronpath",
@@ -32,7 +33,8 @@ setup(
     extras_require={
         "hf": hugging_face,
         "demo": demo,
-        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo + notebooks,
+        "docs": docs + notebooks,
+        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo + notebooks + docs,
     },
     entry_points={"console_scripts": ["neuronpath=captum_neuronpath.cli:main"]},
     classifiers=[

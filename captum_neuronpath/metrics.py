@@ -92,7 +92,29 @@ def correct_predictions(
 def bootstrap_interval(
     values: Tensor, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> Tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (``(N,)``)."""
+    r"""
+    Percentile bootstrap interval of the mean of ``values``.
+
+    Args:
+
+        values (Tensor): ``(N,)`` per-example values.
+        n_bootstrap (int, optional): Resamples of the ``N`` examples, with replacement.
+                    Default: ``1000``
+        confidence (float, optional): Coverage of the interval.
+                    Default: ``0.95``
+        seed (int, optional): Seed of the resampling.
+                    Default: ``0``
+
+    Returns:
+        ``(low, high)`` floats.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import bootstrap_interval
+        >>> bootstrap_interval(torch.full((10,), 2.0))
+        (2.0, 2.0)
+    """
     generator = torch.Generator().manual_seed(seed)
     values = values.double().cpu()
     samples = torch.randint(len(values), (n_bootstrap, len(values)), generator=generator)

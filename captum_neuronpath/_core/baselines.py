@@ -195,11 +195,21 @@ class LayerMethodPath(_PathBaseline):
         r"""
         Args:
 
-            inputs, target, additional_forward_args, n_steps, method,
-            internal_batch_size, top_k: as in :meth:`ActivationPath.attribute`.
-                        ``n_steps``, ``method`` and ``internal_batch_size`` set the
-                        path's JAS and, where its ``attribute()`` takes them, the
-                        Captum method's too.
+            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
+            target (int, tuple, Tensor or list, optional): Captum's output selection.
+                        Default: ``None``
+            additional_forward_args (Any, optional): Further arguments of
+                        ``forward_func`` after the inputs.
+                        Default: ``None``
+            n_steps (int, optional): Quadrature nodes of the path's JAS and, where its
+                        ``attribute()`` takes them, of the Captum method.
+                        Default: ``20``
+            method (str, optional): Quadrature method, for both.
+                        Default: ``"riemann_left"``
+            internal_batch_size (int, optional): Rows per forward pass, for both.
+                        Default: ``None``
+            top_k (int, optional): Channels kept per layer.
+                        Default: ``1``
             **method_kwargs: Further keywords of ``layer_method(...).attribute()``,
                         e.g. ``baselines``.
 
@@ -275,8 +285,15 @@ class InfluencePatternPath(LayerMethodPath):
             baselines (scalar, Tensor or tuple, optional): Captum baselines the input
                         is interpolated from.
                         Default: ``None`` (zeros)
-            target, additional_forward_args, internal_batch_size, top_k: as in
-                        :meth:`ActivationPath.attribute`.
+            target (int, tuple, Tensor or list, optional): Captum's output selection.
+                        Default: ``None``
+            additional_forward_args (Any, optional): Further arguments of
+                        ``forward_func`` after the inputs.
+                        Default: ``None``
+            internal_batch_size (int, optional): Rows per forward pass.
+                        Default: ``None``
+            top_k (int, optional): Channels kept per layer.
+                        Default: ``1``
             n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
                         Default: ``20``
             method (str, optional): Quadrature method, for both.

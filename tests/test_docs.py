@@ -1,0 +1,62 @@
+"""The Sphinx site builds with warnings as errors, and every public name is documented."""
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import captum_neuronpath as cnp
+from captum_neuronpath import digits, experiments, metrics, visualization
+
+ROOT = Path(__file__).parent.parent
+MODULES = [metrics, experiments, visualization, digits]
+
+
+def _public_functions(module):
+    return [
+        obj for name, obj in vars(module).items()
+        if not name.startswith("_") and inspect.isfunction(obj) and obj.__module__ == module.__name__
+    ]  # fmt: skip
+
+
+def test_docs_build_with_warnings_as_errors(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    api = (tmp_path / "api.html").read_text()
+    for name in cnp.__all__:
+        assert f"captum_neuronpath.{name}" in api, name
+    for module in MODULES:
+        for function in _public_functions(module):
+            assert f"{module.__name__}.{function.__name__}" in api, function.__name__
+    for notebook in ("01_getting_started", "02_paper_experiments", "03_bring_your_own_model"):
+        assert "<img" in (tmp_path / "tutorials" / f"{notebook}.html").read_text()
+
+
+@pytest.mark.parametrize("name", cnp.__all__)
+def test_public_names_have_captum_style_docstrings(name):
+    obj = getattr(cnp, name)
+    doc = inspect.getdoc(obj) or ""
+    if name == "NeuronPathResult":
+        assert "Attributes:" in doc
+        return
+    documented = doc + (inspect.getdoc(obj.attribute) if inspect.isclass(obj) else "")
+    assert "Args:" in documented and "Examples::" in documented, name
+    if inspect.isclass(obj):
+        assert "Returns:" in inspect.getdoc(obj.attribute), name
+    elif name != "intervene":  # a context manager returns nothing
+        assert "Returns:" in doc, name
+
+
+@pytest.mark.parametrize(
+    "function", [f for m in MODULES for f in _public_functions(m)], ids=lambda f: f"{f.__module__}.{f.__name__}"
+)
+def test_module_functions_are_documented(function):
+    doc = inspect.getdoc(function) or ""
+    assert len(doc) > 40, function.__name__
+    if len(inspect.signature(function).parameters) > 2:
+        assert "Args:" in doc or "Returns:" in doc, function.__name__
