@@ -1,0 +1,149 @@
+"""Cost of the neuron-path locator, in units of one forward+backward pass at batch n_steps.
+
+One *unit* is what one integrated-gradients pass costs: the model's forward pass over
+``n_steps`` interpolated copies of one image and the backward pass of the explained score
+to those inputs. The locator over ``L`` layers is timed on one image and divided by
+``L`` units; the floor of the algorithm is about 1 unit per layer. The reference is a
+straightforward implementation of the same search that, like the authors' code, takes
+one backward pass per path layer at every greedy step (its cost grows with the square of
+the depth). Both find the same path; the script checks it.
+
+Every number printed is measured in this run, on this machine:
+
+    python benchmarks/locator_cost.py                       # ViT-Ti/16 at 224 px + depth and width sweeps
+    python benchmarks/locator_cost.py --quick               # small images, for a smoke run
+"""
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import timm
+import torch
+from torch import Tensor, nn
+
+import captum_neuronpath as cnp
+
+
+def median_time(function: Callable[[], object], repeats: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def unit(model: nn.Module, image: Tensor, target: int, n_steps: int) -> None:
+    """One forward+backward pass at batch n_steps: the integrated-gradients unit."""
+    inputs = image.repeat(n_steps, 1, 1, 1).requires_grad_()
+    score = model(inputs).softmax(-1)[:, target].sum()
+    torch.autograd.grad(score, inputs)
+
+
+def reference_locator(model: nn.Module, layers: List[nn.Module], image: Tensor, target: int, n_steps: int):
+    """The same greedy search and final JAS, one backward pass per path layer per step (riemann_left, token 0)."""
+    clean: Dict[int, Tensor] = {}
+    handles = [
+        layer.register_forward_hook(lambda m, a, out, i=i: clean.__setitem__(i, out[:, 0].detach()))
+        for i, layer in enumerate(layers)
+    ]
+    with torch.no_grad():
+        model(image)
+    for handle in handles:
+        handle.remove()
+    alphas = torch.arange(n_steps, dtype=image.dtype).view(-1, 1) / n_steps
+    path: List[int] = []
+    for t in range(len(layers) + 1):  # the last round scores the whole path, as the authors' code does
+        candidate = t if t < len(layers) else None
+        values = {}
+        for l in range(min(t + 1, len(layers))):
+            scaled = clean[l].repeat(n_steps, 1)
+            if l == candidate:
+                scaled = alphas * scaled
+            else:
+                scaled[:, path[l]] = alphas[:, 0] * clean[l][0, path[l]]
+            values[l] = scaled.requires_grad_()
+
+        def hook_for(l: int) -> Callable:
+            def hook(module: nn.Module, args: object, out: Tensor) -> Tensor:
+                out = out.clone()
+                out[:, 0] = values[l]
+                return out
+
+            return hook
+
+        handles = [layers[l].register_forward_hook(hook_for(l)) for l in values]
+        score = model(image.repeat(n_steps, 1, 1, 1)).softmax(-1)[:, target].sum()
+        grads = {l: torch.autograd.grad(score, values[l], retain_graph=True)[0].mean(0) for l in values}
+        for handle in handles:
+            handle.remove()
+        prefix = range(t if candidate is not None else len(layers))
+        prefix_activation = sum(float(clean[l][0, path[l]]) for l in prefix)
+        prefix_gradient = sum(grads[l][path[l]] for l in prefix)
+        if candidate is None:
+            return torch.tensor(path), float(prefix_activation * prefix_gradient)
+        scores = (clean[t][0] + prefix_activation) * (grads[t] + prefix_gradient)
+        path.append(int(scores.argmax()))
+    raise AssertionError("unreachable")
+
+
+def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, repeats: int, reference: bool) -> Dict:
+    model.eval()
+    target = int(model(image).argmax())
+    layers = cnp.vit_mlp_layers(model)
+    locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), layers, token=0)
+    unit_seconds = median_time(lambda: unit(model, image, target, n_steps), repeats)
+    result = locator.attribute(image, target=target, n_steps=n_steps, method="riemann_left")
+    seconds = median_time(lambda: locator.attribute(image, target=target, n_steps=n_steps), repeats)
+    row = dict(model=name, layers=len(layers), unit_s=unit_seconds, locator_s=seconds,
+               units_per_layer=seconds / unit_seconds / len(layers), images_per_s=1 / seconds)  # fmt: skip
+    if reference:
+        reference_path, reference_jas = reference_locator(model, layers, image, target, n_steps)
+        assert torch.equal(reference_path, result.path[0]), "the reference found another path"
+        assert abs(reference_jas - float(result.jas[0])) <= 1e-4 * abs(reference_jas) + 1e-9, "JAS differ"
+        reference_seconds = median_time(lambda: reference_locator(model, layers, image, target, n_steps), 1)
+        row.update(reference_units_per_layer=reference_seconds / unit_seconds / len(layers),
+                   speedup=reference_seconds / seconds)  # fmt: skip
+    return row
+
+
+def vit(depth: int, width: int, img_size: int) -> nn.Module:
+    torch.manual_seed(0)
+    heads = max(1, width // 64)
+    return timm.create_model("vit_tiny_patch16_224", img_size=img_size, depth=depth, embed_dim=width, num_heads=heads)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="96 px images and fewer repeats")
+    parser.add_argument("--n-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size, repeats = (96, 2) if args.quick else (224, 3)
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    machine = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {machine}, {torch.get_num_threads()} threads, "
+          f"n_steps={args.n_steps}, riemann_left, one image, medians of {repeats} runs\n")  # fmt: skip
+    rows = [measure(f"ViT-Ti/16 @{size}", vit(12, 192, size), image, args.n_steps, repeats, reference=True)]
+    for depth in (3, 6, 12, 24):
+        rows.append(measure(f"depth {depth}, width 192 @96", vit(depth, 192, 96), image[..., :96, :96],
+                            args.n_steps, repeats, reference=depth <= 12))  # fmt: skip
+    for width in (96, 384):
+        rows.append(measure(f"depth 6, width {width} @96", vit(6, width, 96), image[..., :96, :96],
+                            args.n_steps, repeats, reference=True))  # fmt: skip
+    print("| model | L | unit (s) | locator (s) | units per layer | images/s | reference units per layer | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        reference = f"{r['reference_units_per_layer']:.2f} | {r['speedup']:.1f}x" if "speedup" in r else "- | -"
+        print(f"| {r['model']} | {r['layers']} | {r['unit_s']:.3f} | {r['locator_s']:.2f} | "
+              f"{r['units_per_layer']:.2f} | {r['images_per_s']:.3f} | {reference} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
