@@ -38,9 +38,16 @@ def _hugging_face_vit(model: object) -> Union[Module, None]:
 
 
 def _hugging_face_blocks(vit: Module) -> List[Module]:
-    if hasattr(vit, "layers"):  # transformers >= 5
-        return [block.mlp.activation_fn for block in vit.layers]
-    return [block.intermediate.intermediate_act_fn for block in vit.encoder.layer]
+    return list(vit.layers) if hasattr(vit, "layers") else list(vit.encoder.layer)  # transformers >= 5, < 5
+
+
+def _hugging_face_mlp_activation(block: Module) -> Module:
+    return block.mlp.activation_fn if hasattr(block, "mlp") else block.intermediate.intermediate_act_fn
+
+
+def _hugging_face_attention_output(block: Module) -> Module:
+    attention = block.attention
+    return attention.o_proj if hasattr(attention, "o_proj") else attention.output.dense
 
 
 def vit_mlp_layers(model: Module) -> List[Module]:
@@ -76,8 +83,45 @@ def vit_mlp_layers(model: Module) -> List[Module]:
         return [block.mlp[1] for block in model.encoder.layers]
     vit = _hugging_face_vit(model)
     if vit is not None:
-        return _hugging_face_blocks(vit)
+        return [_hugging_face_mlp_activation(block) for block in _hugging_face_blocks(vit)]
     raise _unsupported(model, "layers (a list of modules, e.g. each block's MLP activation)")
+
+
+def vit_attention_layers(model: Module) -> List[Module]:
+    r"""
+    Each block's attention output projection, input side first: the other neuron sites of
+    a Vision Transformer (``C`` = the embedding width per block). Like the MLP neurons they
+    sit inside a residual branch, so substituting them leaves the residual stream intact.
+
+    For torchvision, whose ``nn.MultiheadAttention`` applies its projection without calling
+    the module, the site is the dropout right after attention (the identity in eval mode),
+    which outputs the same values.
+
+    Args:
+
+        model (torch.nn.Module): A model :func:`vit_mlp_layers` supports.
+
+    Returns:
+        *list[torch.nn.Module]*: one module per block, to pass as ``layers``.
+
+    Raises:
+        TypeError: for any other model; pass the list of modules yourself instead.
+
+    Examples::
+
+        >>> import timm, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", depth=4)
+        >>> cnp.vit_attention_layers(model)[0] is model.blocks[0].attn.proj
+        True
+    """
+    if isinstance(model, TimmVisionTransformer):
+        return [block.attn.proj for block in model.blocks]
+    if isinstance(model, TorchvisionVisionTransformer):
+        return [block.dropout for block in model.encoder.layers]
+    vit = _hugging_face_vit(model)
+    if vit is not None:
+        return [_hugging_face_attention_output(block) for block in _hugging_face_blocks(vit)]
+    raise _unsupported(model, "layers (a list of modules, e.g. each block's attention output projection)")
 
 
 def vit_readout_token(model: Module) -> Union[int, slice]:

@@ -105,3 +105,44 @@ def test_hugging_face_vit_model():
 def test_unsupported_model_says_what_to_pass(function):
     with pytest.raises(TypeError, match="pass (layers|token)"):
         function(nn.Sequential(nn.Linear(3, 3)))
+
+
+def test_attention_layers_of_each_family():
+    timm_vit = small_vit(depth=2)
+    assert cnp.vit_attention_layers(timm_vit) == [block.attn.proj for block in timm_vit.blocks]
+    torch.manual_seed(0)
+    tv = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=48, num_classes=5
+    ).eval()
+    assert cnp.vit_attention_layers(tv) == [block.dropout for block in tv.encoder.layers]
+    hf = transformers.ViTForImageClassification(_hf_config(num_labels=5)).eval()
+    layers = cnp.vit_attention_layers(hf)
+    assert len(layers) == 2 and all(isinstance(layer, nn.Linear) and layer.out_features == 32 for layer in layers)
+    with pytest.raises(TypeError, match="pass layers"):
+        cnp.vit_attention_layers(nn.Linear(2, 2))
+
+
+def _attention_output(model, x):
+    """What each torchvision block's attention returns, recorded without our hooks."""
+    outputs = []
+    handles = [b.self_attention.register_forward_hook(lambda m, a, out: outputs.append(out[0])) for b in model.encoder.layers]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return outputs
+
+
+def test_torchvision_attention_site_outputs_the_attention():
+    torch.manual_seed(0)
+    tv = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=48, num_classes=5
+    ).eval()
+    x = torch.randn(2, 3, 16, 16)
+    site_outputs = []
+    handles = [layer.register_forward_hook(lambda m, a, out: site_outputs.append(out)) for layer in cnp.vit_attention_layers(tv)]
+    attention = _attention_output(tv, x)
+    for h in handles:
+        h.remove()
+    assert len(site_outputs) == len(attention) == 2
+    assert all(torch.equal(a, b) for a, b in zip(site_outputs, attention))

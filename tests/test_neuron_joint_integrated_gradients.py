@@ -113,3 +113,15 @@ def test_converges_to_the_path_integral(vit64):
         for n in (4, 16, 64)
     ]
     assert errors[0] > errors[1] > errors[2]
+
+
+def test_attention_sites_match_brute_force(vit64):
+    x, target = _inputs(), torch.tensor([1, 2, 3])
+    layers = cnp.vit_attention_layers(vit64)
+    selector = random_selector(3, len(layers), 32, 2, seed=5)
+    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers)
+    ours = jig.attribute(x, neuron_selector=selector, target=target, n_steps=5, method="gausslegendre")
+    reference = brute_force_jas(_fwd(vit64), layers, x, target, selector, n_steps=5, method="gausslegendre")
+    assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-13)
+    path = cnp.NeuronPath(_fwd(vit64), layers).attribute(x, target=target, n_steps=5, method="gausslegendre")
+    assert path.path.shape == (3, 3) and path.layer_scores.shape == (3, 3, 32)
