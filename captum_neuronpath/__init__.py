@@ -9,6 +9,7 @@ from captum_neuronpath._core.intervention import intervene
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
 from captum_neuronpath._core.neuron_path import NeuronPath, NeuronPathResult
+from captum_neuronpath._core.path_saliency import PathSaliency
 from captum_neuronpath._models import vit_attention_layers, vit_mlp_layers, vit_readout_token
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ __all__ = [
     "NeuronJointIntegratedGradients",
     "NeuronPath",
     "NeuronPathResult",
+    "PathSaliency",
     "vit_attention_layers",
     "vit_mlp_layers",
     "vit_readout_token",

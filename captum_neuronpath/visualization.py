@@ -435,3 +435,52 @@ def visualize_accuracy_deviation(
     axis.set_title(title)
     axis.legend(fontsize=9)
     return figure, axis
+
+
+def visualize_path_saliency(
+    saliency: Tensor,
+    image: Tensor,
+    title: str = "Where the path looks",
+    method: str = "blended_heat_map",
+    plt_fig_axis: Optional[FigureAxis] = None,
+    use_pyplot: bool = True,
+) -> FigureAxis:
+    r"""
+    A :class:`~captum_neuronpath.PathSaliency` map over its image, drawn with Captum's
+    ``visualize_image_attr`` (magnitude of the attribution, the image min-max scaled).
+    For per-layer maps, draw each layer's map into one axis of a row of subplots.
+
+    Args:
+
+        saliency (Tensor): ``(C, H, W)`` map of one image.
+        image (Tensor): ``(C, H, W)`` the image, in any value range.
+        title (str, optional): Axis title.
+        method (str, optional): Captum's ``visualize_image_attr`` method, e.g.
+                    ``"heat_map"``.
+                    Default: ``"blended_heat_map"``
+        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
+        use_pyplot (bool, optional): Create a new figure with pyplot.
+                    Default: ``True``
+
+    Returns:
+        ``(figure, axis)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.visualization import visualize_path_saliency
+        >>> fig, ax = visualize_path_saliency(torch.rand(3, 8, 8), torch.rand(3, 8, 8), use_pyplot=False)
+        >>> ax.get_title()
+        'Where the path looks'
+    """
+    from captum.attr import visualization as captum_visualization
+
+    figure, axis = _figure(plt_fig_axis, use_pyplot, (4.2, 4.0))
+    picture = image.detach().cpu().double()
+    picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp(min=1e-12)
+    captum_visualization.visualize_image_attr(
+        saliency.detach().cpu().double().permute(1, 2, 0).numpy(), picture.permute(1, 2, 0).numpy(),
+        method=method, sign="absolute_value", plt_fig_axis=(figure, axis), use_pyplot=False,
+        show_colorbar=True, title=title,
+    )  # fmt: skip
+    return figure, axis

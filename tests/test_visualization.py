@@ -101,3 +101,13 @@ def test_pruning_curve_and_deviation_bars(digits_vit, expected):
     assert len(ax.patches) == 4  # two methods x (removal, enhancement)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Activation", "Random"]
     fig.savefig(__import__("io").BytesIO(), format="png")  # renders without error
+
+
+def test_path_saliency_overlay_draws_into_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    saliency = torch.zeros(3, 8, 8)
+    saliency[:, 2, 5] = 1.0
+    returned = vis.visualize_path_saliency(saliency, torch.rand(3, 8, 8), title="layer 0", plt_fig_axis=(fig, axes[0]))
+    assert returned == (fig, axes[0]) and axes[0].get_title() == "layer 0" and not axes[1].images
+    heat = axes[0].images[-1].get_array()
+    assert heat.shape == (8, 8) and float(heat[2, 5]) == float(heat.max())
