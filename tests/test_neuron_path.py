@@ -160,3 +160,37 @@ def test_cuda_matches_cpu(digits_vit, expected):
     assert gpu.path.device.type == "cuda" and gpu.jas.device.type == "cuda"
     assert gpu.path.tolist() == case["neuron_path"]
     assert torch.allclose(gpu.jas.cpu(), cpu.jas, rtol=1e-4)
+
+
+def test_refinement_never_lowers_the_jas_and_reports_the_path_jas(digits_vit, expected):
+    _, inputs = expected
+    x, y = inputs["images"], inputs["labels"]
+    locator = cnp.NeuronPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    greedy = locator.attribute(x, target=y)
+    refined = locator.attribute(x, target=y, refine_steps=1, refine_candidates=8)
+    assert (refined.jas >= greedy.jas).all() and (refined.jas > greedy.jas).any()
+    assert torch.equal(refined.layer_scores, greedy.layer_scores)
+    changed = (refined.path != greedy.path).any(-1)
+    assert torch.equal(changed, refined.jas > greedy.jas)  # a path changes only when its JAS rises
+    # every refined neuron is one of its layer's 8 best greedy candidates
+    ranks = (greedy.layer_scores > greedy.layer_scores.gather(2, refined.path.unsqueeze(-1))).sum(-1)
+    assert (ranks < 8).all()
+    jig = cnp.NeuronJointIntegratedGradients(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    assert torch.allclose(jig.attribute(x, neuron_selector=refined.path, target=y), refined.jas, rtol=1e-5)
+
+
+def test_refinement_with_one_candidate_keeps_the_greedy_path(vit):
+    x = _inputs(2)
+    greedy = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=1)
+    refined = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=1, refine_steps=2, refine_candidates=1)
+    assert torch.equal(greedy.path, refined.path) and torch.allclose(greedy.jas, refined.jas, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,text",
+    [(dict(refine_steps=1, top_k=2), "refine_steps"), (dict(refine_steps=-1), "refine_steps"),
+     (dict(refine_steps=1, refine_candidates=0), "refine_candidates"), (dict(refine_steps=1, refine_candidates=65), "refine_candidates")],
+)  # fmt: skip
+def test_refinement_arguments_are_checked(vit, kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(_inputs(2), target=1, **kwargs)

@@ -1,5 +1,5 @@
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from captum._utils.progress import progress
@@ -11,9 +11,16 @@ from torch.nn import Module
 
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
-from captum_neuronpath._utils.substitution import prepare
+from captum_neuronpath._utils.substitution import Prepared, prepare, repeat_prepared
 from captum_neuronpath._utils.tokens import TokenType, check_token
-from captum_neuronpath._utils.validation import check_internal_batch_size, check_layers, check_top_k, quadrature
+from captum_neuronpath._utils.validation import (
+    Quadrature,
+    check_int,
+    check_internal_batch_size,
+    check_layers,
+    check_top_k,
+    quadrature,
+)
 
 
 @dataclass
@@ -85,6 +92,8 @@ class NeuronPath(LayerAttribution, GradientAttribution):
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
         show_progress: bool = False,
+        refine_steps: int = 0,
+        refine_candidates: int = 8,
     ) -> NeuronPathResult:
         r"""
         Args:
@@ -109,6 +118,17 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                         Default: ``1``
             show_progress (bool, optional): Show a progress bar over the layers.
                         Default: ``False``
+            refine_steps (int, optional): Sweeps of coordinate ascent on the whole
+                        path's JAS after the greedy search (Definition 2 of the paper asks
+                        for the path that maximises it): layer by layer, each of the
+                        layer's ``refine_candidates`` best greedy candidates is tried in
+                        place of the chosen neuron, and a swap is kept only when the JAS
+                        rises. The result's JAS is never below the greedy path's. Needs
+                        ``top_k=1``.
+                        Default: ``0`` (the paper's greedy path)
+            refine_candidates (int, optional): Candidates per layer tried by the
+                        refinement; all of them are scored in one batched pass per layer.
+                        Default: ``8``
 
         Returns:
             :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
@@ -131,6 +151,10 @@ class NeuronPath(LayerAttribution, GradientAttribution):
         prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
         activations = prepared.clean.activations
         top_k = check_top_k(top_k, [a.shape[-1] for a in activations])
+        refine_steps = check_int(refine_steps, "refine_steps", 0)
+        refine_candidates = check_int(refine_candidates, "refine_candidates", 1, min(a.shape[-1] for a in activations))
+        if refine_steps and top_k > 1:
+            raise ValueError(f"refine_steps needs top_k=1, got top_k={top_k}")
         batch_size = activations[0].shape[0]
         path = torch.empty(batch_size, 0, top_k, dtype=torch.long, device=activations[0].device)
         step_scores = []
@@ -144,11 +168,53 @@ class NeuronPath(LayerAttribution, GradientAttribution):
             path = torch.cat([path, best.unsqueeze(1)], dim=1)
             step_scores.append(scores)
         jas = self._joint._jas(prepared, path, rule, internal_batch_size)
+        layer_scores = _stack_padded(step_scores)
+        if refine_steps:
+            path, jas = self._refine(
+                prepared, path, jas, layer_scores, refine_steps, refine_candidates, rule, internal_batch_size
+            )
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
             jas=jas.to(prepared.dtype),
-            layer_scores=_stack_padded(step_scores).to(prepared.dtype),
+            layer_scores=layer_scores.to(prepared.dtype),
         )
+
+    def _refine(
+        self,
+        prepared: Prepared,
+        path: Tensor,
+        jas: Tensor,
+        layer_scores: Tensor,
+        steps: int,
+        num_candidates: int,
+        rule: Quadrature,
+        internal_batch_size: Optional[int],
+    ) -> Tuple[Tensor, Tensor]:
+        """Coordinate ascent on the JAS of ``(B, L, 1)`` paths over each layer's best candidates."""
+        batch_size, num_layers, _ = path.shape
+        candidates = layer_scores.nan_to_num(float("-inf")).topk(num_candidates, dim=-1).indices  # (B, L, K)
+        repeated = repeat_prepared(prepared, num_candidates)
+        greedy_path, greedy_jas = path, jas
+        for _ in range(steps):
+            for layer in range(num_layers):
+                # Row j * B + b of the trial batch is example b with candidate j at this layer.
+                trials = path.repeat(num_candidates, 1, 1)
+                trials[:, layer, 0] = candidates[:, layer].T.reshape(-1)
+                trial_jas = self._joint._jas(repeated, trials, rule, internal_batch_size).view(
+                    num_candidates, batch_size
+                )
+                best_jas, best = trial_jas.max(0)
+                better = best_jas > jas
+                chosen = candidates[torch.arange(batch_size), layer, best]
+                path = path.clone()
+                path[:, layer, 0] = torch.where(better, chosen, path[:, layer, 0])
+                jas = torch.where(better, best_jas, jas)
+        # Score the refined paths as NeuronJointIntegratedGradients would, and keep the
+        # greedy path wherever float noise in the batched trials made a swap look better.
+        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
+        keep_greedy = jas < greedy_jas
+        path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
+        return path, torch.where(keep_greedy, greedy_jas, jas)
 
 
 def _stack_padded(scores: List[Tensor]) -> Tensor:

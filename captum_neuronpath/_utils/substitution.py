@@ -200,6 +200,8 @@ def prepare(
     additional_forward_args: Any,
 ) -> Prepared:
     """Format and check the arguments every ``attribute()`` shares, then run the clean pass."""
+    if not isinstance(inputs, (Tensor, tuple)):  # Captum's formatting would only assert
+        raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}")
     inputs = _format_tensor_into_tuples(inputs)
     check_inputs(inputs)
     warn_if_training(forward_func, layers)
@@ -217,4 +219,20 @@ def _unreachable(index: int, layer: Module, why: str) -> ValueError:
         "later substitution overwrites them, e.g. whole block outputs at every token, or the "
         "residual stream at the readout token. Use sites inside the residual branches, such as "
         "cnp.vit_mlp_layers(model)"
+    )
+
+
+def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
+    """``prepared`` for ``times`` copies of the batch: row ``j * B + b`` is example ``b``."""
+    clean = prepared.clean
+    return Prepared(
+        inputs=tuple(torch.cat([x] * times) for x in prepared.inputs),
+        additional_forward_args=_expand_additional_forward_args(prepared.additional_forward_args, times),
+        target=_expand_target(prepared.target, times),
+        clean=CleanPass(
+            [a.repeat(times, 1, 1) for a in clean.activations],
+            clean.positions,
+            clean.output.repeat(times, *[1] * (clean.output.dim() - 1)),
+        ),
+        dtype=prepared.dtype,
     )
