@@ -73,8 +73,8 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
         path_prefix: Union[None, Tensor, Sequence[int]] = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 20,
-        method: str = "riemann_left",
+        n_steps: int = 3,
+        method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         r"""
@@ -94,9 +94,13 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``20``
-            method (str, optional): Captum quadrature method.
-                        Default: ``"riemann_left"``
+                        Default: ``3`` (the paper's is ``20``, with ``riemann_left``;
+                        3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
+                        the paper's rule to 2%: see the benchmarks)
+            method (str, optional): Captum quadrature: ``riemann_left``,
+                        ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
+                        or ``gausslegendre``.
+                        Default: ``"gausslegendre"``
             internal_batch_size (int, optional): Largest number of rows in one
                         forward pass.
                         Default: ``None``

@@ -87,8 +87,8 @@ class NeuronPath(LayerAttribution, GradientAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 20,
-        method: str = "riemann_left",
+        n_steps: int = 3,
+        method: str = "gausslegendre",
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
         show_progress: bool = False,
@@ -107,9 +107,13 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``20`` (the paper's)
-            method (str, optional): Captum quadrature method.
-                        Default: ``"riemann_left"`` (the paper's)
+                        Default: ``3`` (the paper's is ``20``, with ``riemann_left``;
+                        3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
+                        the paper's rule to 2%: see the benchmarks)
+            method (str, optional): Captum quadrature: ``riemann_left``,
+                        ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
+                        or ``gausslegendre``.
+                        Default: ``"gausslegendre"``
             internal_batch_size (int, optional): Largest number of rows (examples
                         times nodes) in one forward pass; bounds memory without
                         changing the result.
@@ -151,10 +155,10 @@ class NeuronPath(LayerAttribution, GradientAttribution):
         prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
         activations = prepared.clean.activations
         top_k = check_top_k(top_k, [a.shape[-1] for a in activations])
-        refine_steps = check_int(refine_steps, "refine_steps", 0)
-        refine_candidates = check_int(refine_candidates, "refine_candidates", 1, min(a.shape[-1] for a in activations))
-        if refine_steps and top_k > 1:
-            raise ValueError(f"refine_steps needs top_k=1, got top_k={top_k}")
+        if check_int(refine_steps, "refine_steps", 0):
+            check_int(refine_candidates, "refine_candidates", 1, min(a.shape[-1] for a in activations))
+            if top_k > 1:
+                raise ValueError(f"refine_steps needs top_k=1, got top_k={top_k}")
         batch_size = activations[0].shape[0]
         path = torch.empty(batch_size, 0, top_k, dtype=torch.long, device=activations[0].device)
         step_scores = []
