@@ -34,7 +34,7 @@ setup(
         "hf": hugging_face,
         "demo": demo,
         "docs": docs + notebooks,
-        "dev": ["pytest>=7", "ruff>=0.6"] + hugging_face + demo + notebooks + docs,
+        "dev": ["pytest>=7", "ruff>=0.6", "hypothesis>=6"] + hugging_face + demo + notebooks + docs,
     },
     entry_points={"console_scripts": ["neuronpath=captum_neuronpath.cli:main"]},
     classifiers=[

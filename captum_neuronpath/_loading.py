@@ -2,18 +2,35 @@
 
 import importlib
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 
 
+def load_callable(spec: str, what: str) -> Callable:
+    """The object ``callable`` of the module ``package.module`` named by ``package.module:callable``.
+
+    ``what`` names the argument in error messages (``"model"``, ``"transform"``).
+    """
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"{what} must be package.module:callable, got {spec!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{what} {spec!r}: cannot import {name} from {module_name} ({error})") from None
+    if not callable(found):
+        raise TypeError(f"{what} {spec!r} must name a callable, got {type(found).__name__}")
+    return found
+
+
 def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = False) -> Module:
     """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, in eval mode.
 
     ``checkpoint`` (safetensors, or a state dict loaded with ``weights_only=True``) is
-    loaded into a timm model; ``pretrained`` downloads timm's or torchvision's weights.
+    loaded into the model; ``pretrained`` downloads timm's or torchvision's weights.
     """
     family, sep, name = spec.partition(":")
     if not sep or not name:
@@ -22,22 +39,18 @@ def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = 
         import timm
 
         model = timm.create_model(name, pretrained=pretrained)
-        if checkpoint is not None:
-            model.load_state_dict(load_state_dict(checkpoint))
     elif family == "torchvision":
         import torchvision
 
         model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
-        if checkpoint is not None:
-            model.load_state_dict(load_state_dict(checkpoint))
     else:
-        try:
-            factory = getattr(importlib.import_module(family), name)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"model {spec!r}: cannot import {name} from {family} ({error})") from None
-        model = factory()
+        if pretrained:
+            raise ValueError(f"pretrained weights exist only for timm:NAME and torchvision:NAME models, not {spec!r}")
+        model = load_callable(spec, "model")()
         if not isinstance(model, Module):
             raise TypeError(f"model {spec!r} must return a torch.nn.Module, got {type(model).__name__}")
+    if checkpoint is not None:
+        model.load_state_dict(load_state_dict(checkpoint))
     return model.eval()
 
 

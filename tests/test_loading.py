@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from captum_neuronpath._loading import load_model, load_safetensors_data
+from captum_neuronpath._loading import load_callable, load_model, load_safetensors_data
 
 from conftest import DATA
 
@@ -25,6 +25,23 @@ def test_torchvision_and_callable_models():
     assert load_model("torchvision:vit_b_16").encoder.layers[0].mlp[1].__class__.__name__ == "GELU"
     model = load_model("captum_neuronpath.digits:build_digits_vit")
     assert len(model.blocks) == 6 and not model.training
+
+
+def test_callable_model_takes_a_checkpoint_but_not_pretrained(tmp_path):
+    torch.manual_seed(1)
+    source = load_model("captum_neuronpath.digits:build_digits_vit")
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "weights.safetensors")
+    torch.manual_seed(2)
+    loaded = load_model("captum_neuronpath.digits:build_digits_vit", checkpoint=tmp_path / "weights.safetensors")
+    assert torch.equal(loaded.head.weight, source.head.weight)
+    with pytest.raises(ValueError, match="pretrained"):
+        load_model("captum_neuronpath.digits:build_digits_vit", pretrained=True)
+
+
+@pytest.mark.parametrize("spec", ["no_colon", ":name", "module:", "captum_neuronpath:no_such_name", "captum_neuronpath:__version__"])
+def test_bad_callable_specs_are_explained(spec):
+    with pytest.raises((ValueError, TypeError), match="transform"):
+        load_callable(spec, "transform")
 
 
 @pytest.mark.parametrize("spec", ["vit_tiny", "timm:", "no_such_module_xyz:make"])

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import captum_neuronpath as cnp
+
 from helpers import assert_unchanged, layers_of, small_vit, snapshot
 
 

@@ -20,6 +20,19 @@ def _fwd(model):
 
 X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
+
+def _returns_none(model):
+    def forward(x):
+        model(x)  # the layers run, but nothing comes back
+        return None
+
+    return forward
+
+
+def _intervened(model, path):
+    with cnp.intervene(layers_of(model), path, mode="remove"):
+        model(X)
+
 # (name, call(model) -> None, exception type, text the message must hold)
 CASES = [
     ("empty layers", lambda m: cnp.NeuronPath(_fwd(m), []), ValueError, "layers"),
@@ -41,7 +54,7 @@ CASES = [
     ("prefix range", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1, path_prefix=[99], target=0), IndexError, "path_prefix"),
     ("layer index", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=2, path_prefix=[1, 2], target=0), IndexError, "layer_index"),
     ("n_steps zero", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=0), ValueError, "n_steps"),
-    ("n_steps one riemann", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=1), ValueError, "n_steps"),
+    ("n_steps one riemann", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=1, method="riemann_left"), ValueError, "n_steps"),
     ("n_steps float", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, n_steps=2.5), TypeError, "n_steps"),
     ("unknown method", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, method="simpson"), ValueError, "method"),
     ("target range", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=5), IndexError, "target"),
@@ -66,6 +79,19 @@ CASES = [
         ValueError,
         "layers[1]",
     ),
+    ("selector list of floats", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=[1.5, 2.0], target=0), TypeError, "neuron_selector"),
+    ("selector bool tensor", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=torch.ones(2, 2, dtype=torch.bool), target=0), TypeError, "neuron_selector"),
+    ("selector None", lambda m: cnp.NeuronJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, neuron_selector=None, target=0), TypeError, "neuron_selector"),
+    ("prefix floats", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1, path_prefix=[0.5], target=0), TypeError, "path_prefix"),
+    ("layer index float", lambda m: cnp.LayerJointIntegratedGradients(_fwd(m), layers_of(m)).attribute(X, layer_index=1.0, path_prefix=[1], target=0), TypeError, "layer_index"),
+    ("top_k float", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute(X, target=0, top_k=2.0), TypeError, "top_k"),
+    ("intervene path floats", lambda m: _intervened(m, [1.5, 2.0]), TypeError, "path"),
+    ("forward returns None", lambda m: cnp.NeuronPath(_returns_none(m), layers_of(m)).attribute(X, target=0), TypeError, "forward_func"),
+    ("forward returns ndarray", lambda m: cnp.NeuronJointIntegratedGradients(lambda x: m(x).detach().numpy(), layers_of(m)).attribute(X, neuron_selector=[1, 2], target=0), TypeError, "forward_func"),
+    ("inputs list", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m)).attribute([X], target=0), TypeError, "inputs"),
+    ("token slice step zero", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=slice(0, 3, 0)), ValueError, "token"),
+    ("token slice float bound", lambda m: cnp.NeuronPath(_fwd(m), layers_of(m), token=slice(0.5, None)), TypeError, "token"),
+    ("random seed float", lambda m: cnp.RandomPath(_fwd(m), layers_of(m), seed=1.5), TypeError, "seed"),
 ]
 
 
@@ -109,3 +135,10 @@ def test_training_mode_warns_and_stays(vit):
         cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(X, target=0)
     assert vit.training
     assert_unchanged(vit, before)
+
+
+def test_convolutional_feature_maps_are_refused_with_a_way_out():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    conv(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"convolutional feature map.*flatten\(2\)"):
+        cnp.NeuronPath(conv.eval(), [conv[1]]).attribute(torch.randn(2, 3, 8, 8), target=0)

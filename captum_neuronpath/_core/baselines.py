@@ -20,7 +20,13 @@ from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJoin
 from captum_neuronpath._core.neuron_path import NeuronPathResult
 from captum_neuronpath._utils.substitution import Prepared, prepare
 from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens
-from captum_neuronpath._utils.validation import check_internal_batch_size, check_layers, check_top_k, quadrature
+from captum_neuronpath._utils.validation import (
+    check_int,
+    check_internal_batch_size,
+    check_layers,
+    check_top_k,
+    quadrature,
+)
 
 # attribute() keywords a Captum layer method shares with the path's JAS, passed where accepted.
 _SHARED = ("target", "additional_forward_args", "n_steps", "method", "internal_batch_size")
@@ -335,7 +341,7 @@ class RandomPath(_PathBaseline):
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0, seed: int = 0) -> None:
         super().__init__(forward_func, layers, token)
-        self.seed = seed
+        self.seed = check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
         self._generator: Optional[torch.Generator] = None
 
     def _locate(self, *args: Any, **kwargs: Any) -> NeuronPathResult:

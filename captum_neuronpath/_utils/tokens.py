@@ -16,7 +16,14 @@ TokenType = Union[int, slice, Sequence[int], None]
 
 def check_token(token: TokenType) -> TokenType:
     """Validate the type of ``token`` once, when an attribution object is built."""
-    if token is None or isinstance(token, slice):
+    if token is None:
+        return token
+    if isinstance(token, slice):
+        bounds = (token.start, token.stop, token.step)
+        if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+            raise TypeError(f"token as a slice must have int or None bounds, got {token!r}")
+        if token.step == 0:
+            raise ValueError("token as a slice must not have step 0")
         return token
     if isinstance(token, bool):
         raise TypeError("token must be an int, a slice, a sequence of ints or None, got a bool")
@@ -54,6 +61,12 @@ def token_positions(token: TokenType, output_shape: torch.Size, where: str) -> O
                 f"{tuple(output_shape)}; pass token as an int, slice or sequence of positions"
             )
         return None
+    if len(output_shape) == 4:
+        raise ValueError(
+            f"{where} outputs a convolutional feature map of shape {tuple(output_shape)}, which is not "
+            "supported: a neuron is a channel of a (B, T, C) or (B, C) output. Wrap the layer so that it "
+            "returns (B, H*W, C) (x.flatten(2).transpose(1, 2)) and pass the spatial positions as the token set"
+        )
     if len(output_shape) != 3:
         raise ValueError(
             f"token={token!r} needs a layer output of shape (B, T, C), but {where} outputs shape "

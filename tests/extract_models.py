@@ -1,0 +1,47 @@
+"""Factories that `neuronpath extract` imports by name in tests/test_extract.py.
+
+The command runs in subprocesses with ``PYTHONPATH=tests``, so these are
+``extract_models:tiny_vit`` and friends on its command line.
+"""
+
+import time
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torchvision import transforms
+
+# What timm's resolve_data_config reads: the image folder is resized to the model's 16 x 16.
+DATA_CONFIG = dict(input_size=(3, 16, 16), interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0)
+OPTIONS = dict(img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=4)
+
+
+class SlowViT(VisionTransformer):
+    """A forward pass that takes a while, so a test can kill the command mid-run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.05)
+        return super().forward(x)
+
+
+def _seeded(cls) -> VisionTransformer:
+    torch.manual_seed(7)
+    model = cls(**OPTIONS)
+    model.pretrained_cfg = dict(DATA_CONFIG)
+    return model
+
+
+def tiny_vit() -> VisionTransformer:
+    """A 2-block ViT on 16 x 16 images with 32 neurons per block, the same weights every call."""
+    return _seeded(VisionTransformer)
+
+
+def slow_tiny_vit() -> VisionTransformer:
+    """:func:`tiny_vit` (same weights) with a slow forward pass."""
+    return _seeded(SlowViT)
+
+
+def resize_16():
+    """A --transform factory: any image to a normalised 3 x 16 x 16 tensor."""
+    return transforms.Compose(
+        [transforms.Resize((16, 16)), transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
+    )
