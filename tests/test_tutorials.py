@@ -14,11 +14,12 @@ from execute import execute  # noqa: E402
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 
-def test_there_are_three_tutorials():
+def test_the_tutorials_are_all_there():
     assert [p.name for p in NOTEBOOKS] == [
         "01_getting_started.ipynb",
         "02_paper_experiments.ipynb",
         "03_bring_your_own_model.ipynb",
+        "04_beyond_the_paper.ipynb",
     ]
 
 

@@ -17,7 +17,9 @@ HERE = Path(__file__).parent
 def execute(path: Path, timeout: int = 600) -> nbformat.NotebookNode:
     """Execute ``path`` in its folder and return the notebook with its outputs."""
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    resources = {"metadata": {"path": str(HERE)}}
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources=resources)
+    client.execute()
     return notebook
 
 
