@@ -10,6 +10,7 @@ import torch
 from captum_neuronpath import digits, visualization
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers
+from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath.experiments import PaperTable, paper_table
 from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
 
@@ -19,12 +20,6 @@ PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(text)
-    partial.replace(path)  # a killed run never leaves a torn file
 
 
 def run_demo(
@@ -81,7 +76,7 @@ def run_demo(
         most_similar_class=nearest.tolist(),
         pruning_curves={name: curve._asdict() for name, curve in curves.items()},
     )
-    _write_atomically(out / "results.json", json.dumps(results))
+    write_atomically(out / "results.json", json.dumps(results).encode())
     figures = write_figures(
         out / "figures", model, images, labels, table, frequency, similarity, curves, n_steps, method
     )

@@ -16,6 +16,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
+from captum_neuronpath._utils.files import write_atomically
+
 NUM_TRAIN = 1400
 
 
@@ -158,7 +160,7 @@ def digits_vit(
     Returns:
         The model, in eval mode.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"digits_vit_d{depth}_e{epochs}_s{seed}.safetensors"
@@ -170,7 +172,5 @@ def digits_vit(
         log(f"training the digits ViT once ({epochs} epochs, under a minute); caching it at {path}")
     model = train_digits_vit(depth, epochs, seed, log)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, partial)
-    partial.replace(path)  # a killed run never leaves a torn cache file
+    write_atomically(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return model

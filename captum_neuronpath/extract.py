@@ -55,6 +55,7 @@ import captum_neuronpath
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._loading import load_callable, load_model, load_safetensors_data
 from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
+from captum_neuronpath._utils.files import write_atomically
 
 EPILOG = """\
 resuming:
@@ -413,16 +414,6 @@ def merge_records(out: Path) -> int:
     for shard in shards:
         shard.unlink()
     return len(unique)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data``: a crash leaves either the old or the new file, never a mix."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
 
 
 def append_records(handle, records: List[Dict[str, object]]) -> None:
