@@ -18,6 +18,7 @@ from torch.nn import Module
 
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
 from captum_neuronpath._core.neuron_path import NeuronPathResult
+from captum_neuronpath._utils.joint import top_channels
 from captum_neuronpath._utils.substitution import Prepared, prepare
 from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens
 from captum_neuronpath._utils.validation import (
@@ -30,11 +31,6 @@ from captum_neuronpath._utils.validation import (
 
 # attribute() keywords a Captum layer method shares with the path's JAS, passed where accepted.
 _SHARED = ("target", "additional_forward_args", "n_steps", "method", "internal_batch_size")
-
-
-def _top_channels(scores: Tensor, top_k: int) -> Tensor:
-    """``(B, K)`` best channels of ``(B, C)`` scores; ties go to the lowest index."""
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_k]
 
 
 class _PathBaseline(LayerAttribution):
@@ -67,7 +63,7 @@ class _PathBaseline(LayerAttribution):
         top_k = check_top_k(top_k, [a.shape[-1] for a in prepared.clean.activations])
         path = torch.stack(
             [
-                _top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(
+                top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(
                     prepared.clean.activations[0].device
                 )
                 for index in range(len(self.layers))

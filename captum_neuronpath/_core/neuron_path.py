@@ -11,6 +11,7 @@ from torch.nn import Module
 
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
+from captum_neuronpath._utils.joint import top_channels
 from captum_neuronpath._utils.substitution import Prepared, prepare, repeat_prepared
 from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath._utils.validation import (
@@ -167,9 +168,7 @@ class NeuronPath(LayerAttribution, GradientAttribution):
             steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
         for layer_index in steps:
             scores = self._layer_scores._scores(prepared, layer_index, path, rule, internal_batch_size)
-            # A stable descending sort sends ties to the lowest index, like argmax.
-            best = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :top_k]
-            path = torch.cat([path, best.unsqueeze(1)], dim=1)
+            path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
         jas = self._joint._jas(prepared, path, rule, internal_batch_size)
         layer_scores = _stack_padded(step_scores)
@@ -196,7 +195,7 @@ class NeuronPath(LayerAttribution, GradientAttribution):
     ) -> Tuple[Tensor, Tensor]:
         """Coordinate ascent on the JAS of ``(B, L, 1)`` paths over each layer's best candidates."""
         batch_size, num_layers, _ = path.shape
-        candidates = layer_scores.nan_to_num(float("-inf")).topk(num_candidates, dim=-1).indices  # (B, L, K)
+        candidates = top_channels(layer_scores.nan_to_num(float("-inf")), num_candidates)  # (B, L, K)
         repeated = repeat_prepared(prepared, num_candidates)
         greedy_path, greedy_jas = path, jas
         for _ in range(steps):

@@ -37,3 +37,8 @@ def set_sum(
 def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Tensor:
     """Eq. (2)-(3): the per-token product of the two set sums, summed over tokens; ``(B,)``."""
     return (activation_sum * gradient_sum).sum(-1)
+
+
+def top_channels(scores: Tensor, top_k: int) -> Tensor:
+    """The ``top_k`` best channels (last dimension) of ``scores``, best first; ties go to the lowest index."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :top_k]
