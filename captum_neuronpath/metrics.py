@@ -1,4 +1,4 @@
-"""The paper's evaluation (SPEC section 7): accuracy deviation under interventions, the
+"""The paper's evaluation: accuracy deviation under interventions, the
 pruning curve, intra-class neuron frequency and inter-class similarity.
 
 ``data`` is either a pair ``(inputs, labels)`` of tensors or an iterable of such
@@ -80,7 +80,10 @@ def correct_predictions(
             if paths is None:
                 outputs = forward_func(inputs)
             else:
-                with intervene(layers, paths[start : start + len(inputs)].to(inputs.device), **intervention):
+                batch_paths = paths[start : start + len(inputs)]
+                if len(batch_paths) != len(inputs):
+                    raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+                with intervene(layers, batch_paths.to(inputs.device), **intervention):
                     outputs = forward_func(inputs)
             correct.append((outputs.argmax(-1) == labels.to(outputs.device)).cpu())
             start += len(inputs)

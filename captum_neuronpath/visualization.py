@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captum_neuronpath._core.neuron_path import NeuronPathResult
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath.experiments import PaperTable
 from captum_neuronpath.metrics import PruningCurve
 
@@ -46,12 +46,6 @@ def _as_rows(values: Any) -> Tensor:
     return values.unsqueeze(0) if values.dim() == 1 else values
 
 
-def chosen_scores(result: NeuronPathResult) -> Tensor:
-    """``(B, L)``: each greedy step's score of the neuron it chose (the first of ``top_k``)."""
-    path = result.path if result.path.dim() == 2 else result.path[..., 0]
-    return result.layer_scores.gather(2, path.unsqueeze(-1)).squeeze(-1)
-
-
 def visualize_path(
     paths: Union[NeuronPathResult, Tensor, Mapping[str, Any]],
     scores: Optional[Any] = None,
@@ -71,7 +65,7 @@ def visualize_path(
                     examples, annotated with their greedy scores), a path ``(L,)``,
                     paths ``(N, L)``, or named paths ``{"Neuron Path": path, ...}``.
         scores (Tensor, optional): ``(L,)`` or ``(N, L)`` values written beside each
-                    neuron, e.g. :func:`chosen_scores`; taken from ``paths`` when it is
+                    neuron, e.g. ``result.chosen_scores()``; taken from ``paths`` when it is
                     a result.
                     Default: ``None``
         labels (sequence of str, optional): A legend entry per path.
@@ -99,7 +93,7 @@ def visualize_path(
         2
     """
     if isinstance(paths, NeuronPathResult):
-        scores = chosen_scores(paths) if scores is None and paths.layer_scores is not None else scores
+        scores = paths.chosen_scores() if scores is None and paths.layer_scores is not None else scores
         paths = paths.path if paths.path.dim() == 2 else paths.path[..., 0]
     if isinstance(paths, Mapping):
         labels = list(paths) if labels is None else labels

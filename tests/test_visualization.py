@@ -30,7 +30,7 @@ def result():
 
 
 def test_chosen_scores_are_the_scores_of_the_path(result):
-    scores = vis.chosen_scores(result)
+    scores = result.chosen_scores()
     assert scores.shape == (3, 3)
     assert torch.equal(scores, result.layer_scores.max(-1).values)
 
@@ -45,7 +45,7 @@ def test_path_diagram_overlays_every_path(result):
 
 
 def test_single_path_writes_neuron_and_score(result):
-    fig, ax = vis.visualize_path(result.path[0], vis.chosen_scores(result)[0], use_pyplot=False)
+    fig, ax = vis.visualize_path(result.path[0], result.chosen_scores()[0], use_pyplot=False)
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == 3 and all(t.startswith("#") and "score" in t for t in texts)
 
