@@ -60,3 +60,22 @@ def test_path_from_the_locator_and_hygiene(vit64):
     with pytest.raises(IndexError, match="path"):
         cnp.PathSaliency(vit64, layers_of(vit64)).attribute(X, [1, 2, 99])
     assert_unchanged(vit64, before)
+
+
+def test_token_ids_are_explained_through_the_embedding_layer():
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(11, 8)
+    act = torch.nn.Tanh()
+    body = torch.nn.Sequential(torch.nn.Linear(8, 6), act, torch.nn.Linear(6, 3))
+    model = torch.nn.Sequential(embed, body).double().eval()
+    ids = torch.randint(1, 11, (2, 5))
+    with pytest.raises(TypeError, match="input_layer"):
+        cnp.PathSaliency(model, [act], token=-1).attribute(ids, path=[4])
+    saliency = cnp.PathSaliency(model, [act], token=-1, input_layer=embed)
+    maps, delta = saliency.attribute(ids, path=[4], n_steps=64, return_convergence_delta=True)
+    assert maps.shape == (2, 5, 8)
+    # Complete against the embeddings: the map adds up to f(ids) - f(baseline ids 0).
+    explained = cnp.path_activation(model, [act], [4], token=-1)
+    gap = explained(ids) - explained(torch.zeros_like(ids))
+    torch.testing.assert_close(maps.sum((1, 2)), gap, rtol=1e-4, atol=1e-8)
+    assert delta.abs().max() < 1e-4

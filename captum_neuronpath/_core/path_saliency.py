@@ -4,7 +4,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
 from captum._utils.typing import BaselineType, TensorOrTupleOfTensorsGeneric
-from captum.attr import IntegratedGradients
+from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from captum.attr._utils.attribution import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
@@ -114,12 +114,20 @@ class PathSaliency(SiteAttribution, GradientAttribution):
     :math:`g(x) - g(\text{baseline})` up to the quadrature error (Captum's convergence
     delta). Pass one layer and its part of the path for a per-layer map.
 
+    Token ids cannot be interpolated: for a language model, pass its embedding layer as
+    ``input_layer`` and the map explains the embeddings instead, ``(B, T, d)``, as
+    Captum's ``LayerIntegratedGradients`` does (the baseline is then the embedding of the
+    ``baselines`` ids, token 0 by default).
+
     Args:
 
         forward_func (Callable): The model or a function of its inputs.
         layers (list[torch.nn.Module]): The layers the path runs through.
-        token (int, slice, sequence of int or None, optional): The token set.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
                     Default: ``0``
+        input_layer (torch.nn.Module, optional): A layer whose output is interpolated
+                    in place of the inputs, e.g. ``model.get_input_embeddings()``.
+                    Default: ``None`` (the inputs)
 
     Examples::
 
@@ -131,6 +139,29 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         >>> maps.shape
         torch.Size([2, 3, 32, 32])
     """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layers: Sequence[Module],
+        token: TokenType = 0,
+        input_layer: Optional[Module] = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs.
+            layers (list[torch.nn.Module]): The layers the path runs through.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+            input_layer (torch.nn.Module, optional): A layer whose output is
+                        interpolated in place of the inputs (a token embedding).
+                        Default: ``None``
+        """
+        if input_layer is not None and not isinstance(input_layer, Module):
+            raise TypeError(f"input_layer must be a torch.nn.Module, got {type(input_layer).__name__}")
+        super().__init__(forward_func, layers, token)
+        self.input_layer = input_layer
 
     @log_usage()
     def attribute(
@@ -170,7 +201,8 @@ class PathSaliency(SiteAttribution, GradientAttribution):
                         Default: ``False``
 
         Returns:
-            *Tensor* (or tuple, like ``inputs``) of **maps** with the inputs' shape; and
+            *Tensor* (or tuple, like ``inputs``) of **maps** with the inputs' shape (the
+            ``input_layer``'s output shape when one is given); and
             with ``return_convergence_delta`` the ``(B,)`` gap
             ``g(x) - g(baseline) - sum(map)``.
         """
@@ -180,6 +212,11 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         prepared, _, internal_batch_size = self._prepare(
             inputs, None, additional_forward_args, n_steps, method, internal_batch_size, check_target=False
         )
+        if self.input_layer is None and not all(x.is_floating_point() for x in formatted):
+            raise TypeError(
+                "inputs hold integers (token ids?), which cannot be interpolated; pass the model's embedding "
+                "layer as PathSaliency(..., input_layer=model.get_input_embeddings()) to explain the embeddings"
+            )
         indices = self._neuron_indices(prepared, path, "path")
         token = self.token
         if isinstance(token, Tensor):
@@ -192,7 +229,12 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         # The path and per-example positions travel as the last additional arguments, so
         # Captum expands them with the inputs at every node.
         additional = tuple(prepared.additional_forward_args or ()) + (indices, token)
-        return IntegratedGradients(explained).attribute(
+        integrated = (
+            IntegratedGradients(explained)
+            if self.input_layer is None
+            else LayerIntegratedGradients(explained, self.input_layer)
+        )
+        return integrated.attribute(
             inputs if _is_tuple(inputs) else formatted[0],
             baselines=baselines,
             additional_forward_args=additional,
