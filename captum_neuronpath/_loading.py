@@ -1,12 +1,14 @@
-"""Models and labelled image sets named on the command line."""
+"""Models, labelled image sets and user callables named on the command line."""
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.nn import Module
+from torch.utils.data import Dataset, TensorDataset
 
 
 def load_callable(spec: str, what: str) -> Callable:
@@ -79,3 +81,40 @@ def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
             f"got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
     return images.float(), labels.long()
+
+
+@dataclass
+class Inputs:
+    """A labelled image set: ``dataset[i]`` is ``(image, label)``; ``files[i]`` the image's file."""
+
+    dataset: Dataset
+    files: Optional[List[str]]  # relative to the image folder; None for a tensor file
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
+    """An ImageFolder directory or a safetensors file of ``images`` and ``labels``.
+
+    Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
+    the transform) or else by timm's data configuration for ``model``.
+    """
+    if not data.exists():
+        raise FileNotFoundError(f"data {data} does not exist")
+    if data.is_dir():
+        from timm.data import create_transform, resolve_data_config
+        from torchvision.datasets import ImageFolder
+
+        if transform:
+            preprocess = load_callable(transform, "transform")()
+        else:
+            preprocess = create_transform(**resolve_data_config({}, model=model))
+        folder = ImageFolder(str(data), transform=preprocess)
+        return Inputs(folder, [Path(file).relative_to(data).as_posix() for file, _ in folder.samples])
+    if data.suffix == ".safetensors":
+        if transform:
+            raise ValueError("--transform applies to an image folder, not to a .safetensors file")
+        images, labels = load_safetensors_data(data)
+        return Inputs(TensorDataset(images, labels), None)
+    raise ValueError(f"data must be an ImageFolder directory or a .safetensors file, got {data}")

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from captum_neuronpath import extract
+from captum_neuronpath import _extract
 from captum_neuronpath._demo import run_demo
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     run.add_argument("--seed", type=int, default=0, help="seed of the random null and the bootstrap")
     run.set_defaults(handler=demo)
-    extract.add_parser(commands)
+    _extract.add_parser(commands)
     return parser
 
 

@@ -20,9 +20,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import captum_neuronpath as cnp
+from captum_neuronpath._extract.distributed import assigned_batches
+from captum_neuronpath._extract.store import merge_records, read_records, shard_path
 from captum_neuronpath._loading import load_safetensors_data
 from captum_neuronpath.cli import main
-from captum_neuronpath.extract import assigned_batches, merge_records, read_records, shard_path
 
 from conftest import DATA
 from extract_models import tiny_vit
