@@ -4,12 +4,19 @@ A record's fields: ``label``, ``target`` (the label, or the prediction with ``--
 predicted``), ``prediction``, ``probability`` (the model's softmax probability of the
 target), ``path`` and ``jas`` from :class:`~captum_neuronpath.NeuronPath`, and with
 ``--layer-scores N`` each layer's ``N`` best greedy candidates and their scores.
+
+Ctrl-C drops the batch in flight at once, but never while its records are being written:
+the file then holds whole batches only, and a resumed run computes every remaining input
+with the same batch companions as an uninterrupted run.
 """
 
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set
 
 import torch
 from torch import Tensor
@@ -52,15 +59,56 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     )
     loader = DataLoader(job.inputs.dataset, batch_sampler=batches)
     files = job.inputs.files
-    with bar, open(records_file, "ab") as handle:
+    interrupt = DeferredInterrupt()
+    with bar, open(records_file, "ab") as handle, interrupt.installed():
         for indices, (images, labels) in zip(batches, loader):
             fields = explain_batch(job, images.to(job.device), labels.to(job.device))
             records = [
                 {"index": index, "file": None if files is None else files[index], **record}
                 for index, record in zip(indices, fields)
             ]
-            append_records(handle, records)
+            with interrupt.deferred():
+                append_records(handle, records)
             bar.update(len(indices))
+
+
+class DeferredInterrupt:
+    """SIGINT raises :class:`KeyboardInterrupt` at once, or, inside :meth:`deferred`, when it ends."""
+
+    def __init__(self):
+        self.deferring = False
+        self.pending = False
+
+    def _handle(self, signum, frame) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT meanwhile (main thread only, and only where Ctrl-C is not ignored)."""
+        if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+        signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a SIGINT back until the block is done, then raise it."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            raise KeyboardInterrupt
 
 
 def explain_batch(job: Job, images: Tensor, labels: Tensor) -> List[Dict[str, object]]:
