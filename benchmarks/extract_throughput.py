@@ -14,7 +14,7 @@ each with the default quadrature (3 Gauss-Legendre nodes) and the paper preset
 (``OMP_NUM_THREADS``; N is the number of CPU cores) and with ``torchrun
 --nproc_per_node N`` (one thread each, gloo). Every run uses ``--batch-size 8`` on CPU.
 
-    python benchmarks/extract_throughput.py                  # about 4 minutes on 2 cores
+    python benchmarks/extract_throughput.py --digits-images 16 --vit-images 4   # 16 minutes on 2 busy cores
     python benchmarks/extract_throughput.py --digits-images 64 --vit-images 16 --json out.json
 """
 
@@ -95,14 +95,14 @@ def main() -> None:
                 for layout, processes, threads in layouts:
                     rates[layout] = extract(model_args, data, Path(folder) / "paths.jsonl", options, processes, threads)
                     print(
-                        f"{name} | {quadrature} | {layout}: {rates[layout]:.2f} images/s", file=sys.stderr, flush=True
+                        f"{name} | {quadrature} | {layout}: {rates[layout]:.3g} images/s", file=sys.stderr, flush=True
                     )
                 rows.append({"model": name, "quadrature": quadrature, **rates})
     header = ["model", "quadrature"] + [layout for layout, _, _ in layouts]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join([row["model"], row["quadrature"]] + [f"{row[h]:.2f}" for h in header[2:]]) + " |")
+        print("| " + " | ".join([row["model"], row["quadrature"]] + [f"{row[h]:.3g}" for h in header[2:]]) + " |")
     print(f"\nimages per second, {os.cpu_count()} CPU cores, torch {torch.__version__}; "
           f"{time.perf_counter() - started:.0f} s in all")  # fmt: skip
     if args.json:
