@@ -3,6 +3,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from captum_neuronpath.cli import main
+
 
 def test_demo_runs_offline_end_to_end(tmp_path):
     out = tmp_path / "out"
@@ -31,3 +35,29 @@ def test_demo_runs_offline_end_to_end(tmp_path):
 def test_help_lists_the_demo():
     done = subprocess.run([sys.executable, "-m", "captum_neuronpath", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "demo" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--epochs", "0"], "--epochs: expected a positive integer"),
+        (["--max-examples", "-3"], "--max-examples: expected a positive integer"),
+        (["--n-steps", "two"], "--n-steps: expected a positive integer"),
+        (["--batch-size", "0"], "--batch-size: expected a positive integer"),
+        (["--n-bootstrap", "0"], "--n-bootstrap: expected a positive integer"),
+        (["--method", "simpson"], "--method: invalid choice: 'simpson'"),
+        (["--seed", "-1"], "--seed: expected a non-negative integer"),
+    ],
+)
+def test_bad_demo_arguments_are_usage_errors(args, text, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", *args])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert text in error and "Traceback" not in error
+
+
+def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, capsys):
+    (tmp_path / "taken").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "taken"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "neuronpath demo: error: --out" in capsys.readouterr().err and not (tmp_path / "cache").exists()

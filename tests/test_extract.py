@@ -1,4 +1,4 @@
-"""`neuronpath extract`: records, resuming after kill -9 and torn lines, refusals, image folders, torchrun.
+"""`neuronpath extract`: records, resuming after kill -9, Ctrl-C and torn lines, refusals, locks, torchrun.
 
 Every run uses one thread (torchrun's default; OMP_NUM_THREADS=1 for subprocesses, the
 one_thread fixture in this process), so runs compared record for record do the same
@@ -20,9 +20,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import captum_neuronpath as cnp
+from captum_neuronpath._extract.distributed import assigned_batches
+from captum_neuronpath._extract.store import merge_records, read_records, shard_path
 from captum_neuronpath._loading import load_safetensors_data
+from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath.cli import main
-from captum_neuronpath.extract import assigned_batches, merge_records, read_records, shard_path
 
 from conftest import DATA
 from extract_models import tiny_vit
@@ -46,6 +48,15 @@ def _extract(*args) -> subprocess.CompletedProcess:
 
 def _lines(path: Path) -> list:
     return path.read_text().splitlines()
+
+
+def _refused(capsys, *args) -> str:
+    """The one-line message of a command that must fail with exit status 2."""
+    capsys.readouterr()
+    assert main(["extract", *map(str, args)]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and error.count("error:") == 1, error
+    return error
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +84,7 @@ def reference(data, tmp_path_factory) -> Path:
     done = _extract("--data", data, "--out", out, *FAST)
     assert done.returncode == 0, done.stderr
     assert "images/s" in done.stderr and "img/s" in done.stderr  # the summary and the progress bar
+    assert not Path(f"{out}.lock").exists()
     return out
 
 
@@ -94,6 +106,9 @@ def test_records_hold_the_paths_of_the_api(data, reference):
     meta = json.loads(Path(f"{reference}.meta.json").read_text())
     assert meta["settings"]["n_steps"] == 4 and meta["settings"]["num_inputs"] == NUM_INPUTS
     assert set(meta["versions"]) >= {"torch", "captum", "timm", "captum_neuronpath"}
+    assert meta["fingerprints"]["model"].startswith("sha256:") and meta["fingerprints"]["data"].startswith("sha256:")
+    (run,) = meta["runs"]
+    assert run["new_inputs"] == NUM_INPUTS and run["images_per_second"] > 0 and run["processes"] == 1
 
 
 def test_reproduces_the_authors_paths_on_the_fixture_model(tmp_path):
@@ -101,7 +116,7 @@ def test_reproduces_the_authors_paths_on_the_fixture_model(tmp_path):
     out = tmp_path / "paths.jsonl"
     model = ["--model", "captum_neuronpath.digits:build_digits_vit", "--checkpoint", str(DATA / "digits_vit_d6.safetensors")]
     preset = ["--n-steps", "20", "--method", "riemann_left"]
-    main(["extract", *model, *preset, "--data", str(DATA / "expected_d6_inputs.safetensors"), "--out", str(out), "--batch-size", "8"])
+    assert main(["extract", *model, *preset, "--data", str(DATA / "expected_d6_inputs.safetensors"), "--out", str(out), "--batch-size", "8"]) == 0
     records = [json.loads(line) for line in _lines(out)]
     dataset_indices = load_file(DATA / "expected_d6_inputs.safetensors")["dataset_indices"].tolist()
     expected = json.loads((DATA / "expected_d6.json").read_text())
@@ -139,7 +154,7 @@ def test_a_torn_last_line_is_discarded_and_recomputed(data, reference, tmp_path)
     shutil.copy(f"{reference}.meta.json", f"{out}.meta.json")
     lines = _lines(reference)
     out.write_text("\n".join(lines[:5]) + "\n" + lines[5][:40])  # the write of record 5 cut short
-    main(["extract", "--data", str(data), "--out", str(out), *FAST])
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
     assert _lines(out) == lines
 
 
@@ -150,7 +165,7 @@ def test_shards_of_a_killed_distributed_run_resume_in_one_process(data, referenc
     lines = _lines(reference)
     shard_path(out, 0).write_text("\n".join(lines[0:2]) + "\n")
     shard_path(out, 1).write_text("\n".join(lines[2:4] + lines[6:8]) + "\n" + lines[10][:-3])
-    main(["extract", "--data", str(data), "--out", str(out), *FAST])
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
     assert "6 new" in capsys.readouterr().err
     assert _lines(out) == lines
     assert not shard_path(out, 0).exists() and not shard_path(out, 1).exists()
@@ -213,47 +228,114 @@ def test_changed_settings_are_refused_and_overwrite_starts_again(data, reference
     shutil.copy(f"{reference}.meta.json", f"{out}.meta.json")
     before = out.read_bytes()
     changed = ["--data", str(data), "--out", str(out), *FAST[:-1], "2"]  # --layer-scores 2
-    with pytest.raises(SystemExit) as refused:
-        main(["extract", *changed, "--n-steps", "5"])
-    message = str(refused.value.code)
+    message = _refused(capsys, *changed, "--n-steps", "5")
     assert "layer_scores 3 -> 2" in message and "n_steps 4 -> 5" in message
     assert "--overwrite" in message and "--out" in message
     assert out.read_bytes() == before
 
-    main(["extract", *changed, "--n-steps", "5", "--overwrite", "--target", "predicted"])
+    assert main(["extract", *changed, "--n-steps", "5", "--overwrite", "--target", "predicted"]) == 0
     records = [json.loads(line) for line in _lines(out)]
     assert [r["index"] for r in records] == list(range(NUM_INPUTS))
     assert all(r["target"] == r["prediction"] and len(r["layer_scores"][0]) == 2 for r in records)
     assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["n_steps"] == 5
 
 
-def test_a_file_without_settings_is_refused(data, tmp_path):
+def test_a_resume_with_another_model_or_other_data_is_refused(data, tmp_path, capsys):
+    """Same command line, but the checkpoint file or the data file was rewritten meanwhile."""
+    weights, images = tmp_path / "weights.safetensors", tmp_path / "images.safetensors"
+    save_file(tiny_vit().state_dict(), weights)
+    shutil.copy(data, images)
+    out = tmp_path / "paths.jsonl"
+    command = ["--data", images, "--out", out, *FAST, "--checkpoint", weights]
+    assert main(["extract", *map(str, command)]) == 0
+    before = out.read_bytes()
+
+    state = tiny_vit().state_dict()
+    state["head.bias"] = state["head.bias"] + 1e-3
+    save_file(state, weights)
+    message = _refused(capsys, *command)
+    assert "the model changed" in message and "data changed" not in message and "--overwrite" in message
+    save_file(tiny_vit().state_dict(), weights)
+
+    tensors = load_file(images)
+    tensors["images"][0, 0, 0, 0] += 1
+    save_file(tensors, images)
+    message = _refused(capsys, *command)
+    assert "the data changed" in message and "model changed" not in message and "--overwrite" in message
+    assert out.read_bytes() == before
+
+    assert main(["extract", *map(str, command), "--overwrite"]) == 0
+    assert _lines(out)[1:] == before.decode().splitlines()[1:] and _lines(out)[0] != before.decode().splitlines()[0]
+
+
+def test_a_run_that_wrote_no_record_does_not_block_the_corrected_command(data, reference, tmp_path):
+    """A first run with other settings failed before its first batch was written: nothing to resume."""
+    out = tmp_path / "paths.jsonl"
+    meta = json.loads(Path(f"{reference}.meta.json").read_text())
+    meta["settings"]["n_steps"] = 7
+    Path(f"{out}.meta.json").write_text(json.dumps(meta))
+    out.write_text(_lines(reference)[0][:30])  # a first batch cut short
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
+    assert _lines(out) == _lines(reference)
+    assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["n_steps"] == 4
+
+
+def test_a_file_without_settings_is_refused(data, tmp_path, capsys):
     out = tmp_path / "paths.jsonl"
     out.write_text('{"index": 0}\n')
-    with pytest.raises(SystemExit, match="settings are unknown.*--overwrite"):
-        main(["extract", "--data", str(data), "--out", str(out), *FAST])
+    assert "settings are unknown" in _refused(capsys, "--data", data, "--out", out, *FAST)
     assert out.read_text() == '{"index": 0}\n'
 
 
 def test_bad_command_lines_are_explained(data, tmp_path, capsys):
     out = str(tmp_path / "paths.jsonl")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    generator = torch.Generator().manual_seed(0)
+    wide_labels = tmp_path / "wide_labels.safetensors"
+    save_file({"images": torch.randn(5, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 9, 1, -1, 3])}, wide_labels)
+    big_images = tmp_path / "big_images.safetensors"
+    save_file({"images": torch.randn(2, 3, 24, 24, generator=generator), "labels": torch.tensor([0, 1])}, big_images)
+    tiny = ["--model", "extract_models:tiny_vit"]
     cases = [
-        (["--model", "no_such_module_xyz:make", "--data", str(data)], "no_such_module_xyz"),
-        (["--model", "extract_models:tiny_vit", "--data", str(tmp_path / "missing.safetensors")], "does not exist"),
-        (["--model", "extract_models:tiny_vit", "--data", str(data), "--transform", "extract_models:resize_16"], "--transform"),
-        (["--model", "torch.nn:Linear", "--data", str(data)], "Linear"),  # a factory that needs arguments
-        (["--model", "torch.nn:GELU", "--data", str(data)], "not a supported Vision Transformer"),
-        (["--model", "timm:vit_tiny_patch16_224", "--data", str(data), "--pretrained", "--checkpoint", out], "not both"),
+        (["--model", "no_such_module_xyz:make", "--data", data], ["no_such_module_xyz"]),
+        ([*tiny, "--data", tmp_path / "missing.safetensors"], ["does not exist"]),
+        ([*tiny, "--data", data, "--transform", "extract_models:resize_16"], ["--transform"]),
+        (["--model", "torch.nn:Linear", "--data", data], ["Linear"]),  # a factory that needs arguments
+        (["--model", "torch.nn:GELU", "--data", data], ["not a supported Vision Transformer"]),
+        (["--model", "timm:vit_tiny_patch16_224", "--data", data, "--pretrained", "--checkpoint", out], ["not both"]),
+        (["--model", "timm:vit_tiny_patch16_22", "--data", data], ["no model named", "vit_tiny_patch16_224"]),
+        (["--model", "torchvision:vit_b_61", "--data", data], ["torchvision has no model named 'vit_b_61'"]),
+        ([*tiny, "--data", garbage], [str(garbage), "safetensors"]),
+        ([*tiny, "--data", data, "--checkpoint", garbage], ["checkpoint", str(garbage)]),
+        ([*tiny, "--data", wide_labels], ["--data", "2 of 5 labels", "has 4", "label 9 at index 1", "label -1 at index 3"]),
+        # The model's own message, not a guess at it:
+        ([*tiny, "--data", big_images], ["--model", "(1, 3, 24, 24)", "Input height (24) doesn't match model (16)"]),
     ]
-    for args, text in cases:
-        with pytest.raises(SystemExit) as error:
-            main(["extract", "--out", out, *args])
-        assert text in str(error.value.code), args
+    for args, texts in cases:
+        message = _refused(capsys, "--out", out, *args)
+        for text in texts:
+            assert text in message, (args, message)
     for option, value, text in [("--n-steps", "0", "positive integer"), ("--device", "gpu", "torch device")]:
         with pytest.raises(SystemExit):
             main(["extract", "--model", "extract_models:tiny_vit", "--data", str(data), "--out", out, option, value])
         assert text in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert main(["extract", *tiny, "--data", str(wide_labels), "--out", out, "--target", "predicted"]) == 0
+    assert [json.loads(line)["label"] for line in _lines(Path(out))] == [0, 9, 1, -1, 3]
+    Path(out).unlink(), Path(f"{out}.meta.json").unlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_images.safetensors", "garbage.safetensors", "wide_labels.safetensors"]
+
+
+def test_errors_have_no_traceback_unless_debugging(data, tmp_path):
+    command = ["--model", "timm:no_such_vit", "--data", data, "--out", tmp_path / "paths.jsonl"]
+    for debug in ("0", "1"):
+        done = subprocess.run(
+            [sys.executable, "-m", "captum_neuronpath", "extract", *map(str, command)],
+            capture_output=True, text=True, timeout=120, env=dict(_env(), NEURONPATH_DEBUG=debug),
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.splitlines()[-1] == "neuronpath extract: error: model 'timm:no_such_vit': timm has no model named 'no_such_vit'"
+        assert ("Traceback" in done.stderr) == (debug == "1")
 
 
 def _image_folder(root: Path) -> Path:
@@ -271,13 +353,28 @@ def test_image_folder_with_timm_data_config_or_a_transform(tmp_path):
     runs = {}
     for name, extra in [("timm", []), ("transform", ["--transform", "extract_models:resize_16"])]:
         out = tmp_path / f"{name}.jsonl"
-        main(["extract", "--data", str(folder), "--out", str(out), *FAST, *extra])
+        assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, *extra]) == 0
         runs[name] = [json.loads(line) for line in _lines(out)]
     records = runs["timm"]
     assert [r["file"] for r in records] == [f"{c}/{i}.png" for c in ("ant", "bee") for i in range(3)]
     assert [r["label"] for r in records] == [0, 0, 0, 1, 1, 1]
     # 16 x 16 images: timm's resize and crop to the model's 16 x 16 and the hand-written resize agree.
     assert runs["transform"] == records
+
+
+def test_image_folder_changes_and_broken_images_are_reported(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    out = tmp_path / "paths.jsonl"
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    Image.new("RGB", (16, 16)).save(folder / "bee" / "1.png")  # an image rewritten after the run
+    assert "the data changed" in _refused(capsys, "--data", folder, "--out", out, *FAST)
+
+    (folder / "bee" / "2.png").write_bytes(b"not an image")
+    message = _refused(capsys, "--data", folder, "--out", out, *FAST, "--overwrite")
+    assert f"image {folder / 'bee' / '2.png'} cannot be read" in message and "records so far are kept" in message
+    assert len(_lines(out)) == 4  # the batches before the broken image
+    (folder / "ant" / "0.png").write_bytes(b"")
+    assert f"image {folder / 'ant' / '0.png'} cannot be read" in _refused(capsys, "--data", folder, "--out", tmp_path / "b.jsonl", *FAST)
 
 
 def test_each_rank_gets_whole_batches_and_together_every_index_once():
@@ -302,3 +399,42 @@ def test_merge_keeps_each_index_once_in_order_and_drops_torn_tails(tmp_path):
     out.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
         read_records(out)
+
+
+def test_ctrl_c_stops_cleanly_and_a_second_command_on_the_same_file_is_refused(data, reference, tmp_path, capsys):
+    """SIGINT mid-run: one line, status 130, whole batches only; meanwhile the lock names the writer."""
+    out = tmp_path / "paths.jsonl"
+    command = [sys.executable, "-m", "captum_neuronpath", "extract", "--data", str(data), "--out", str(out), *SLOW]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 2):
+        time.sleep(0.01)
+    message = _refused(capsys, "--data", data, "--out", out, *SLOW)
+    assert f"pid {process.pid} on host" in message and "another neuronpath extract" in message
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    seen = len(_lines(out))
+    assert out.read_bytes().endswith(b"\n") and seen % 2 == 0 and 0 < seen < NUM_INPUTS  # whole batches of 2
+    assert stderr.splitlines()[-1] == (
+        f"neuronpath extract: interrupted after {seen} of {NUM_INPUTS} inputs; run the same command again to resume"
+    )
+    assert not Path(f"{out}.lock").exists()
+    assert main(["extract", "--data", str(data), "--out", str(out), *SLOW]) == 0
+    assert f"{NUM_INPUTS - seen} new" in capsys.readouterr().err
+    assert _lines(out) == _lines(reference)
+
+
+def test_atomic_writes_sync_the_file_and_then_its_directory(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor):
+        synced.append("directory" if os.path.isdir(f"/proc/self/fd/{descriptor}") else "file")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    write_atomically(tmp_path / "a.json", b"{}")
+    assert synced == ["file", "directory"] and (tmp_path / "a.json").read_bytes() == b"{}"
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]

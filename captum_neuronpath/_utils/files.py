@@ -4,11 +4,35 @@ import os
 from pathlib import Path
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (a rename, a new or deleted file) durable.
+
+    A rename is durable only once its directory is synced; file systems that cannot sync
+    a directory (some network ones) are left to their own guarantees.
+    """
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data``: a crash leaves either the old or the new file, never a mix."""
+    """Replace ``path`` by ``data``: a crash leaves either the old or the new file, never a mix.
+
+    The data is synced before the rename and the directory after it, so once this returns
+    the new file survives a power loss too.
+    """
+    path = Path(path)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
+    fsync_directory(path.parent)

@@ -1,0 +1,138 @@
+"""One batch of inputs to its records, and this process's share of the data set to its file.
+
+A record's fields: ``label``, ``target`` (the label, or the prediction with ``--target
+predicted``), ``prediction``, ``probability`` (the model's softmax probability of the
+target), ``path`` and ``jas`` from :class:`~captum_neuronpath.NeuronPath`, and with
+``--layer-scores N`` each layer's ``N`` best greedy candidates and their scores.
+
+Ctrl-C drops the batch in flight at once, but never while its records are being written:
+the file then holds whole batches only, and a resumed run computes every remaining input
+with the same batch companions as an uninterrupted run.
+"""
+
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Set
+
+import torch
+from torch import Tensor
+from torch.nn import Module
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from captum_neuronpath._core.neuron_path import NeuronPath
+from captum_neuronpath._extract.distributed import assigned_batches
+from captum_neuronpath._extract.store import append_records
+from captum_neuronpath._loading import Inputs
+from captum_neuronpath._utils.joint import top_channels
+
+
+@dataclass
+class Job:
+    """What every batch needs: the model on its device, its locator, the inputs and the settings."""
+
+    model: Module
+    device: torch.device
+    locator: NeuronPath
+    inputs: Inputs
+    settings: Dict[str, object]
+
+
+def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
+    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``."""
+    num_inputs, batch_size = len(job.inputs), job.settings["batch_size"]
+    batches = assigned_batches(num_inputs, batch_size, rank, world_size, done)
+    share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
+    todo = sum(len(batch) for batch in batches)
+    bar = tqdm(
+        total=share,
+        initial=share - todo,
+        unit="img",
+        desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})",
+        file=sys.stderr,
+        disable=rank != 0,
+        dynamic_ncols=True,
+    )
+    loader = DataLoader(job.inputs.dataset, batch_sampler=batches)
+    files = job.inputs.files
+    interrupt = DeferredInterrupt()
+    with bar, open(records_file, "ab") as handle, interrupt.installed():
+        for indices, (images, labels) in zip(batches, loader):
+            fields = explain_batch(job, images.to(job.device), labels.to(job.device))
+            records = [
+                {"index": index, "file": None if files is None else files[index], **record}
+                for index, record in zip(indices, fields)
+            ]
+            with interrupt.deferred():
+                append_records(handle, records)
+            bar.update(len(indices))
+
+
+class DeferredInterrupt:
+    """SIGINT raises :class:`KeyboardInterrupt` at once, or, inside :meth:`deferred`, when it ends."""
+
+    def __init__(self):
+        self.deferring = False
+        self.pending = False
+
+    def _handle(self, signum, frame) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT meanwhile (main thread only, and only where Ctrl-C is not ignored)."""
+        if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+        signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a SIGINT back until the block is done, then raise it."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+
+def explain_batch(job: Job, images: Tensor, labels: Tensor) -> List[Dict[str, object]]:
+    """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates)."""
+    settings = job.settings
+    with torch.no_grad():
+        probabilities = job.model(images).softmax(-1)
+    predictions = probabilities.argmax(-1)
+    targets = labels if settings["target"] == "label" else predictions
+    result = job.locator.attribute(
+        images, target=targets, n_steps=settings["n_steps"], method=settings["method"], top_k=settings["top_k"]
+    )
+    fields = {
+        "label": labels.tolist(),
+        "target": targets.tolist(),
+        "prediction": predictions.tolist(),
+        "probability": probabilities.gather(1, targets[:, None])[:, 0].tolist(),
+        "path": result.path.tolist(),
+        "jas": result.jas.tolist(),
+    }
+    if settings["layer_scores"]:
+        # NaN pads narrower layers: it ranks last, and ties go to the lowest index, as in the locator.
+        scores = result.layer_scores.nan_to_num(nan=-torch.inf)
+        candidates = top_channels(scores, settings["layer_scores"])
+        fields["layer_candidates"] = candidates.tolist()
+        fields["layer_scores"] = scores.gather(-1, candidates).tolist()
+    return [dict(zip(fields, values)) for values in zip(*fields.values())]

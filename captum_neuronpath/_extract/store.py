@@ -1,0 +1,257 @@
+"""The output of ``neuronpath extract``: ``FILE``, ``FILE.meta.json`` and the shards ``FILE.rankR``.
+
+``FILE`` holds one JSON line per finished input. Records are appended, flushed and
+fsync'd after every batch; a last line without its newline is a write cut short by a
+crash and is not a record, so a resumed run drops it and computes that input again.
+Each process of a distributed run appends to its own shard ``FILE.rankR``; merging
+gathers ``FILE`` and every shard into ``FILE``, each index once and in index order, with
+an atomic rename. ``FILE.meta.json`` holds the settings that determine the records and
+the library versions, the fingerprints of the model and the data and the throughput of
+each run; a resumed run must have the same settings, model and data. ``FILE.lock`` keeps
+two commands from writing ``FILE`` at once.
+"""
+
+import json
+import os
+import platform
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+import captum_neuronpath
+from captum_neuronpath._utils.files import write_atomically
+
+
+def library_versions() -> Dict[str, str]:
+    """The versions that produced the records, for ``FILE.meta.json``."""
+    import captum
+    import timm
+
+    return {
+        "captum_neuronpath": captum_neuronpath.__version__,
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def meta_path(out: Path) -> Path:
+    """``FILE.meta.json``: the settings and versions of the run that writes ``out``."""
+    return out.with_name(out.name + ".meta.json")
+
+
+def shard_path(out: Path, rank: int) -> Path:
+    """``FILE.rankR``: the records one process of a distributed run appends to."""
+    return out.with_name(f"{out.name}.rank{rank}")
+
+
+def shard_paths(out: Path) -> List[Path]:
+    """Every rank's shard of ``out`` on disk, whatever the number of processes that wrote them."""
+    pattern = re.compile(re.escape(out.name) + r"\.rank\d+")
+    if not out.parent.is_dir():
+        return []
+    return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
+
+
+def prepare_output(out: Path, settings: Dict[str, object], fingerprints: Dict[str, str], overwrite: bool) -> None:
+    """Start ``out`` afresh or check that it continues a run of the same settings, model and data.
+
+    A run that wrote no record yet (one that failed or was interrupted in its first batch)
+    is nothing to resume: its files are replaced. Leftover shards are merged into ``out``.
+    """
+    meta = meta_path(out)
+    existing = [path for path in (out, meta, *shard_paths(out)) if path.exists()]
+    if overwrite or (meta.exists() and not has_records(out)):
+        for path in existing:
+            path.unlink()
+    elif meta.exists():
+        recorded = _read_meta(meta)
+        problems = _settings_changes(out, recorded["settings"], settings)
+        problems += _fingerprint_changes(recorded.get("fingerprints", {}), fingerprints)
+        if problems:
+            raise ValueError(
+                f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
+                "or choose another --out"
+            )
+    elif existing:
+        raise ValueError(
+            f"{out} exists but {meta.name} does not, so its settings are unknown; "
+            "pass --overwrite to start afresh, or choose another --out"
+        )
+    if not meta.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta_record = {
+            "command": "neuronpath extract",
+            "settings": settings,
+            "fingerprints": fingerprints,
+            "versions": library_versions(),
+            "runs": [],
+        }
+        write_meta(out, meta_record)
+    merge_records(out)
+
+
+def has_records(out: Path) -> bool:
+    """Whether ``out`` or one of its shards holds at least one whole record."""
+    return any(b"\n" in path.read_bytes() for path in (out, *shard_paths(out)) if path.exists())
+
+
+def _settings_changes(out: Path, recorded: Dict[str, object], settings: Dict[str, object]) -> List[str]:
+    if recorded == settings:
+        return []
+    changes = ", ".join(
+        f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}"
+        for key in sorted(set(recorded) | set(settings))
+        if recorded.get(key) != settings.get(key)
+    )
+    return [f"other settings ({changes})"]
+
+
+def _fingerprint_changes(recorded: Dict[str, str], fingerprints: Dict[str, str]) -> List[str]:
+    what = {
+        "model": "the model changed (its parameters or buffers differ)",
+        "data": "the data changed (its bytes, or for an image folder its files, sizes or times, differ)",
+    }
+    return [
+        f"{what[key]}: fingerprint {recorded.get(key) or 'not recorded'}, now {fingerprints[key]}"
+        for key in sorted(fingerprints)
+        if recorded.get(key) != fingerprints[key]
+    ]
+
+
+def _read_meta(meta: Path) -> Dict[str, object]:
+    """The contents of ``meta``, which hold at least the ``settings``."""
+    try:
+        recorded = json.loads(meta.read_text())
+        if not isinstance(recorded, dict) or not isinstance(recorded["settings"], dict):
+            raise TypeError
+        return recorded
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{meta} is not a settings file; pass --overwrite to start afresh") from None
+
+
+def write_meta(out: Path, meta_record: Dict[str, object]) -> None:
+    """Replace ``FILE.meta.json`` atomically."""
+    write_atomically(meta_path(out), (json.dumps(meta_record, indent=2) + "\n").encode())
+
+
+def record_run(out: Path, run: Dict[str, object]) -> None:
+    """Append ``run`` (inputs, seconds, images per second, processes) to the runs in ``FILE.meta.json``."""
+    recorded = _read_meta(meta_path(out))
+    recorded["runs"] = [*recorded.get("runs", []), run]
+    write_meta(out, recorded)
+
+
+class OutputLock:
+    """An exclusive lock on ``FILE`` for one command at a time: ``flock`` on ``FILE.lock``.
+
+    The lock file records the holder's pid, host and start time, so a refused command can
+    name it. The kernel releases the lock when its process ends, however it ends; a lock
+    file left by a killed run is taken over. The file is removed on release, while still
+    locked, and a taker checks that the file it locked is still the one at the path.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out.with_name(out.name + ".lock")
+        self.handle = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`ValueError` naming the process that holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown process"
+                handle.close()
+                raise ValueError(
+                    f"--out {self.out} is being written by another neuronpath extract "
+                    f"({holder}; lock file {self.path}); wait for it to end or choose another --out"
+                ) from None
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:  # its holder removed it between our open and our lock
+                same = False
+            if same:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {started}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        """Remove the lock file and let the lock go."""
+        if self.handle is not None:
+            self.path.unlink(missing_ok=True)
+            self.handle.close()
+            self.handle = None
+
+
+def read_records(path: Path) -> Tuple[List[Tuple[int, str]], int]:
+    """The records of a JSON Lines file as ``(index, line)`` pairs, and the bytes they span.
+
+    A last line without its newline is a write cut short by a crash, not a record.
+    """
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    records = []
+    for number, line in enumerate(data[:complete].decode().splitlines(), start=1):
+        try:
+            index = json.loads(line)["index"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path} line {number} is not a record; pass --overwrite to start again") from None
+        records.append((index, line))
+    return records, complete
+
+
+def merge_records(out: Path) -> int:
+    """Gather ``out`` and every shard into ``out``, each index once and in index order.
+
+    Rewrites ``out`` atomically, and only when it is not already so (shards to take in,
+    records out of order, or a torn last line); then deletes the shards. Returns the
+    number of records.
+    """
+    shards = shard_paths(out)
+    records, complete = read_records(out)
+    tidy = not shards and complete == (out.stat().st_size if out.exists() else 0)
+    tidy = tidy and all(a[0] < b[0] for a, b in zip(records, records[1:]))
+    for shard in shards:
+        records += read_records(shard)[0]
+    unique: Dict[int, str] = {}
+    for index, line in records:
+        unique.setdefault(index, line)  # a merge cut short may leave an index in out and in a shard
+    if not tidy:
+        write_atomically(out, "".join(unique[index] + "\n" for index in sorted(unique)).encode())
+    for shard in shards:
+        shard.unlink()
+    return len(unique)
+
+
+def count_records(out: Path) -> int:
+    """The number of inputs finished in ``out`` and its shards."""
+    indices = set()
+    for path in (out, *shard_paths(out)):
+        indices.update(index for index, _ in read_records(path)[0])
+    return len(indices)
+
+
+def append_records(handle, records: List[Dict[str, object]]) -> None:
+    """Append one line per record and make it durable before the next batch starts."""
+    handle.write("".join(json.dumps(record) + "\n" for record in records).encode())
+    handle.flush()
+    os.fsync(handle.fileno())
