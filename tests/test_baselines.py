@@ -107,3 +107,12 @@ def test_baselines_leave_the_model_untouched(vit):
     cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=4)
     cnp.LayerMethodPath(LayerConductance, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET)
     assert_unchanged(vit, before)
+
+
+def test_influence_pattern_refuses_token_ids_with_a_way_out():
+    embed, act = torch.nn.Embedding(7, 4), torch.nn.Tanh()
+    model = torch.nn.Sequential(embed, act, torch.nn.Linear(4, 3)).eval()
+    with pytest.raises(TypeError, match="cannot be interpolated"):
+        cnp.InfluencePatternPath(lambda ids: model(ids)[:, -1], [act], token=-1).attribute(
+            torch.randint(0, 7, (2, 5)), target=0
+        )

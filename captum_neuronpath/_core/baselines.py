@@ -316,8 +316,16 @@ class InfluencePatternPath(LayerMethodPath):
         Returns:
             :class:`NeuronPathResult` with ``path`` and ``jas``.
         """
-        if baselines is not None and isinstance(inputs, (Tensor, tuple)):
-            check_baselines(baselines, inputs)
+        if isinstance(inputs, (Tensor, tuple)):
+            formatted = inputs if isinstance(inputs, tuple) else (inputs,)
+            if any(isinstance(x, Tensor) and not x.is_floating_point() for x in formatted):
+                raise TypeError(
+                    "InfluencePatternPath interpolates the inputs, and integer inputs (token ids?) cannot be "
+                    "interpolated; for a language model compare with ActivationPath, RandomPath or "
+                    "LayerMethodPath(captum.attr.LayerIntegratedGradients, ...) instead"
+                )
+            if baselines is not None:
+                check_baselines(baselines, inputs)
         return super().attribute(
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k, baselines=baselines
         )
