@@ -10,7 +10,14 @@ from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointI
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
 from captum_neuronpath._core.neuron_path import NeuronPath, NeuronPathResult
 from captum_neuronpath._core.path_saliency import PathSaliency
-from captum_neuronpath._models import vit_attention_layers, vit_mlp_layers, vit_readout_token
+from captum_neuronpath._models import (
+    last_token,
+    mlp_layers,
+    readout_token,
+    vit_attention_layers,
+    vit_mlp_layers,
+    vit_readout_token,
+)
 
 __version__ = "0.1.0"
 
@@ -25,6 +32,9 @@ __all__ = [
     "NeuronPath",
     "NeuronPathResult",
     "PathSaliency",
+    "last_token",
+    "mlp_layers",
+    "readout_token",
     "vit_attention_layers",
     "vit_mlp_layers",
     "vit_readout_token",
