@@ -57,7 +57,7 @@ FAMILIES = (
             "ForPreTraining",
             "LMHeadModel",
             "ForCausalLM",
-        ),  # fmt: skip
+        ),
     ),
     Family(
         name=(
