@@ -11,7 +11,14 @@ from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJoin
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._core.path_saliency import PathSaliency, path_activation
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath._models import vit_attention_layers, vit_mlp_layers, vit_readout_token
+from captum_neuronpath._models import (
+    last_token,
+    mlp_layers,
+    readout_token,
+    vit_attention_layers,
+    vit_mlp_layers,
+    vit_readout_token,
+)
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath._utils.sites import ModuleInput
 
@@ -31,6 +38,9 @@ __all__ = [
     "path_activation",
     "PAPER_QUADRATURE",
     "ModuleInput",
+    "last_token",
+    "mlp_layers",
+    "readout_token",
     "vit_attention_layers",
     "vit_mlp_layers",
     "vit_readout_token",

@@ -188,3 +188,23 @@ def layers_of(model) -> Sequence[nn.Module]:
 def softmax_forward(model):
     """The paper's explained function: the softmax probabilities of ``model``."""
     return lambda x: model(x).softmax(-1)
+
+
+class InputOf:
+    """The input of ``module`` as a brute-force site: the oracle's forward hooks become
+    forward pre-hooks on ``module`` that read, or replace, its first argument. Pass it
+    among the oracle's ``layers`` (e.g. a gated MLP's down projection)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def register_forward_hook(self, hook):
+        def pre_hook(module, args):
+            replaced = hook(module, args, args[0])
+            return None if replaced is None else (replaced, *args[1:])
+
+        return self.module.register_forward_pre_hook(pre_hook)
+
+
+def inputs_of(modules: Sequence[nn.Module]) -> List[InputOf]:
+    return [InputOf(module) for module in modules]

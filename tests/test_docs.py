@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import captum_neuronpath as cnp
-from captum_neuronpath import digits, experiments, metrics, visualization
+from captum_neuronpath import digits, experiments, metrics, modular_addition, visualization
 
 ROOT = Path(__file__).parent.parent
-MODULES = [metrics, experiments, visualization, digits]
+MODULES = [metrics, experiments, visualization, digits, modular_addition]
 
 
 def _public_functions(module):
@@ -33,7 +33,8 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     for module in MODULES:
         for function in _public_functions(module):
             assert f"{module.__name__}.{function.__name__}" in api, function.__name__
-    for notebook in ("01_getting_started", "02_paper_experiments", "03_bring_your_own_model", "04_beyond_the_paper"):
+    for notebook in ("01_getting_started", "02_paper_experiments", "03_bring_your_own_model", "04_beyond_the_paper",
+                     "05_language_models"):
         assert "<img" in (tmp_path / "tutorials" / f"{notebook}.html").read_text()
 
 

@@ -146,3 +146,19 @@ def test_torchvision_attention_site_outputs_the_attention():
         h.remove()
     assert len(site_outputs) == len(attention) == 2
     assert all(torch.equal(a, b) for a, b in zip(site_outputs, attention))
+
+
+def test_generic_names_agree_with_the_vit_functions_on_each_vision_family():
+    torch.manual_seed(0)
+    models = [
+        small_vit(depth=2),
+        small_vit(depth=2, global_pool="avg"),
+        VisionTransformerDistilled(**SMALL).eval(),
+        torchvision.models.VisionTransformer(
+            image_size=16, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=48, num_classes=5
+        ).eval(),
+        transformers.ViTForImageClassification(_hf_config(num_labels=5)).eval(),
+    ]
+    for model in models:
+        assert cnp.mlp_layers(model) == cnp.vit_mlp_layers(model)
+        assert cnp.readout_token(model) == cnp.vit_readout_token(model)

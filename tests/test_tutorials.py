@@ -20,6 +20,7 @@ def test_the_tutorials_are_all_there():
         "02_paper_experiments.ipynb",
         "03_bring_your_own_model.ipynb",
         "04_beyond_the_paper.ipynb",
+        "05_language_models.ipynb",
     ]
 
 

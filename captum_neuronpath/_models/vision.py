@@ -1,5 +1,4 @@
-"""Model-family knowledge: which modules are a Vision Transformer's neurons and which
-tokens its head reads.
+"""Vision Transformers: which modules are their neurons and which tokens their head reads.
 
 Supported: timm ``VisionTransformer`` (ViT, DeiT with or without distillation token,
 MAE-style global pooling, register tokens), torchvision ``VisionTransformer`` and
@@ -48,6 +47,13 @@ def _hugging_face_mlp_activation(block: Module) -> Module:
 def _hugging_face_attention_output(block: Module) -> Module:
     attention = block.attention
     return attention.o_proj if hasattr(attention, "o_proj") else attention.output.dense
+
+
+def is_vision_transformer(model: object) -> bool:
+    """Whether ``model`` is of a family the ``vit_*`` functions know."""
+    return isinstance(model, (TimmVisionTransformer, TorchvisionVisionTransformer)) or (
+        _hugging_face_vit(model) is not None
+    )
 
 
 def vit_mlp_layers(model: Module) -> List[Module]:

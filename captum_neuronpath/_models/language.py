@@ -1,0 +1,174 @@
+"""Language models: where a Hugging Face transformer's MLP neurons are and which token its
+head reads, one table entry per family.
+"""
+
+import sys
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import Module, ModuleList
+
+from captum_neuronpath._utils.sites import ModuleInput
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one family of language models lays out its blocks.
+
+    A model belongs to the family when its backbone (``model.base_model`` for a Hugging
+    Face model with a head, else the model) is an instance of one of ``backbones`` (class
+    names in ``transformers``); a family without ``backbones`` is recognised by its
+    structure instead: every block has each module named in ``structure``.
+    """
+
+    name: str  # as listed in error messages
+    blocks: str  # dotted path from the backbone to its blocks (a ModuleList)
+    neuron: str  # dotted path from a block to the module whose output, or input, holds the neurons
+    neuron_is_input: bool  # the neurons are the module's input (a gated MLP's down projection)
+    readout: int  # the position a sequence-level head reads: 0 (first) or -1 (last)
+    every_position_heads: Tuple[str, ...]  # endings of head class names that predict at every position
+    backbones: Tuple[str, ...] = ()
+    structure: Tuple[str, ...] = ()
+
+
+FAMILIES = (
+    Family(
+        name="GPT-2 (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification, ...)",
+        backbones=("GPT2Model",),
+        blocks="h",
+        neuron="mlp.act",
+        neuron_is_input=False,
+        readout=-1,
+        every_position_heads=("ForTokenClassification", "ForQuestionAnswering"),
+    ),
+    Family(
+        name="BERT and RoBERTa (BertModel, BertForSequenceClassification, BertForMaskedLM, RobertaModel, ...)",
+        backbones=("BertModel", "RobertaModel"),
+        blocks="encoder.layer",
+        neuron="intermediate.intermediate_act_fn",
+        neuron_is_input=False,
+        readout=0,
+        every_position_heads=(
+            "ForMaskedLM",
+            "ForTokenClassification",
+            "ForQuestionAnswering",
+            "ForPreTraining",
+            "LMHeadModel",
+            "ForCausalLM",
+        ),
+    ),
+    Family(
+        name=(
+            "gated MLPs: LLaMA, Mistral, Qwen2 and any model whose blocks (model.layers) have "
+            "mlp.gate_proj, mlp.up_proj and mlp.down_proj"
+        ),
+        structure=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+        blocks="layers",
+        neuron="mlp.down_proj",
+        neuron_is_input=True,
+        readout=-1,
+        every_position_heads=("ForTokenClassification", "ForQuestionAnswering"),
+    ),
+)
+
+SUPPORTED = "; ".join(f"Hugging Face {family.name}" for family in FAMILIES)
+
+
+def _attribute(obj: object, path: str) -> Optional[object]:
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _backbone(model: Module) -> Module:
+    base = getattr(model, "base_model", None)  # a Hugging Face model without its head
+    return base if isinstance(base, Module) else model
+
+
+def _is_backbone(backbone: Module, names: Tuple[str, ...]) -> bool:
+    transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
+    if transformers is None:
+        return False
+    return isinstance(backbone, tuple(getattr(transformers, name) for name in names))
+
+
+def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
+    """``(family, blocks)`` of a language model, or ``None`` if no family matches."""
+    if not isinstance(model, Module):
+        return None
+    backbone = _backbone(model)
+    for family in FAMILIES:
+        if family.backbones and not _is_backbone(backbone, family.backbones):
+            continue
+        blocks = _attribute(backbone, family.blocks)
+        if not isinstance(blocks, ModuleList) or len(blocks) == 0:
+            continue
+        paths = family.structure or (family.neuron,)
+        if all(isinstance(_attribute(block, path), Module) for block in blocks for path in paths):
+            return family, list(blocks)
+    return None
+
+
+def neuron_sites(family: Family, blocks: List[Module]) -> List[Module]:
+    """One neuron site per block, input side first."""
+    sites = []
+    for block in blocks:
+        module = _attribute(block, family.neuron)
+        if family.neuron_is_input:
+            site = ModuleInput(module)
+            site.training = module.training  # the site is in the mode of the module it reads
+            module = site
+        sites.append(module)
+    return sites
+
+
+def readout(family: Family, model: Module) -> int:
+    """The position ``model``'s head reads."""
+    head = type(model).__name__
+    if head.endswith(family.every_position_heads):
+        raise TypeError(
+            f"{head} predicts at every position; pass token yourself (e.g. the position of the masked "
+            "token, or cnp.last_token(attention_mask) for the last one)"
+        )
+    return family.readout
+
+
+def last_token(attention_mask: Tensor) -> Tensor:
+    r"""
+    Each sequence's last position that is not padding: the token a causal language model
+    reads to predict what comes next, for right- and left-padded batches alike.
+
+    Args:
+
+        attention_mask (Tensor): ``(B, T)``, nonzero at real tokens and zero at padding,
+                    as a Hugging Face tokenizer returns it.
+
+    Returns:
+        *Tensor*: LongTensor ``(B,)`` of positions in ``[0, T)``, on the mask's device; pass it
+        as ``token`` to read each example at its own position.
+
+    Raises:
+        ValueError: if a row holds no token.
+
+    Examples::
+
+        >>> import torch, captum_neuronpath as cnp
+        >>> cnp.last_token(torch.tensor([[1, 1, 1, 0, 0],     # right padding
+        ...                              [0, 0, 1, 1, 1],     # left padding
+        ...                              [1, 1, 1, 1, 1]]))
+        tensor([2, 4, 4])
+    """
+    if not isinstance(attention_mask, Tensor):
+        raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must have shape (B, T), got {tuple(attention_mask.shape)}")
+    present = attention_mask != 0
+    empty = (~present.any(-1)).nonzero().flatten()
+    if len(empty):
+        raise ValueError(f"attention_mask row {int(empty[0])} holds no token")
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return torch.where(present, positions, -1).amax(-1)
