@@ -5,13 +5,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from captum_neuronpath import extract
-from captum_neuronpath._demo import run_demo
+from captum_neuronpath._demo import captum_methods_argument, run_demo
 
 
 def demo(args: argparse.Namespace) -> None:
     run_demo(
         args.out, args.cache_dir, args.epochs, args.max_examples, args.n_steps, args.method, args.batch_size,
-        args.n_bootstrap, args.seed,
+        args.n_bootstrap, args.seed, args.captum_methods,
     )  # fmt: skip
 
 
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=64, help="images per attribution call")
     run.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     run.add_argument("--seed", type=int, default=0, help="seed of the random null and the bootstrap")
+    run.add_argument("--captum-methods", type=captum_methods_argument, default=[], metavar="NAMES",
+                     help="further rows: Captum layer methods, comma-separated (e.g. "
+                     "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip
     run.set_defaults(handler=demo)
     extract.add_parser(commands)
     return parser

@@ -14,6 +14,7 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "training the digits ViT" in done.stderr
     assert "| Neuron Path |" in done.stdout and "| Random |" in done.stdout
+    assert "| Method | Removal: score change |" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert [row["method"] for row in results["rows"]] == ["Activation", "Influence Pattern", "Neuron Path", "Random"]
     assert len(results["labels"]) == 6 and len(results["inter_class_similarity"]) == 10
@@ -21,7 +22,8 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures == sorted(
         f"{name}.png" for name in ["path_methods", "path_images", "layer_scores", "neuron_frequency",
-                                   "class_similarity", "nearest_classes", "pruning_curve", "accuracy_deviation"]
+                                   "class_similarity", "nearest_classes", "pruning_curve", "accuracy_deviation",
+                                   "score_change", "paired_score_change"]
     )  # fmt: skip
     assert all((out / "figures" / name).stat().st_size > 10_000 for name in figures)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -31,3 +33,12 @@ def test_demo_runs_offline_end_to_end(tmp_path):
 def test_help_lists_the_demo():
     done = subprocess.run([sys.executable, "-m", "captum_neuronpath", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "demo" in done.stdout
+
+
+def test_demo_refuses_an_unknown_captum_method_without_a_traceback(tmp_path):
+    command = [sys.executable, "-m", "captum_neuronpath", "demo", "--captum-methods", "LayerConductance,Nope",
+               "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--captum-methods: 'Nope' is not a Captum layer attribution method" in done.stderr
+    assert "LayerIntegratedGradients" in done.stderr  # the names it accepts
