@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import captum_neuronpath as cnp
 from captum_neuronpath import digits
 from captum_neuronpath._demo import captum_methods_argument
 from captum_neuronpath._loading import load_model, load_safetensors_data
@@ -30,8 +31,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--captum-methods", type=captum_methods_argument, default=[], metavar="NAMES",
                         help="further rows: Captum layer methods, comma-separated, e.g. LayerConductance")  # fmt: skip
-    parser.add_argument("--n-steps", type=int, default=20)
-    parser.add_argument("--method", default="riemann_left")
+    parser.add_argument("--n-steps", type=int, default=cnp.PAPER_QUADRATURE["n_steps"])
+    parser.add_argument("--method", default=cnp.PAPER_QUADRATURE["method"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

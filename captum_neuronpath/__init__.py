@@ -8,9 +8,12 @@ from captum_neuronpath._core.baselines import ActivationPath, InfluencePatternPa
 from captum_neuronpath._core.intervention import intervene
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
 from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
-from captum_neuronpath._core.neuron_path import NeuronPath, NeuronPathResult
-from captum_neuronpath._core.path_saliency import PathSaliency
+from captum_neuronpath._core.neuron_path import NeuronPath
+from captum_neuronpath._core.path_saliency import PathSaliency, path_activation
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._models import vit_attention_layers, vit_mlp_layers, vit_readout_token
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
+from captum_neuronpath._utils.sites import ModuleInput
 
 __version__ = "0.1.0"
 
@@ -25,6 +28,9 @@ __all__ = [
     "NeuronPath",
     "NeuronPathResult",
     "PathSaliency",
+    "path_activation",
+    "PAPER_QUADRATURE",
+    "ModuleInput",
     "vit_attention_layers",
     "vit_mlp_layers",
     "vit_readout_token",

@@ -14,6 +14,7 @@ from captum_neuronpath import digits, visualization
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers
 from captum_neuronpath._utils.files import write_atomically
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import (
     METHODS,
     MethodAgreement,
@@ -45,8 +46,8 @@ def run_demo(
     cache_dir: Optional[Path] = None,
     epochs: int = 40,
     max_examples: Optional[int] = None,
-    n_steps: int = 20,
-    method: str = "riemann_left",
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
     batch_size: int = 64,
     n_bootstrap: int = 1000,
     seed: int = 0,

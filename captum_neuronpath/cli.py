@@ -6,6 +6,7 @@ from typing import List, Optional
 
 from captum_neuronpath import extract
 from captum_neuronpath._demo import captum_methods_argument, run_demo
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -23,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None, help="where the trained weights are cached")
     run.add_argument("--epochs", type=int, default=40, help="training epochs of the digits ViT")
     run.add_argument("--max-examples", type=int, default=None, help="use only the first N test images")
-    run.add_argument("--n-steps", type=int, default=20, help="quadrature nodes (paper: 20)")
-    run.add_argument("--method", default="riemann_left", help="Captum quadrature method (paper: riemann_left)")
+    run.add_argument("--n-steps", type=int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes (paper: 20)")
+    run.add_argument("--method", default=PAPER_QUADRATURE["method"], help="quadrature method (paper: riemann_left)")
     run.add_argument("--batch-size", type=int, default=64, help="images per attribution call")
     run.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     run.add_argument("--seed", type=int, default=0, help="seed of the random null and the bootstrap")

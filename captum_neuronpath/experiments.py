@@ -30,8 +30,8 @@ from captum_neuronpath._core.baselines import (
 )
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
-from captum_neuronpath._utils.substitution import prepare
-from captum_neuronpath._utils.tokens import TokenType
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
+from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath.metrics import (
     AccuracyDeviation,
     PairedDifference,
@@ -119,7 +119,7 @@ def method_name(method: MethodType) -> str:
         ('LayerConductance', 'Neuron Path')
     """
     if isinstance(method, LayerMethodPath):
-        return method.layer_method.__name__
+        return type(method.layer_methods[0]).__name__
     if isinstance(method, type):
         return method.__name__
     return str(method)
@@ -132,6 +132,12 @@ def _accepted() -> str:
     )
 
 
+def _same_token(first: Any, second: Any) -> bool:
+    if isinstance(first, Tensor) or isinstance(second, Tensor):
+        return isinstance(first, Tensor) and isinstance(second, Tensor) and torch.equal(first, second)
+    return first == second
+
+
 def _locator(
     entry: MethodType, forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
 ) -> Union[NeuronPath, _PathBaseline]:
@@ -142,7 +148,7 @@ def _locator(
                 f"the LayerMethodPath of {method_name(entry)} in methods must use the table's layers "
                 f"({len(layers)} modules, in order)"
             )
-        if entry.token != token:
+        if not _same_token(entry.token, check_token(token)):
             raise ValueError(
                 f"the LayerMethodPath of {method_name(entry)} in methods has token={entry.token!r}, "
                 f"the table token={token!r}"
@@ -310,8 +316,8 @@ def paper_table(
     layers: Optional[Sequence[Module]] = None,
     token: Optional[TokenType] = None,
     methods: Sequence[MethodType] = METHODS,
-    n_steps: int = 20,
-    method: str = "riemann_left",
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
     factor: float = 2.0,
     reference: Optional[str] = REFERENCE,
     batch_size: int = 32,
@@ -346,9 +352,9 @@ def paper_table(
                     Default: the four of ``METHODS``
         n_steps (int, optional): Quadrature nodes of every path search and JAS (and of a
                     Captum method that takes them).
-                    Default: ``20`` (the paper's)
+                    Default: ``20``, the paper's (``PAPER_QUADRATURE``)
         method (str, optional): Quadrature method.
-                    Default: ``"riemann_left"`` (the paper's)
+                    Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
         factor (float, optional): The enhancement multiplier.
                     Default: ``2.0`` (the paper's)
         reference (str, optional): The row the paired differences are taken from;
@@ -488,7 +494,9 @@ def channel_scores(
     defaults = inspect.signature(LayerMethodPath.attribute).parameters
     kwargs = {name: defaults[name].default for name in ("n_steps", "method", "internal_batch_size")}
     kwargs.update(method_kwargs)
-    prepared = prepare(locator.forward_func, locator.layers, locator.token, inputs, target, additional_forward_args)
+    prepared, _, _ = locator._prepare(
+        inputs, target, additional_forward_args, kwargs["n_steps"], kwargs["method"], kwargs["internal_batch_size"]
+    )
     scores = [locator._channel_scores(prepared, index, kwargs).detach() for index in range(len(locator.layers))]
     width = max(s.shape[1] for s in scores)
     padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
@@ -541,8 +549,8 @@ def method_agreement(
     methods: Sequence[MethodType],
     layers: Optional[Sequence[Module]] = None,
     token: Optional[TokenType] = None,
-    n_steps: int = 20,
-    method: str = "riemann_left",
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
     batch_size: int = 32,
     progress: bool = True,
     layer_scores: Optional[Tensor] = None,
@@ -566,9 +574,9 @@ def method_agreement(
         token (int, slice, sequence of int or None, optional): Token set.
                     Default: ``vit_readout_token(model)``
         n_steps (int, optional): Quadrature nodes, for the greedy search and the methods.
-                    Default: ``20``
+                    Default: ``20``, the paper's (``PAPER_QUADRATURE``)
         method (str, optional): Quadrature method, for both.
-                    Default: ``"riemann_left"``
+                    Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
         batch_size (int, optional): Images per attribution call.
                     Default: ``32``
         progress (bool, optional): Show a progress bar on stderr.

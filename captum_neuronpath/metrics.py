@@ -122,7 +122,10 @@ def correct_predictions(
             if paths is None:
                 outputs = forward_func(inputs)
             else:
-                with intervene(layers, paths[start : start + len(inputs)].to(inputs.device), **intervention):
+                batch_paths = paths[start : start + len(inputs)]
+                if len(batch_paths) != len(inputs):
+                    raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+                with intervene(layers, batch_paths.to(inputs.device), **intervention):
                     outputs = forward_func(inputs)
             correct.append((outputs.argmax(-1) == labels.to(outputs.device)).cpu())
             start += len(inputs)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
 
-from captum_neuronpath._core.neuron_path import NeuronPathResult
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath.metrics import PruningCurve, RankAgreement, most_similar_classes
 
 FigureAxis = Tuple[Figure, Axes]
@@ -44,12 +44,6 @@ def _style(index: int) -> Dict[str, Any]:
 def _as_rows(values: Any) -> Tensor:
     values = torch.as_tensor(values).detach().cpu()
     return values.unsqueeze(0) if values.dim() == 1 else values
-
-
-def _chosen_scores(result: NeuronPathResult) -> Tensor:
-    """``(B, L)``: each greedy step's score of the neuron it chose (the first of ``top_k``)."""
-    path = result.path if result.path.dim() == 2 else result.path[..., 0]
-    return result.layer_scores.gather(2, path.unsqueeze(-1)).squeeze(-1)
 
 
 def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
@@ -93,8 +87,8 @@ def visualize_path(
                     paths ``(N, L)``, or named paths ``{"Neuron Path": path, ...}``.
         scores (Tensor, optional): ``(L,)`` or ``(N, L)`` values written beside each
                     neuron of a single path, or shown as marker area for several, e.g.
-                    each greedy step's score of its choice; taken from ``paths`` when it
-                    is a result.
+                    ``result.chosen_scores()``; taken from ``paths`` when it is a
+                    result.
                     Default: ``None``
         labels (sequence of str, optional): A legend entry per path.
                     Default: ``"path 0"``, ... or the mapping's keys
@@ -121,7 +115,7 @@ def visualize_path(
         (2, ['#17', '#2', '#40'])
     """
     if isinstance(paths, NeuronPathResult):
-        scores = _chosen_scores(paths) if scores is None and paths.layer_scores is not None else scores
+        scores = paths.chosen_scores() if scores is None and paths.layer_scores is not None else scores
         paths = paths.path if paths.path.dim() == 2 else paths.path[..., 0]
     if isinstance(paths, Mapping):
         labels = list(paths) if labels is None else labels

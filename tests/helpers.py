@@ -114,7 +114,7 @@ def _mask(indices: torch.Tensor, num_channels: int) -> torch.Tensor:
 
 
 def brute_force_jas(forward, layers, x, target, selector: torch.Tensor, token=0, n_steps=20, method="riemann_left"):
-    """JAS of the (B, L, K) neuron set, SPEC section 4, one node at a time."""
+    """JAS of the (B, L, K) neuron set (the paper's eq. 2-3, product of two sums), one node at a time."""
     clean, positions = _clean(forward, layers, x, token)
     masks = {l: _mask(selector[:, l], clean[l].shape[-1]).to(clean[l]) for l in range(len(layers))}
     grads = _integrated_gradients(forward, layers, x, target, clean, positions, masks, n_steps, method)
@@ -124,7 +124,7 @@ def brute_force_jas(forward, layers, x, target, selector: torch.Tensor, token=0,
 
 
 def brute_force_layer_scores(forward, layers, x, target, prefix: torch.Tensor, layer_index: int, token=0, n_steps=20, method="riemann_left"):
-    """score_t(c) of SPEC section 5 for the (B, t, K) prefix, one node at a time."""
+    """score_t(c) of one greedy step (the authors' Algorithm 1) for the (B, t, K) prefix, one node at a time."""
     clean, positions = _clean(forward, layers, x, token)
     masks = {l: _mask(prefix[:, l], clean[l].shape[-1]).to(clean[l]) for l in range(layer_index)}
     scaled = dict(masks)
@@ -183,3 +183,8 @@ def random_selector(batch_size: int, num_layers: int, num_channels: int, k: int,
 
 def layers_of(model) -> Sequence[nn.Module]:
     return [block.mlp.act for block in model.blocks]
+
+
+def softmax_forward(model):
+    """The paper's explained function: the softmax probabilities of ``model``."""
+    return lambda x: model(x).softmax(-1)

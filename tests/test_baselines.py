@@ -11,11 +11,7 @@ from captum.attr import (
 import captum_neuronpath as cnp
 
 from conftest import case_images
-from helpers import assert_unchanged, layers_of, small_vit, snapshot
-
-
-def _fwd(model):
-    return lambda x: model(x).softmax(-1)
+from helpers import assert_unchanged, layers_of, small_vit, snapshot, softmax_forward
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +25,7 @@ TARGET = torch.tensor([0, 2, 4])
 
 def test_activation_path_reproduces_the_fixtures(digits_vit, expected):
     cases, inputs = expected
-    baseline = cnp.ActivationPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    baseline = cnp.ActivationPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     for case in cases["cases"]:
         res = baseline.attribute(case_images(case, inputs), target=case["target"])
         assert res.path.tolist() == case["activation_path"]
@@ -38,7 +34,7 @@ def test_activation_path_reproduces_the_fixtures(digits_vit, expected):
 
 def test_influence_pattern_path_reproduces_the_fixtures(digits_vit, expected):
     cases, inputs = expected
-    baseline = cnp.InfluencePatternPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    baseline = cnp.InfluencePatternPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     for case in cases["cases"]:
         res = baseline.attribute(case_images(case, inputs), target=case["target"], n_steps=20, method="riemann_left")
         assert res.path.tolist() == case["influence_pattern_path"]
@@ -46,8 +42,8 @@ def test_influence_pattern_path_reproduces_the_fixtures(digits_vit, expected):
 
 @pytest.mark.parametrize("name", ["ActivationPath", "InfluencePatternPath", "RandomPath"])
 def test_jas_is_the_joint_attribution_of_the_path(vit, name):
-    res = getattr(cnp, name)(_fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=8, method="gausslegendre")
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit), layers_of(vit))
+    res = getattr(cnp, name)(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=8, method="gausslegendre")
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit), layers_of(vit))
     expected = jig.attribute(X, neuron_selector=res.path, target=TARGET, n_steps=8, method="gausslegendre")
     assert torch.allclose(res.jas, expected, rtol=1e-6, atol=1e-10)
 
@@ -59,48 +55,48 @@ def test_activation_path_is_the_largest_summed_activation(vit):
         vit(X)
     for h in handles:
         h.remove()
-    res = cnp.ActivationPath(_fwd(vit), layers_of(vit), token=[0, 3]).attribute(X, target=TARGET, top_k=2)
+    res = cnp.ActivationPath(softmax_forward(vit), layers_of(vit), token=[0, 3]).attribute(X, target=TARGET, top_k=2)
     for i, out in captured.items():
         assert torch.equal(res.path[:, i], out[:, [0, 3]].sum(1).topk(2, dim=-1).indices)
 
 
 def test_layer_method_path_with_layer_activation_is_the_activation_path(vit):
-    via_captum = cnp.LayerMethodPath(LayerActivation, _fwd(vit), layers_of(vit)).attribute(X, target=TARGET)
-    direct = cnp.ActivationPath(_fwd(vit), layers_of(vit)).attribute(X, target=TARGET)
+    via_captum = cnp.LayerMethodPath(LayerActivation, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET)
+    direct = cnp.ActivationPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET)
     assert torch.equal(via_captum.path, direct.path)
 
 
 def test_layer_method_path_with_internal_influence_is_the_influence_pattern(vit):
-    via_captum = cnp.LayerMethodPath(InternalInfluence, _fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
-    direct = cnp.InfluencePatternPath(_fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
+    via_captum = cnp.LayerMethodPath(InternalInfluence, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
+    direct = cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
     assert torch.equal(via_captum.path, direct.path)
     assert torch.equal(via_captum.jas, direct.jas)
 
 
 def test_influence_pattern_baselines_change_the_path(vit):
-    zeros = cnp.InfluencePatternPath(_fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
-    shifted = cnp.InfluencePatternPath(_fwd(vit), layers_of(vit)).attribute(X, baselines=X * 0.9, target=TARGET, n_steps=7)
+    zeros = cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=7)
+    shifted = cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit)).attribute(X, baselines=X * 0.9, target=TARGET, n_steps=7)
     assert not torch.equal(zeros.path, shifted.path)
 
 
 @pytest.mark.parametrize("layer_method", [LayerConductance, LayerIntegratedGradients, LayerGradientXActivation])
 def test_layer_method_path_is_the_argmax_of_the_captum_attribution(vit, layer_method):
-    res = cnp.LayerMethodPath(layer_method, _fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=9)
+    res = cnp.LayerMethodPath(layer_method, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=9)
     for i, layer in enumerate(layers_of(vit)):
         extra = {} if layer_method is LayerGradientXActivation else dict(n_steps=9, method="riemann_left")
-        attribution = layer_method(_fwd(vit), layer).attribute(X, target=TARGET, **extra)
+        attribution = layer_method(softmax_forward(vit), layer).attribute(X, target=TARGET, **extra)
         assert torch.equal(res.path[:, i], attribution[:, 0].argmax(-1))
 
 
 def test_layer_method_must_be_a_captum_layer_attribution(vit):
     with pytest.raises(TypeError, match="layer_method"):
-        cnp.LayerMethodPath("LayerConductance", _fwd(vit), layers_of(vit))
+        cnp.LayerMethodPath("LayerConductance", softmax_forward(vit), layers_of(vit))
 
 
 def test_random_path_is_seeded_distinct_and_in_range(vit):
-    a = cnp.RandomPath(_fwd(vit), layers_of(vit), seed=3).attribute(X, target=TARGET, top_k=4)
-    b = cnp.RandomPath(_fwd(vit), layers_of(vit), seed=3).attribute(X, target=TARGET, top_k=4)
-    c = cnp.RandomPath(_fwd(vit), layers_of(vit), seed=4).attribute(X, target=TARGET, top_k=4)
+    a = cnp.RandomPath(softmax_forward(vit), layers_of(vit), seed=3).attribute(X, target=TARGET, top_k=4)
+    b = cnp.RandomPath(softmax_forward(vit), layers_of(vit), seed=3).attribute(X, target=TARGET, top_k=4)
+    c = cnp.RandomPath(softmax_forward(vit), layers_of(vit), seed=4).attribute(X, target=TARGET, top_k=4)
     assert torch.equal(a.path, b.path) and not torch.equal(a.path, c.path)
     assert a.path.shape == (3, 3, 4) and a.path.min() >= 0 and a.path.max() < 64
     assert all(len(set(row.tolist())) == 4 for row in a.path.reshape(-1, 4))
@@ -108,6 +104,6 @@ def test_random_path_is_seeded_distinct_and_in_range(vit):
 
 def test_baselines_leave_the_model_untouched(vit):
     before = snapshot(vit)
-    cnp.InfluencePatternPath(_fwd(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=4)
-    cnp.LayerMethodPath(LayerConductance, _fwd(vit), layers_of(vit)).attribute(X, target=TARGET)
+    cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=4)
+    cnp.LayerMethodPath(LayerConductance, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET)
     assert_unchanged(vit, before)

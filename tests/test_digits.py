@@ -20,9 +20,13 @@ def test_images_and_split_are_the_fixtures(expected):
     assert set(index.tolist()) <= set(order[1400:].tolist())  # the fixture cases are test images
 
 
-def test_architecture_loads_the_fixture_weights():
+def test_architecture_loads_the_fixture_weights(expected):
     model = digits.build_digits_vit()
-    model.load_state_dict(load_file(DATA / "digits_vit_d6.safetensors"))  # strict: every key and shape
+    keys = model.load_state_dict(load_file(DATA / "digits_vit_d6.safetensors"))  # strict: every shape
+    assert not keys.missing_keys and not keys.unexpected_keys
+    _, inputs = expected
+    # The fixture model classifies the fixture's test images as well as its recorded accuracy says.
+    assert digits.accuracy(model.eval(), inputs["images"], inputs["labels"]) >= 0.8
 
 
 def test_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
@@ -40,10 +44,13 @@ def test_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
         assert torch.equal(a, b), name
 
 
-def test_accuracy_restores_the_mode():
+def test_accuracy_counts_correct_predictions_and_restores_the_mode():
     model = digits.build_digits_vit(depth=1).train()
-    images, labels = torch.zeros(2, 3, 32, 32), torch.tensor([0, 1])
-    assert 0.0 <= digits.accuracy(model, images, labels) <= 1.0
+    torch.nn.init.zeros_(model.head.weight)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.arange(10.0))  # always predicts class 9
+    images, labels = torch.zeros(4, 3, 32, 32), torch.tensor([9, 1, 9, 9])
+    assert digits.accuracy(model, images, labels) == 0.75
     assert model.training
 
 

@@ -6,18 +6,16 @@ import torch
 import captum_neuronpath as cnp
 
 from conftest import case_images
+from helpers import softmax_forward
 
-PRESET = dict(n_steps=20, method="riemann_left")
+PRESET = cnp.PAPER_QUADRATURE
 
-
-def _softmax(model):
-    return lambda x: model(x).softmax(-1)
 
 
 @pytest.fixture(scope="module")
 def located(digits_vit, expected):
     cases, inputs = expected
-    locator = cnp.NeuronPath(_softmax(digits_vit), cnp.vit_mlp_layers(digits_vit), token=0)
+    locator = cnp.NeuronPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit), token=0)
     return [(case, locator.attribute(case_images(case, inputs), target=case["target"], **PRESET)) for case in cases["cases"]]
 
 
@@ -52,7 +50,7 @@ def test_activation_path_jas(digits_vit, expected):
     cases, inputs = expected
     model = digits_vit.double()
     try:
-        jig = cnp.NeuronJointIntegratedGradients(_softmax(model), cnp.vit_mlp_layers(model), token=0)
+        jig = cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model), token=0)
         for case in cases["cases"]:
             jas = jig.attribute(
                 case_images(case, inputs).double(),

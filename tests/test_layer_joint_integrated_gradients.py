@@ -3,7 +3,7 @@ import torch
 
 import captum_neuronpath as cnp
 
-from helpers import SmallMLP, brute_force_layer_scores, layers_of, random_selector, small_vit
+from helpers import SmallMLP, brute_force_layer_scores, layers_of, random_selector, small_vit, softmax_forward
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +15,6 @@ def vit64():
 def models64(vit64):
     return {"class-token": vit64, "avg-pool": small_vit(depth=3, seed=2, global_pool="avg").double()}
 
-
-def _fwd(model):
-    return lambda x: model(x).softmax(-1)
 
 
 def _inputs(batch_size=2, seed=0):
@@ -35,9 +32,9 @@ def test_matches_brute_force(models64, model, layer_index, k, token, method):
     x, target = _inputs(), torch.tensor([1, 4])
     layers = layers_of(vit64)
     prefix = random_selector(2, layer_index, 64, k, seed=layer_index)
-    ljig = cnp.LayerJointIntegratedGradients(_fwd(vit64), layers, token=token)
+    ljig = cnp.LayerJointIntegratedGradients(softmax_forward(vit64), layers, token=token)
     ours = ljig.attribute(x, layer_index=layer_index, path_prefix=prefix, target=target, n_steps=6, method=method)
-    reference = brute_force_layer_scores(_fwd(vit64), layers, x, target, prefix, layer_index, token=token, n_steps=6, method=method)
+    reference = brute_force_layer_scores(softmax_forward(vit64), layers, x, target, prefix, layer_index, token=token, n_steps=6, method=method)
     assert ours.shape == (2, 64)
     assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-13)
 
@@ -46,7 +43,7 @@ def test_first_layer_scores_are_complete(vit64):
     # With no prefix, sum_c score_0(c) = F(clean) - F(layer 0 zeroed at the token).
     x, target = _inputs(), torch.tensor([3, 0])
     layers = layers_of(vit64)
-    ljig = cnp.LayerJointIntegratedGradients(_fwd(vit64), layers)
+    ljig = cnp.LayerJointIntegratedGradients(softmax_forward(vit64), layers)
     scores = ljig.attribute(x, layer_index=0, target=target, n_steps=24, method="gausslegendre")
 
     def zero_token(module, args, out):
@@ -55,10 +52,10 @@ def test_first_layer_scores_are_complete(vit64):
         return out
 
     with torch.no_grad():
-        clean = _fwd(vit64)(x)[torch.arange(2), target]
+        clean = softmax_forward(vit64)(x)[torch.arange(2), target]
         handle = layers[0].register_forward_hook(zero_token)
         try:
-            ablated = _fwd(vit64)(x)[torch.arange(2), target]
+            ablated = softmax_forward(vit64)(x)[torch.arange(2), target]
         finally:
             handle.remove()
     assert torch.allclose(scores.sum(-1), clean - ablated, rtol=1e-7, atol=1e-12)
@@ -77,7 +74,7 @@ def test_flat_layers_with_token_none():
 
 def test_shared_prefix_equals_tensor_prefix(vit64):
     x = _inputs()
-    ljig = cnp.LayerJointIntegratedGradients(_fwd(vit64), layers_of(vit64))
+    ljig = cnp.LayerJointIntegratedGradients(softmax_forward(vit64), layers_of(vit64))
     shared = ljig.attribute(x, layer_index=2, path_prefix=[5, 6], target=1)
     tensor = ljig.attribute(x, layer_index=2, path_prefix=torch.tensor([[5, 6], [5, 6]]), target=1)
     assert torch.equal(shared, tensor)

@@ -3,7 +3,7 @@ import torch
 
 import captum_neuronpath as cnp
 
-from helpers import SmallMLP, brute_force_jas, layers_of, random_selector, small_vit
+from helpers import SmallMLP, brute_force_jas, layers_of, random_selector, small_vit, softmax_forward
 
 METHODS = ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"]
 
@@ -23,9 +23,6 @@ def _inputs(batch_size=3, seed=0):
     return torch.randn(batch_size, 3, 16, 16, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _fwd(model):
-    return lambda x: model(x).softmax(-1)
-
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
@@ -37,9 +34,9 @@ def test_matches_brute_force(models64, model, method, token, k):
     x, target = _inputs(), torch.tensor([0, 3, 1])
     layers = layers_of(vit64)
     selector = random_selector(3, len(layers), 64, k, seed=k)
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers, token=token)
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers, token=token)
     ours = jig.attribute(x, neuron_selector=selector if k > 1 else selector[..., 0], target=target, n_steps=7, method=method)
-    reference = brute_force_jas(_fwd(vit64), layers, x, target, selector, token=token, n_steps=7, method=method)
+    reference = brute_force_jas(softmax_forward(vit64), layers, x, target, selector, token=token, n_steps=7, method=method)
     assert ours.shape == (3,)
     assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-12)
 
@@ -56,7 +53,7 @@ def test_token_none_on_a_model_with_flat_layers():
 
 def test_shared_selector_equals_expanded_tensor(vit64):
     x = _inputs()
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers_of(vit64))
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers_of(vit64))
     shared = jig.attribute(x, neuron_selector=[4, 9, 60], target=2)
     expanded = jig.attribute(x, neuron_selector=torch.tensor([[4, 9, 60]] * 3), target=2)
     assert torch.equal(shared, expanded)
@@ -66,7 +63,7 @@ def test_repeated_neuron_counts_once(vit64):
     # A neuron set is a set: listing a channel K times is the same set.
     x = _inputs()
     layers = layers_of(vit64)[:1]
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers)
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers)
     once = jig.attribute(x, neuron_selector=torch.tensor([[[7]]] * 3), target=1)
     repeated = jig.attribute(x, neuron_selector=torch.tensor([[[7, 7, 7]]] * 3), target=1)
     assert torch.equal(once, repeated)
@@ -76,7 +73,7 @@ def test_single_neuron_is_complete(vit64):
     # One neuron: JAS = w * integral of dF/dw = F(clean) - F(neuron zeroed at the token).
     x, target = _inputs(), torch.tensor([2, 0, 4])
     layer = layers_of(vit64)[1]
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), [layer])
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), [layer])
     jas = jig.attribute(x, neuron_selector=[11], target=target, n_steps=24, method="gausslegendre")
 
     def zero_neuron(module, args, out):
@@ -85,10 +82,10 @@ def test_single_neuron_is_complete(vit64):
         return out
 
     with torch.no_grad():
-        clean = _fwd(vit64)(x)[torch.arange(3), target]
+        clean = softmax_forward(vit64)(x)[torch.arange(3), target]
         handle = layer.register_forward_hook(zero_neuron)
         try:
-            ablated = _fwd(vit64)(x)[torch.arange(3), target]
+            ablated = softmax_forward(vit64)(x)[torch.arange(3), target]
         finally:
             handle.remove()
     assert torch.allclose(jas, clean - ablated, rtol=1e-8, atol=1e-12)
@@ -96,7 +93,7 @@ def test_single_neuron_is_complete(vit64):
 
 def test_internal_batch_size_does_not_change_the_result(vit64):
     x, target = _inputs(), [0, 1, 2]
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers_of(vit64))
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers_of(vit64))
     full = jig.attribute(x, neuron_selector=[1, 2, 3], target=target, n_steps=10)
     for size in (3, 7, 12, 1000):
         chunked = jig.attribute(x, neuron_selector=[1, 2, 3], target=target, n_steps=10, internal_batch_size=size)
@@ -106,7 +103,7 @@ def test_internal_batch_size_does_not_change_the_result(vit64):
 def test_converges_to_the_path_integral(vit64):
     # Riemann sums approach the Gauss-Legendre value as the node count grows.
     x = _inputs()
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers_of(vit64))
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers_of(vit64))
     exact = jig.attribute(x, neuron_selector=[3, 8, 13], target=0, n_steps=32, method="gausslegendre")
     errors = [
         (jig.attribute(x, neuron_selector=[3, 8, 13], target=0, n_steps=n, method="riemann_middle") - exact).abs().max()
@@ -119,9 +116,9 @@ def test_attention_sites_match_brute_force(vit64):
     x, target = _inputs(), torch.tensor([1, 2, 3])
     layers = cnp.vit_attention_layers(vit64)
     selector = random_selector(3, len(layers), 32, 2, seed=5)
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(vit64), layers)
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(vit64), layers)
     ours = jig.attribute(x, neuron_selector=selector, target=target, n_steps=5, method="gausslegendre")
-    reference = brute_force_jas(_fwd(vit64), layers, x, target, selector, n_steps=5, method="gausslegendre")
+    reference = brute_force_jas(softmax_forward(vit64), layers, x, target, selector, n_steps=5, method="gausslegendre")
     assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-13)
-    path = cnp.NeuronPath(_fwd(vit64), layers).attribute(x, target=target, n_steps=5, method="gausslegendre")
+    path = cnp.NeuronPath(softmax_forward(vit64), layers).attribute(x, target=target, n_steps=5, method="gausslegendre")
     assert path.path.shape == (3, 3) and path.layer_scores.shape == (3, 3, 32)

@@ -4,7 +4,7 @@ import torch
 import captum_neuronpath as cnp
 
 from conftest import case_images
-from helpers import SmallMLP, layers_of, small_vit
+from helpers import SmallMLP, layers_of, small_vit, softmax_forward
 
 
 @pytest.fixture(scope="module")
@@ -12,16 +12,13 @@ def vit():
     return small_vit(depth=4, seed=3)
 
 
-def _fwd(model):
-    return lambda x: model(x).softmax(-1)
-
 
 def _inputs(batch_size=4, seed=0, dtype=torch.float32):
     return torch.randn(batch_size, 3, 16, 16, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def test_result_shapes_and_types(vit):
-    res = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(_inputs(), target=torch.tensor([0, 1, 2, 3]))
+    res = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(_inputs(), target=torch.tensor([0, 1, 2, 3]))
     assert isinstance(res, cnp.NeuronPathResult)
     assert res.path.shape == (4, 4) and res.path.dtype == torch.long
     assert res.jas.shape == (4,) and res.jas.dtype == torch.float32
@@ -31,9 +28,9 @@ def test_result_shapes_and_types(vit):
 def test_path_is_the_argmax_of_each_step_and_its_scores_match_ljig(vit):
     x, target = _inputs(), [4, 3, 2, 1]
     layers = layers_of(vit)
-    res = cnp.NeuronPath(_fwd(vit), layers).attribute(x, target=target)
+    res = cnp.NeuronPath(softmax_forward(vit), layers).attribute(x, target=target)
     assert torch.equal(res.path, res.layer_scores.argmax(-1))
-    ljig = cnp.LayerJointIntegratedGradients(_fwd(vit), layers)
+    ljig = cnp.LayerJointIntegratedGradients(softmax_forward(vit), layers)
     for t in range(len(layers)):
         scores = ljig.attribute(x, layer_index=t, path_prefix=res.path[:, :t], target=target)
         assert torch.allclose(res.layer_scores[:, t], scores, rtol=1e-6, atol=1e-9)
@@ -41,8 +38,8 @@ def test_path_is_the_argmax_of_each_step_and_its_scores_match_ljig(vit):
 
 def test_jas_is_the_joint_attribution_of_the_path(vit):
     x, target = _inputs(), torch.tensor([1, 1, 0, 2])
-    res = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=target)
-    jas = cnp.NeuronJointIntegratedGradients(_fwd(vit), layers_of(vit)).attribute(x, neuron_selector=res.path, target=target)
+    res = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=target)
+    jas = cnp.NeuronJointIntegratedGradients(softmax_forward(vit), layers_of(vit)).attribute(x, neuron_selector=res.path, target=target)
     assert torch.allclose(res.jas, jas, rtol=1e-6, atol=1e-10)
 
 
@@ -50,7 +47,7 @@ def test_batched_equals_one_at_a_time_on_the_fixture_model(digits_vit, expected)
     cases, inputs = expected
     images = torch.cat([case_images(c, inputs) for c in cases["cases"]])
     targets = torch.tensor([c["target"] for c in cases["cases"] for _ in c["dataset_indices"]])
-    locator = cnp.NeuronPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    locator = cnp.NeuronPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     batched = locator.attribute(images, target=targets)
     for i in range(len(images)):
         single = locator.attribute(images[i : i + 1], target=targets[i : i + 1])
@@ -62,7 +59,7 @@ def test_batched_equals_one_at_a_time_on_the_fixture_model(digits_vit, expected)
 def test_internal_batch_size_does_not_change_the_result(digits_vit, expected):
     cases, inputs = expected
     images = case_images(cases["cases"][1], inputs)
-    locator = cnp.NeuronPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    locator = cnp.NeuronPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     full = locator.attribute(images, target=cases["cases"][1]["target"])
     for size in (5, 23, 64):
         chunked = locator.attribute(images, target=cases["cases"][1]["target"], internal_batch_size=size)
@@ -73,13 +70,13 @@ def test_internal_batch_size_does_not_change_the_result(digits_vit, expected):
 def test_top_k_keeps_the_k_best_and_scores_them_jointly(vit):
     x, target = _inputs(), 2
     layers = layers_of(vit)
-    res = cnp.NeuronPath(_fwd(vit), layers).attribute(x, target=target, top_k=3)
+    res = cnp.NeuronPath(softmax_forward(vit), layers).attribute(x, target=target, top_k=3)
     assert res.path.shape == (4, 4, 3)
     assert torch.equal(res.path, res.layer_scores.topk(3, dim=-1).indices)
-    assert torch.equal(res.path[:, 0, 0], cnp.NeuronPath(_fwd(vit), layers).attribute(x, target=target).path[:, 0])
-    ljig = cnp.LayerJointIntegratedGradients(_fwd(vit), layers)
+    assert torch.equal(res.path[:, 0, 0], cnp.NeuronPath(softmax_forward(vit), layers).attribute(x, target=target).path[:, 0])
+    ljig = cnp.LayerJointIntegratedGradients(softmax_forward(vit), layers)
     assert torch.allclose(res.layer_scores[:, 2], ljig.attribute(x, layer_index=2, path_prefix=res.path[:, :2], target=target), rtol=1e-6, atol=1e-9)
-    jas = cnp.NeuronJointIntegratedGradients(_fwd(vit), layers).attribute(x, neuron_selector=res.path, target=target)
+    jas = cnp.NeuronJointIntegratedGradients(softmax_forward(vit), layers).attribute(x, neuron_selector=res.path, target=target)
     assert torch.allclose(res.jas, jas, rtol=1e-6, atol=1e-10)
 
 
@@ -88,14 +85,14 @@ def test_ties_go_to_the_lowest_index():
     with torch.no_grad():  # first MLP silent: every layer-0 activation, so every score, is 0
         model.blocks[0].mlp.fc1.weight.zero_()
         model.blocks[0].mlp.fc1.bias.zero_()
-    res = cnp.NeuronPath(_fwd(model), layers_of(model)).attribute(_inputs(2), target=0, top_k=3)
+    res = cnp.NeuronPath(softmax_forward(model), layers_of(model)).attribute(_inputs(2), target=0, top_k=3)
     assert torch.all(res.layer_scores[:, 0] == 0) and torch.any(res.layer_scores[:, 1] != 0)
     assert res.path[:, 0].tolist() == [[0, 1, 2]] * 2
 
 
 def test_float64_inputs_give_float64_results():
     model = small_vit(depth=2, seed=5).double()
-    res = cnp.NeuronPath(_fwd(model), layers_of(model)).attribute(_inputs(2, dtype=torch.float64), target=1)
+    res = cnp.NeuronPath(softmax_forward(model), layers_of(model)).attribute(_inputs(2, dtype=torch.float64), target=1)
     assert res.jas.dtype == torch.float64 and res.layer_scores.dtype == torch.float64
 
 
@@ -107,7 +104,7 @@ def test_float64_inputs_give_float64_results():
 def test_every_captum_target_form_selects_the_same_output(vit, target):
     x = _inputs()
     reference = cnp.NeuronPath(lambda x: vit(x).softmax(-1)[:, 3], layers_of(vit)).attribute(x)
-    res = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=target)
+    res = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=target)
     assert torch.equal(res.path, reference.path)
     assert torch.allclose(res.jas, reference.jas, rtol=1e-6)
 
@@ -126,7 +123,7 @@ def test_additional_forward_args_are_expanded_with_the_batch():
 def test_tuple_inputs_are_passed_as_positional_arguments(vit):
     a, b = _inputs(2, seed=1), _inputs(2, seed=2)
     res = cnp.NeuronPath(lambda p, q: vit(p + q).softmax(-1), layers_of(vit)).attribute((a, b), target=0)
-    ref = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(a + b, target=0)
+    ref = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(a + b, target=0)
     assert torch.equal(res.path, ref.path)
 
 
@@ -140,8 +137,8 @@ def test_layers_of_different_widths_pad_layer_scores_with_nan():
 
 def test_show_progress_gives_the_same_result(vit, capsys):
     x = _inputs(2)
-    quiet = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=0)
-    shown = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=0, show_progress=True)
+    quiet = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=0)
+    shown = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=0, show_progress=True)
     assert torch.equal(quiet.path, shown.path)
     assert "NeuronPath" in capsys.readouterr().err
 
@@ -151,10 +148,10 @@ def test_cuda_matches_cpu(digits_vit, expected):
     cases, inputs = expected
     case = cases["cases"][0]
     images = case_images(case, inputs)
-    cpu = cnp.NeuronPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit)).attribute(images, target=case["target"])
+    cpu = cnp.NeuronPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit)).attribute(images, target=case["target"])
     model = digits_vit.cuda()
     try:
-        gpu = cnp.NeuronPath(_fwd(model), cnp.vit_mlp_layers(model)).attribute(images.cuda(), target=torch.tensor(case["target"]))
+        gpu = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(images.cuda(), target=torch.tensor(case["target"]))
     finally:
         digits_vit.cpu()
     assert gpu.path.device.type == "cuda" and gpu.jas.device.type == "cuda"
@@ -165,7 +162,7 @@ def test_cuda_matches_cpu(digits_vit, expected):
 def test_refinement_never_lowers_the_jas_and_reports_the_path_jas(digits_vit, expected):
     _, inputs = expected
     x, y = inputs["images"], inputs["labels"]
-    locator = cnp.NeuronPath(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    locator = cnp.NeuronPath(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     greedy = locator.attribute(x, target=y)
     refined = locator.attribute(x, target=y, refine_steps=1, refine_candidates=8)
     assert (refined.jas >= greedy.jas).all() and (refined.jas > greedy.jas).any()
@@ -175,14 +172,14 @@ def test_refinement_never_lowers_the_jas_and_reports_the_path_jas(digits_vit, ex
     # every refined neuron is one of its layer's 8 best greedy candidates
     ranks = (greedy.layer_scores > greedy.layer_scores.gather(2, refined.path.unsqueeze(-1))).sum(-1)
     assert (ranks < 8).all()
-    jig = cnp.NeuronJointIntegratedGradients(_fwd(digits_vit), cnp.vit_mlp_layers(digits_vit))
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(digits_vit), cnp.vit_mlp_layers(digits_vit))
     assert torch.allclose(jig.attribute(x, neuron_selector=refined.path, target=y), refined.jas, rtol=1e-5)
 
 
 def test_refinement_with_one_candidate_keeps_the_greedy_path(vit):
     x = _inputs(2)
-    greedy = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=1)
-    refined = cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(x, target=1, refine_steps=2, refine_candidates=1)
+    greedy = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=1)
+    refined = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=1, refine_steps=2, refine_candidates=1)
     assert torch.equal(greedy.path, refined.path) and torch.allclose(greedy.jas, refined.jas, rtol=1e-6)
 
 
@@ -193,4 +190,4 @@ def test_refinement_with_one_candidate_keeps_the_greedy_path(vit):
 )  # fmt: skip
 def test_refinement_arguments_are_checked(vit, kwargs, text):
     with pytest.raises(ValueError, match=text):
-        cnp.NeuronPath(_fwd(vit), layers_of(vit)).attribute(_inputs(2), target=1, **kwargs)
+        cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(_inputs(2), target=1, **kwargs)

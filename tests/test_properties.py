@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import captum_neuronpath as cnp
 
-from helpers import brute_force_jas, layers_of, small_vit
+from helpers import brute_force_jas, layers_of, small_vit, softmax_forward
 
 NUM_TOKENS = 5  # an 8 x 8 image in 4 x 4 patches, and the class token
 NUM_CLASSES = 3
@@ -48,9 +48,6 @@ def batches(draw):
     return x, torch.randint(0, NUM_CLASSES, (batch_size,), generator=generator)
 
 
-def _forward(model):
-    return lambda x: model(x).softmax(-1)
-
 
 @settings(max_examples=20, deadline=None)
 @given(
@@ -63,7 +60,7 @@ def _forward(model):
 def test_batched_equals_one_example_at_a_time(vit, batch, top_k, n_steps, method):
     model, token = vit
     x, target = batch
-    locator = cnp.NeuronPath(_forward(model), layers_of(model), token=token)
+    locator = cnp.NeuronPath(softmax_forward(model), layers_of(model), token=token)
     batched = locator.attribute(x, target=target, n_steps=n_steps, method=method, top_k=top_k)
     for i in range(len(x)):
         single = locator.attribute(x[i : i + 1], target=target[i : i + 1], n_steps=n_steps, method=method, top_k=top_k)
@@ -89,7 +86,7 @@ def test_joint_attribution_matches_brute_force(vit, batch, k, n_steps, method, s
     generator = torch.Generator().manual_seed(selector_seed)
     selector = torch.stack([torch.randperm(width, generator=generator)[:k] for _ in range(len(x) * len(layers))])
     selector = selector.reshape(len(x), len(layers), k)
-    jig = cnp.NeuronJointIntegratedGradients(_forward(model), layers, token=token)
+    jig = cnp.NeuronJointIntegratedGradients(softmax_forward(model), layers, token=token)
     ours = jig.attribute(x, neuron_selector=selector, target=target, n_steps=n_steps, method=method)
-    reference = brute_force_jas(_forward(model), layers, x, target, selector, token=token, n_steps=n_steps, method=method)
+    reference = brute_force_jas(softmax_forward(model), layers, x, target, selector, token=token, n_steps=n_steps, method=method)
     assert torch.allclose(ours, reference, rtol=1e-9, atol=1e-15)

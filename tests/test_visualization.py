@@ -30,6 +30,12 @@ def result():
     )
 
 
+def test_chosen_scores_are_the_scores_of_the_path(result):
+    scores = result.chosen_scores()
+    assert scores.shape == (3, 3)
+    assert torch.equal(scores, result.layer_scores.max(-1).values)
+
+
 def test_path_diagram_overlays_every_path(result):
     fig, ax = vis.visualize_path(result, labels=["a", "b", "c"], num_neurons=64, use_pyplot=False)
     assert len(ax.get_lines()) == 3
@@ -46,7 +52,7 @@ def test_path_diagram_overlays_every_path(result):
 
 
 def test_single_path_writes_neuron_and_score(result):
-    scores = result.layer_scores[0].gather(1, result.path[0].unsqueeze(-1)).squeeze(-1)
+    scores = result.chosen_scores()[0]
     fig, ax = vis.visualize_path(result.path[0], scores, use_pyplot=False)
     texts = [t.get_text() for t in ax.texts]
     assert texts == [f"#{n}\nscore {float(v):.3g}" for n, v in zip(result.path[0].tolist(), scores)]

@@ -6,7 +6,7 @@ that its result is a :class:`NeuronPathResult` like :class:`NeuronPath`'s.
 """
 
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
@@ -16,31 +16,21 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
-from captum_neuronpath._core.neuron_path import NeuronPathResult
+from captum_neuronpath._core.base import SiteAttribution
+from captum_neuronpath._core.engine import Prepared, joint_score
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import top_channels
-from captum_neuronpath._utils.substitution import Prepared, prepare
-from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens
-from captum_neuronpath._utils.validation import (
-    check_int,
-    check_internal_batch_size,
-    check_layers,
-    check_top_k,
-    quadrature,
-)
+from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
+from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.tokens import TokenType, read_tokens
+from captum_neuronpath._utils.validation import check_baselines, check_int, check_top_k
 
 # attribute() keywords a Captum layer method shares with the path's JAS, passed where accepted.
 _SHARED = ("target", "additional_forward_args", "n_steps", "method", "internal_batch_size")
 
 
-class _PathBaseline(LayerAttribution):
+class _PathBaseline(SiteAttribution, LayerAttribution):
     """Shared ``attribute()``: pick channels layer by layer, then score the path's JAS."""
-
-    def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
-        self.layers: List[Module] = check_layers(layers)
-        self.token = check_token(token)
-        LayerAttribution.__init__(self, forward_func, self.layers)
-        self._joint = NeuronJointIntegratedGradients(forward_func, self.layers, self.token)
 
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         """``(B, C)`` scores whose largest entries make the path at ``layer_index``."""
@@ -57,21 +47,20 @@ class _PathBaseline(LayerAttribution):
         top_k: int,
         method_kwargs: Optional[Dict[str, Any]] = None,
     ) -> NeuronPathResult:
-        rule = quadrature(n_steps, method)
-        internal_batch_size = check_internal_batch_size(internal_batch_size)
-        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
-        top_k = check_top_k(top_k, [a.shape[-1] for a in prepared.clean.activations])
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size
+        )
+        top_k = check_top_k(top_k, prepared.num_channels)
+        device = prepared.clean.activations[0].device
         path = torch.stack(
             [
-                top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(
-                    prepared.clean.activations[0].device
-                )
+                top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(device)
                 for index in range(len(self.layers))
             ],
             dim=1,
         )
-        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
-        return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=jas.to(prepared.dtype))
+        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
+        return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=self._finish(prepared, jas))
 
     @log_usage()
     def attribute(
@@ -79,8 +68,8 @@ class _PathBaseline(LayerAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 20,
-        method: str = "riemann_left",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
     ) -> NeuronPathResult:
@@ -95,9 +84,9 @@ class _PathBaseline(LayerAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Quadrature nodes of the path's JAS.
-                        Default: ``20``
+                        Default: ``3`` (the library's quadrature, as every class)
             method (str, optional): Quadrature method of the path's JAS.
-                        Default: ``"riemann_left"``
+                        Default: ``"gausslegendre"``
             internal_batch_size (int, optional): Largest number of rows in one
                         forward pass of the JAS.
                         Default: ``None``
@@ -173,14 +162,27 @@ class LayerMethodPath(_PathBaseline):
         layers: Sequence[Module],
         token: TokenType = 0,
     ) -> None:
+        r"""
+        Args:
+
+            layer_method (type): A Captum layer attribution class built as
+                        ``layer_method(forward_func, layer)``.
+            forward_func (Callable): The model or a function of its inputs.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+        """
         if not (isinstance(layer_method, type) and issubclass(layer_method, LayerAttribution)):
             raise TypeError(
                 f"layer_method must be a Captum LayerAttribution class such as captum.attr.LayerConductance, "
                 f"got {layer_method!r}"
             )
         super().__init__(forward_func, layers, token)
-        self.layer_method = layer_method
-        self._methods = [layer_method(forward_func, layer) for layer in self.layers]
+        #: The Captum attribution object of each layer (of the module, for a ModuleInput site).
+        self.layer_methods = [
+            layer_method(forward_func, layer.module if isinstance(layer, ModuleInput) else layer)
+            for layer in self.layers
+        ]
 
     @log_usage()
     def attribute(
@@ -188,8 +190,8 @@ class LayerMethodPath(_PathBaseline):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 20,
-        method: str = "riemann_left",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
         **method_kwargs: Any,
@@ -205,9 +207,9 @@ class LayerMethodPath(_PathBaseline):
                         Default: ``None``
             n_steps (int, optional): Quadrature nodes of the path's JAS and, where its
                         ``attribute()`` takes them, of the Captum method.
-                        Default: ``20``
+                        Default: ``3`` (the library's quadrature, as every class)
             method (str, optional): Quadrature method, for both.
-                        Default: ``"riemann_left"``
+                        Default: ``"gausslegendre"``
             internal_batch_size (int, optional): Rows per forward pass, for both.
                         Default: ``None``
             top_k (int, optional): Channels kept per layer.
@@ -225,8 +227,10 @@ class LayerMethodPath(_PathBaseline):
         )  # fmt: skip
 
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
-        captum_method = self._methods[layer_index]
+        captum_method = self.layer_methods[layer_index]
         accepted = inspect.signature(captum_method.attribute).parameters
+        if isinstance(self.layers[layer_index], ModuleInput):
+            method_kwargs = dict(method_kwargs, attribute_to_layer_input=True)
         shared = dict(target=prepared.target, additional_forward_args=prepared.additional_forward_args)
         shared.update({k: v for k, v in method_kwargs.items() if k in _SHARED})
         kwargs = {k: v for k, v in shared.items() if k in accepted}
@@ -266,6 +270,14 @@ class InfluencePatternPath(LayerMethodPath):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+        """
         super().__init__(InternalInfluence, forward_func, layers, token)
 
     @log_usage()
@@ -275,8 +287,8 @@ class InfluencePatternPath(LayerMethodPath):
         baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 20,
-        method: str = "riemann_left",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
     ) -> NeuronPathResult:
@@ -297,13 +309,15 @@ class InfluencePatternPath(LayerMethodPath):
             top_k (int, optional): Channels kept per layer.
                         Default: ``1``
             n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
-                        Default: ``20``
+                        Default: ``3`` (the library's quadrature, as every class)
             method (str, optional): Quadrature method, for both.
-                        Default: ``"riemann_left"``
+                        Default: ``"gausslegendre"``
 
         Returns:
             :class:`NeuronPathResult` with ``path`` and ``jas``.
         """
+        if baselines is not None and isinstance(inputs, (Tensor, tuple)):
+            check_baselines(baselines, inputs)
         return super().attribute(
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k, baselines=baselines
         )
@@ -336,6 +350,16 @@ class RandomPath(_PathBaseline):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0, seed: int = 0) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+            seed (int, optional): Seed of the draws.
+                        Default: ``0``
+        """
         super().__init__(forward_func, layers, token)
         self.seed = check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
         self._generator: Optional[torch.Generator] = None

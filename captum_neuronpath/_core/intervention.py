@@ -1,14 +1,22 @@
-"""Interventions on path neurons (SPEC section 7): remove, enhance, prune."""
+"""Interventions on path neurons, as in the paper's evaluation: remove, enhance, prune."""
 
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens, token_positions, write_tokens
-from captum_neuronpath._utils.validation import check_layers, describe_layer, format_neuron_indices
+from captum_neuronpath._utils.hooks import describe_layer, site_hooks
+from captum_neuronpath._utils.tokens import (
+    TokenType,
+    check_token,
+    expand_per_example,
+    read_tokens,
+    token_positions,
+    write_tokens,
+)
+from captum_neuronpath._utils.validation import check_int, check_layers, format_neuron_indices
 
 MODES = ("remove", "enhance", "prune")
 
@@ -37,8 +45,9 @@ def intervene(
 
         layers (list[torch.nn.Module]): The neuron layers the path runs through.
         path (Tensor or sequence of int): One example's path per row, ``(B, L)`` or
-                    ``(B, L, K)`` (a batch in the block must then have ``B`` rows), or
-                    ``L`` ints shared by any batch.
+                    ``(B, L, K)`` (a batch in the block must then have ``B`` rows, or a
+                    whole multiple of ``B`` that repeats each example in place, as
+                    Captum's ``NoiseTunnel`` does), or ``L`` ints shared by any batch.
         mode (str, optional): ``"remove"``, ``"enhance"`` or ``"prune"``.
                     Default: ``"remove"``
         token (int, slice, sequence of int or None, optional): The token set.
@@ -68,66 +77,57 @@ def intervene(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(factor, bool) or not isinstance(factor, (int, float)):
         raise TypeError(f"factor must be a number, got {type(factor).__name__}")
-    if mode == "prune":
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+    if mode == "prune" and p is None:
+        raise ValueError("p is required for mode='prune': the fraction in [0, 1] of the other channels to zero")
+    if p is not None:
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"p must be a number, the fraction in [0, 1] that mode='prune' zeroes; got {p!r}")
+        if not 0 <= p <= 1:
             raise ValueError(f"p must be a fraction in [0, 1] for mode='prune', got {p!r}")
-    shared = not isinstance(path, Tensor)
+    check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
     if isinstance(path, Tensor) and path.dim() not in (2, 3):
         raise ValueError(
-            f"path must have shape (B, L) or (B, L, K), or be a sequence of L ints; got {tuple(path.shape)}"
+            f"path must have shape (B, L) or (B, L, K), or be a sequence of L ints; got shape {tuple(path.shape)}"
         )
+    # Widths are known only when a layer runs: each layer's indices are checked then.
+    indices = format_neuron_indices(path, "path", _rows_of(path), [2**62] * len(layers), torch.device("cpu"))
     multipliers: Dict[Tuple[int, int], Tensor] = {}
 
-    def multiplier(index: int, output_shape: torch.Size, reference: Tensor) -> Tensor:
-        """``(B, 1, C)`` factors for layer ``index``, cached per batch size."""
-        batch_size, num_channels = output_shape[0], output_shape[-1]
-        key = (index, batch_size)
-        if key not in multipliers:
-            rows = batch_size if shared else path.shape[0]
-            if not shared and rows != batch_size:
-                raise ValueError(
-                    f"path holds {rows} examples' paths but the batch run inside intervene() has {batch_size}; "
-                    "run the matching batch, or pass a path shared by the batch (a sequence of L ints)"
+    def multiplier(index: int, values: Tensor) -> Tensor:
+        """``(rows, 1, C)`` factors for layer ``index``, cached per batch size."""
+        rows, num_channels = values.shape[0], values.shape[-1]
+        if (index, rows) not in multipliers:
+            layer_indices = expand_per_example(indices[:, index], rows, "path")
+            if layer_indices.max() >= num_channels:
+                raise IndexError(
+                    f"path holds neuron {int(layer_indices.max())} for {describe_layer(index, layers[index])}, "
+                    f"which has {num_channels} channels (0..{num_channels - 1})"
                 )
-            indices = _layer_indices(path, index, len(layers), rows, num_channels)
-            selected = torch.zeros(rows, num_channels, dtype=torch.bool).scatter_(1, indices, True)
+            selected = torch.zeros(rows, num_channels, dtype=torch.bool).scatter_(1, layer_indices, True)
             if mode == "remove":
                 factors = (~selected).double()
             elif mode == "enhance":
                 factors = torch.where(selected, float(factor), 1.0).double()
             else:
                 factors = (~_pruned(selected, p, seed, index)).double()
-            multipliers[key] = factors.unsqueeze(1)
-        return multipliers[key].to(device=reference.device, dtype=reference.dtype)
+            multipliers[(index, rows)] = factors.unsqueeze(1)
+        return multipliers[(index, rows)].to(device=values.device, dtype=values.dtype)
 
-    def hook_for(index: int) -> Any:
-        def hook(module: Module, args: Any, output: Tensor) -> Tensor:
-            positions = token_positions(token, output.shape, describe_layer(index, module))
+    def intervention(index: int) -> Callable[[Tensor], Tensor]:
+        def function(output: Tensor) -> Tensor:
+            positions = token_positions(token, output.shape, describe_layer(index, layers[index]))
             values = read_tokens(output, positions)
-            return write_tokens(output, positions, values * multiplier(index, output.shape, values))
+            return write_tokens(output, positions, values * multiplier(index, values))
 
-        return hook
+        return function
 
-    handles = []
-    try:
-        for index, layer in enumerate(layers):
-            handles.append(layer.register_forward_hook(hook_for(index)))
+    with site_hooks(layers, {index: intervention(index) for index in range(len(layers))}):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-def _layer_indices(path: Any, index: int, num_layers: int, rows: int, num_channels: int) -> Tensor:
-    """``(rows, K)`` channel indices of layer ``index`` on the CPU, validated."""
-    # Only this layer's width is known here, so the other layers are checked when they run.
-    indices = format_neuron_indices(path, "path", rows, [2**62] * num_layers, torch.device("cpu"))
-    layer = indices[:, index]
-    if layer.numel() and layer.max() >= num_channels:
-        raise IndexError(
-            f"path holds neuron {int(layer.max())} for layer {index}, which has channels 0..{num_channels - 1}"
-        )
-    return layer
+def _rows_of(path: Any) -> int:
+    """Examples in ``path``: a tensor's first dimension, or 1 for ``L`` ints shared by any batch."""
+    return path.shape[0] if isinstance(path, Tensor) and path.dim() >= 2 else 1
 
 
 def _pruned(selected: Tensor, p: float, seed: int, index: int) -> Tensor:

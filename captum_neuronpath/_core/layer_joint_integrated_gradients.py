@@ -1,26 +1,19 @@
-from typing import Any, Callable, List, Optional, Sequence, Union
+"""One greedy step of the neuron-path locator: every candidate's score."""
 
-import torch
+from typing import Any, Optional, Sequence, Union
+
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
-from torch.nn import Module
 
-from captum_neuronpath._utils.joint import channel_masks, set_sum
-from captum_neuronpath._utils.substitution import Prepared, SubstitutedGradients, prepare
-from captum_neuronpath._utils.tokens import TokenType, check_token
-from captum_neuronpath._utils.validation import (
-    Quadrature,
-    check_internal_batch_size,
-    check_layer_index,
-    check_layers,
-    format_neuron_indices,
-    quadrature,
-)
+from captum_neuronpath._core.base import SiteAttribution
+from captum_neuronpath._core.engine import candidate_scores
+from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
+from captum_neuronpath._utils.validation import check_layer_index
 
 
-class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
+class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientAttribution):
     r"""
     Candidate scores of one step of the layer-progressive neuron locator (Algorithm 1
     of Wang et al., "Discovering Influential Neuron Path in Vision Transformers",
@@ -53,18 +46,6 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
                     Default: ``0`` (the class token)
     """
 
-    def __init__(
-        self,
-        forward_func: Callable,
-        layers: Sequence[Module],
-        token: TokenType = 0,
-    ) -> None:
-        self.layers: List[Module] = check_layers(layers)
-        self.token = check_token(token)
-        LayerAttribution.__init__(self, forward_func, self.layers)
-        GradientAttribution.__init__(self, forward_func)
-        self._gradients = SubstitutedGradients(forward_func, self.layers)
-
     @log_usage()
     def attribute(
         self,
@@ -73,8 +54,8 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
         path_prefix: Union[None, Tensor, Sequence[int]] = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 3,
-        method: str = "gausslegendre",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         r"""
@@ -87,6 +68,9 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
             path_prefix (Tensor, sequence of int or None, optional): The path in
                         layers ``0 .. t-1``: a LongTensor ``(B, t)`` or ``(B, t, K)``,
                         or a sequence of ``t`` ints shared by the batch.
+                        Rows follow Captum's batch expansion: for a batch that is a whole
+                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
+                        is repeated in place, as Captum repeats the inputs.
                         Default: ``None`` (only allowed for ``layer_index=0``)
             target (int, tuple, Tensor or list, optional): Captum's output selection.
                         Default: ``None``
@@ -94,7 +78,8 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20``, with ``riemann_left``;
+                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
+                        ``**cnp.PAPER_QUADRATURE``;
                         3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
                         the paper's rule to 2%: see the benchmarks)
             method (str, optional): Captum quadrature: ``riemann_left``,
@@ -121,42 +106,18 @@ class LayerJointIntegratedGradients(LayerAttribution, GradientAttribution):
             >>> scores.shape
             torch.Size([2, 768])
         """
-        rule = quadrature(n_steps, method)
-        internal_batch_size = check_internal_batch_size(internal_batch_size)
         layer_index = check_layer_index(layer_index, len(self.layers))
-        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
-        activations = prepared.clean.activations
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size
+        )
         if path_prefix is None:
             if layer_index > 0:
                 raise ValueError(
                     f"path_prefix is required for layer_index={layer_index}: the path in layers 0..{layer_index - 1}"
                 )
             path_prefix = []
-        prefix = format_neuron_indices(
-            path_prefix,
-            "path_prefix",
-            batch_size=activations[0].shape[0],
-            num_channels=[a.shape[-1] for a in activations[:layer_index]],
-            device=activations[0].device,
+        prefix = self._neuron_indices(prepared, path_prefix, "path_prefix", num_layers=layer_index)
+        scores = candidate_scores(
+            self.forward_func, self.layers, prepared, layer_index, prefix, rule, internal_batch_size
         )
-        scores = self._scores(prepared, layer_index, prefix, rule, internal_batch_size)
-        return scores.to(prepared.dtype)
-
-    def _scores(
-        self,
-        prepared: Prepared,
-        layer_index: int,
-        prefix: Tensor,
-        rule: Quadrature,
-        internal_batch_size: Optional[int],
-    ) -> Tensor:
-        """``score_t(c)``, ``(B, C)``, for the ``(B, t, K)`` prefix, given the clean pass."""
-        activations = prepared.clean.activations
-        candidate = activations[layer_index]
-        prefix_masks = channel_masks(prefix, activations)
-        scaled = dict(prefix_masks)
-        scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
-        gradients = self._gradients.integrate(prepared, scaled, rule, internal_batch_size)
-        prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
-        prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
-        return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)
+        return self._finish(prepared, scores)

@@ -1,24 +1,18 @@
-from typing import Any, Callable, List, Optional, Sequence, Union
+"""The joint attribution score (JAS) of a neuron set spread over several layers."""
+
+from typing import Any, Optional, Sequence, Union
 
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.attribution import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor
-from torch.nn import Module
 
-from captum_neuronpath._utils.joint import channel_masks, joint_attribution_score, set_sum
-from captum_neuronpath._utils.substitution import Prepared, SubstitutedGradients, prepare
-from captum_neuronpath._utils.tokens import TokenType, check_token
-from captum_neuronpath._utils.validation import (
-    Quadrature,
-    check_internal_batch_size,
-    check_layers,
-    format_neuron_indices,
-    quadrature,
-)
+from captum_neuronpath._core.base import SiteAttribution
+from captum_neuronpath._core.engine import joint_score
+from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
 
 
-class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
+class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, GradientAttribution):
     r"""
     Joint Attribution Score (JAS) of a set of neurons spread over several layers, from
     Wang et al., "Discovering Influential Neuron Path in Vision Transformers"
@@ -52,18 +46,6 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
                     Default: ``0`` (the class token)
     """
 
-    def __init__(
-        self,
-        forward_func: Callable,
-        layers: Sequence[Module],
-        token: TokenType = 0,
-    ) -> None:
-        self.layers: List[Module] = check_layers(layers)
-        self.token = check_token(token)
-        NeuronAttribution.__init__(self, forward_func, self.layers)
-        GradientAttribution.__init__(self, forward_func)
-        self._gradients = SubstitutedGradients(forward_func, self.layers)
-
     @log_usage()
     def attribute(
         self,
@@ -71,8 +53,8 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
         neuron_selector: Union[Tensor, Sequence[int]],
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 3,
-        method: str = "gausslegendre",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
     ) -> Tensor:
         r"""
@@ -85,6 +67,9 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
                         of shape ``(B, L)`` (one channel per layer and example) or
                         ``(B, L, K)`` (K channels per layer), or a sequence of ``L``
                         ints shared by the whole batch. ``L = len(layers)``.
+                        Rows follow Captum's batch expansion: for a batch that is a whole
+                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
+                        is repeated in place, as Captum repeats the inputs.
             target (int, tuple, Tensor or list, optional): Captum's output selection:
                         which output gives each example's score.
                         Default: ``None`` (``forward_func`` returns one score per example)
@@ -93,7 +78,8 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
                         dimension is the batch are expanded with it.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20``, with ``riemann_left``;
+                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
+                        ``**cnp.PAPER_QUADRATURE``;
                         3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
                         the paper's rule to 2%: see the benchmarks)
             method (str, optional): Captum quadrature: ``riemann_left``,
@@ -121,33 +107,9 @@ class NeuronJointIntegratedGradients(NeuronAttribution, GradientAttribution):
             >>> jas.shape
             torch.Size([2])
         """
-        rule = quadrature(n_steps, method)
-        internal_batch_size = check_internal_batch_size(internal_batch_size)
-        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
-        indices = self._format_selector(neuron_selector, prepared, "neuron_selector")
-        jas = self._jas(prepared, indices, rule, internal_batch_size)
-        return jas.to(prepared.dtype)
-
-    def _format_selector(self, selector: Any, prepared: Prepared, name: str) -> Tensor:
-        activations = prepared.clean.activations
-        return format_neuron_indices(
-            selector,
-            name,
-            batch_size=activations[0].shape[0],
-            num_channels=[a.shape[-1] for a in activations],
-            device=activations[0].device,
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size
         )
-
-    def _jas(
-        self,
-        prepared: Prepared,
-        indices: Tensor,
-        rule: Quadrature,
-        internal_batch_size: Optional[int],
-    ) -> Tensor:
-        """JAS of the ``(B, L, K)`` neuron set ``indices``, given the clean pass."""
-        activations = prepared.clean.activations
-        masks = channel_masks(indices, activations)
-        gradients = self._gradients.integrate(prepared, masks, rule, internal_batch_size)
-        reference = activations[0]
-        return joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
+        indices = self._neuron_indices(prepared, neuron_selector, "neuron_selector")
+        jas = joint_score(self.forward_func, self.layers, prepared, indices, rule, internal_batch_size)
+        return self._finish(prepared, jas)

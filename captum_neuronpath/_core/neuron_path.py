@@ -1,5 +1,6 @@
-from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+"""The layer-progressive neuron locator (Algorithm 1 of the paper) and its refinement."""
+
+from typing import Any, List, Optional, Tuple
 
 import torch
 from captum._utils.progress import progress
@@ -7,42 +8,16 @@ from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
-from torch.nn import Module
 
-from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
-from captum_neuronpath._core.neuron_joint_integrated_gradients import NeuronJointIntegratedGradients
+from captum_neuronpath._core.base import SiteAttribution
+from captum_neuronpath._core.engine import Prepared, candidate_scores, joint_score, repeat_prepared
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import top_channels
-from captum_neuronpath._utils.substitution import Prepared, prepare, repeat_prepared
-from captum_neuronpath._utils.tokens import TokenType, check_token
-from captum_neuronpath._utils.validation import (
-    Quadrature,
-    check_int,
-    check_internal_batch_size,
-    check_layers,
-    check_top_k,
-    quadrature,
-)
+from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
+from captum_neuronpath._utils.validation import check_int, check_top_k
 
 
-@dataclass
-class NeuronPathResult:
-    """A located neuron path per example.
-
-    Attributes:
-        path (Tensor): LongTensor ``(B, L)``, the chosen channel of each layer, or
-                    ``(B, L, K)`` when ``top_k = K > 1`` (best first).
-        jas (Tensor): ``(B,)``, the joint attribution score of each whole path.
-        layer_scores (Tensor or None): ``(B, L, C)``, the candidate score of every
-                    channel at every greedy step (``NaN`` past a layer's last channel
-                    when layers differ in width); ``None`` for methods without one.
-    """
-
-    path: Tensor
-    jas: Tensor
-    layer_scores: Optional[Tensor] = None
-
-
-class NeuronPath(LayerAttribution, GradientAttribution):
+class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
     r"""
     The layer-progressive neuron locator of Wang et al., "Discovering Influential Neuron
     Path in Vision Transformers" (ICLR 2025), Algorithm 1 as the authors implement it.
@@ -69,27 +44,14 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                     Default: ``0`` (the class token)
     """
 
-    def __init__(
-        self,
-        forward_func: Callable,
-        layers: Sequence[Module],
-        token: TokenType = 0,
-    ) -> None:
-        self.layers: List[Module] = check_layers(layers)
-        self.token = check_token(token)
-        LayerAttribution.__init__(self, forward_func, self.layers)
-        GradientAttribution.__init__(self, forward_func)
-        self._layer_scores = LayerJointIntegratedGradients(forward_func, self.layers, self.token)
-        self._joint = NeuronJointIntegratedGradients(forward_func, self.layers, self.token)
-
     @log_usage()
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_steps: int = 3,
-        method: str = "gausslegendre",
+        n_steps: int = DEFAULT_N_STEPS,
+        method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
         show_progress: bool = False,
@@ -108,7 +70,8 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20``, with ``riemann_left``;
+                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
+                        ``**cnp.PAPER_QUADRATURE``;
                         3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
                         the paper's rule to 2%: see the benchmarks)
             method (str, optional): Captum quadrature: ``riemann_left``,
@@ -151,26 +114,28 @@ class NeuronPath(LayerAttribution, GradientAttribution):
             >>> res.path.shape, res.jas.shape, res.layer_scores.shape
             (torch.Size([2, 3]), torch.Size([2]), torch.Size([2, 3, 768]))
         """
-        rule = quadrature(n_steps, method)
-        internal_batch_size = check_internal_batch_size(internal_batch_size)
-        prepared = prepare(self.forward_func, self.layers, self.token, inputs, target, additional_forward_args)
-        activations = prepared.clean.activations
-        top_k = check_top_k(top_k, [a.shape[-1] for a in activations])
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size
+        )
+        num_channels = prepared.num_channels
+        top_k = check_top_k(top_k, num_channels)
         if check_int(refine_steps, "refine_steps", 0):
-            check_int(refine_candidates, "refine_candidates", 1, min(a.shape[-1] for a in activations))
+            check_int(refine_candidates, "refine_candidates", 1, min(num_channels))
             if top_k > 1:
                 raise ValueError(f"refine_steps needs top_k=1, got top_k={top_k}")
-        batch_size = activations[0].shape[0]
-        path = torch.empty(batch_size, 0, top_k, dtype=torch.long, device=activations[0].device)
+        device = prepared.clean.activations[0].device
+        path = torch.empty(prepared.batch_size, 0, top_k, dtype=torch.long, device=device)
         step_scores = []
         steps = range(len(self.layers))
         if show_progress:
             steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
         for layer_index in steps:
-            scores = self._layer_scores._scores(prepared, layer_index, path, rule, internal_batch_size)
+            scores = candidate_scores(
+                self.forward_func, self.layers, prepared, layer_index, path, rule, internal_batch_size
+            )
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
+        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
         layer_scores = _stack_padded(step_scores)
         if refine_steps:
             path, jas = self._refine(
@@ -178,7 +143,7 @@ class NeuronPath(LayerAttribution, GradientAttribution):
             )
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
-            jas=jas.to(prepared.dtype),
+            jas=self._finish(prepared, jas),
             layer_scores=layer_scores.to(prepared.dtype),
         )
 
@@ -203,9 +168,9 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                 # Row j * B + b of the trial batch is example b with candidate j at this layer.
                 trials = path.repeat(num_candidates, 1, 1)
                 trials[:, layer, 0] = candidates[:, layer].T.reshape(-1)
-                trial_jas = self._joint._jas(repeated, trials, rule, internal_batch_size).view(
-                    num_candidates, batch_size
-                )
+                trial_jas = joint_score(
+                    self.forward_func, self.layers, repeated, trials, rule, internal_batch_size
+                ).view(num_candidates, batch_size)
                 best_jas, best = trial_jas.max(0)
                 better = best_jas > jas
                 chosen = candidates[torch.arange(batch_size), layer, best]
@@ -214,7 +179,7 @@ class NeuronPath(LayerAttribution, GradientAttribution):
                 jas = torch.where(better, best_jas, jas)
         # Score the refined paths as NeuronJointIntegratedGradients would, and keep the
         # greedy path wherever float noise in the batched trials made a swap look better.
-        jas = self._joint._jas(prepared, path, rule, internal_batch_size)
+        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
         keep_greedy = jas < greedy_jas
         path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
         return path, torch.where(keep_greedy, greedy_jas, jas)

@@ -1,5 +1,6 @@
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Union
+"""Where a neuron path looks in the input, and the quantity that map explains."""
+
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
 from captum._utils.typing import BaselineType, TensorOrTupleOfTensorsGeneric
@@ -9,13 +10,98 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
+from captum_neuronpath._core.base import SiteAttribution
+from captum_neuronpath._utils.hooks import describe_layer, site_hooks
 from captum_neuronpath._utils.joint import channel_masks
-from captum_neuronpath._utils.substitution import clean_pass
-from captum_neuronpath._utils.tokens import TokenType, check_token, read_tokens
-from captum_neuronpath._utils.validation import check_inputs, check_layers, format_neuron_indices, quadrature
+from captum_neuronpath._utils.tokens import TokenType, check_token, expand_per_example, read_tokens, token_positions
+from captum_neuronpath._utils.validation import (
+    check_baselines,
+    check_forward_func,
+    check_layers,
+    format_neuron_indices,
+)
 
 
-class PathSaliency(GradientAttribution):
+def path_activation(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    path: Union[Tensor, Sequence[int]],
+    token: TokenType = 0,
+) -> Callable[..., Tensor]:
+    r"""
+    The quantity :class:`PathSaliency` explains, as a function of the inputs: the sum of
+    the path's neuron activations at the token set,
+
+    .. math::
+
+        f(x) = \sum_{l} \sum_{c \in p_l} \sum_{t} w_{l,t,c}(x).
+
+    Use it wherever Captum needs the explained function, e.g.
+    ``captum.metrics.infidelity(f, perturb, x, PathSaliency(...).attribute(x, path))``.
+
+    Args:
+
+        forward_func (Callable): The model or a function of its inputs.
+        layers (list[torch.nn.Module]): The layers the path runs through, input side first.
+        path (Tensor or sequence of int): ``(B, L)`` or ``(B, L, K)`` paths, one per
+                    example, or ``L`` ints shared by any batch. For a batch that is a
+                    whole multiple of ``B`` (Captum's ``NoiseTunnel`` and
+                    ``captum.metrics`` repeat each example in place) each path is
+                    repeated the same way.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                    Default: ``0``
+
+    Returns:
+        *Callable* ``f(*inputs, *additional_forward_args) -> Tensor`` of shape ``(B,)``,
+        differentiable with respect to the inputs.
+
+    Examples::
+
+        >>> import timm, torch, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=3, num_classes=10).eval()
+        >>> f = cnp.path_activation(model, cnp.vit_mlp_layers(model), path=[5, 17, 2])
+        >>> f(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2])
+    """
+    check_forward_func(forward_func)
+    layers = check_layers(layers)
+    token = check_token(token)
+
+    def activation_of_path(*args: Any) -> Tensor:
+        return _summed_activations(forward_func, layers, token, path, args)
+
+    return activation_of_path
+
+
+def _summed_activations(
+    forward_func: Callable, layers: Sequence[Module], token: TokenType, path: Any, args: Sequence[Any]
+) -> Tensor:
+    """Run ``forward_func(*args)`` and sum the path's activations at the token set, ``(rows,)``."""
+    recorded: Dict[int, Tensor] = {}
+
+    def record(index: int) -> Callable[[Tensor], None]:
+        def function(value: Tensor) -> None:
+            recorded[index] = value
+
+        return function
+
+    with site_hooks(layers, {i: record(i) for i in range(len(layers))}):
+        forward_func(*args)
+    for i, layer in enumerate(layers):
+        if i not in recorded:
+            raise ValueError(f"{describe_layer(i, layer)} never ran: the forward pass finished without calling it")
+    values = [
+        read_tokens(recorded[i], token_positions(token, recorded[i].shape, describe_layer(i, layer)))
+        for i, layer in enumerate(layers)
+    ]
+    rows = values[0].shape[0]
+    indices = format_neuron_indices(path, "path", rows, [v.shape[-1] for v in values], values[0].device)
+    masks = channel_masks(indices, values)
+    return sum((values[i] * masks[i]).sum((1, 2)) for i in masks)
+
+
+class PathSaliency(SiteAttribution, GradientAttribution):
     r"""
     Where a neuron path looks in the image: integrated gradients, with respect to the
     input, of the sum of the path's neuron activations at the token set,
@@ -46,11 +132,6 @@ class PathSaliency(GradientAttribution):
         torch.Size([2, 3, 32, 32])
     """
 
-    def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
-        self.layers: List[Module] = check_layers(layers)
-        self.token = check_token(token)
-        GradientAttribution.__init__(self, forward_func)
-
     @log_usage()
     def attribute(
         self,
@@ -70,6 +151,9 @@ class PathSaliency(GradientAttribution):
             path (Tensor or sequence of int): ``(B, L)`` or ``(B, L, K)`` paths, one per
                         example (e.g. ``NeuronPath(...).attribute(...).path``), or ``L``
                         ints shared by the batch.
+                        Rows follow Captum's batch expansion: for a batch that is a whole
+                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
+                        is repeated in place, as Captum repeats the inputs.
             baselines (scalar, Tensor or tuple, optional): Captum baselines.
                         Default: ``None`` (zeros)
             additional_forward_args (Any, optional): Further arguments of
@@ -90,31 +174,28 @@ class PathSaliency(GradientAttribution):
             with ``return_convergence_delta`` the ``(B,)`` gap
             ``g(x) - g(baseline) - sum(map)``.
         """
-        quadrature(n_steps, method)
         formatted = _format_tensor_into_tuples(inputs)
-        batch_size = check_inputs(formatted)
-        clean = clean_pass(self.forward_func, self.layers, self.token, formatted, additional_forward_args)
-        activations = clean.activations
-        indices = format_neuron_indices(
-            path, "path", batch_size, [a.shape[-1] for a in activations], activations[0].device
+        if baselines is not None:
+            check_baselines(baselines, formatted)
+        prepared, _, internal_batch_size = self._prepare(
+            inputs, None, additional_forward_args, n_steps, method, internal_batch_size, check_target=False
         )
-        masks = channel_masks(indices, activations)
+        indices = self._neuron_indices(prepared, path, "path")
+        token = self.token
+        if isinstance(token, Tensor):
+            token = expand_per_example(token, prepared.batch_size, "token")
 
-        def path_activation(*args: Any) -> Tensor:
-            with self._recorded() as recorded:
-                self.forward_func(*args)
-            rows = recorded[0].shape[0]
-            total = 0
-            for layer, values in enumerate(recorded):
-                # Row r of Captum's expanded batch is example r % B.
-                mask = masks[layer].repeat(rows // batch_size, 1, 1)
-                total = total + (read_tokens(values, clean.positions[layer]) * mask).sum((1, 2))
-            return total
+        def explained(*args: Any) -> Tensor:
+            *forward_args, path_rows, token_rows = args
+            return _summed_activations(self.forward_func, self.layers, token_rows, path_rows, forward_args)
 
-        return IntegratedGradients(path_activation).attribute(
+        # The path and per-example positions travel as the last additional arguments, so
+        # Captum expands them with the inputs at every node.
+        additional = tuple(prepared.additional_forward_args or ()) + (indices, token)
+        return IntegratedGradients(explained).attribute(
             inputs if _is_tuple(inputs) else formatted[0],
             baselines=baselines,
-            additional_forward_args=additional_forward_args,
+            additional_forward_args=additional,
             n_steps=n_steps,
             method=method,
             internal_batch_size=internal_batch_size,
@@ -123,21 +204,3 @@ class PathSaliency(GradientAttribution):
 
     def has_convergence_delta(self) -> bool:
         return True
-
-    @contextmanager
-    def _recorded(self) -> Iterator[List[Tensor]]:
-        """Within the block, the list holds each layer's latest output, in layer order."""
-        outputs: List[Optional[Tensor]] = [None] * len(self.layers)
-
-        def hook_for(index: int) -> Callable:
-            def hook(module: Module, args: Any, output: Tensor) -> None:
-                outputs[index] = output
-
-            return hook
-
-        handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.layers)]
-        try:
-            yield outputs  # type: ignore[misc]
-        finally:
-            for handle in handles:
-                handle.remove()

@@ -1,4 +1,4 @@
-"""The joint attribution arithmetic of SPEC sections 4 and 5.
+"""The joint attribution arithmetic: the JAS of a neuron set and a greedy step's candidate scores.
 
 A neuron set is held as one boolean channel mask per layer, ``(B, 1, C)``. The JAS is
 a per-token product of two sums over the set, the clean activations and the

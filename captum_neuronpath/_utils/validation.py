@@ -6,13 +6,22 @@ argument and says what was expected.
 """
 
 import warnings
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from captum._utils.common import _select_targets
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
 from torch import Tensor
 from torch.nn import Module
+
+from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.tokens import expand_per_example
+
+
+def check_forward_func(forward_func: Any) -> None:
+    if not callable(forward_func):
+        raise TypeError(
+            f"forward_func must be callable: the model or a function of its inputs, got {type(forward_func).__name__}"
+        )
 
 
 def check_layers(layers: Any) -> List[Module]:
@@ -44,26 +53,6 @@ def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None
     return value
 
 
-class Quadrature(NamedTuple):
-    """A validated rule from Captum's ``approximation_parameters``."""
-
-    n_steps: int
-    method: str
-    step_sizes: List[float]
-    alphas: List[float]
-
-
-def quadrature(n_steps: Any, method: Any) -> Quadrature:
-    check_int(n_steps, "n_steps", 1)
-    if method not in SUPPORTED_METHODS:
-        raise ValueError(f"method must be one of {SUPPORTED_METHODS}, got {method!r}")
-    step_sizes_func, alphas_func = approximation_parameters(method)
-    try:
-        return Quadrature(n_steps, method, step_sizes_func(n_steps), alphas_func(n_steps))
-    except AssertionError as error:  # Captum's Riemann rules need two nodes or more
-        raise ValueError(f"n_steps={n_steps} is too few for method={method!r}: {error}") from None
-
-
 def check_internal_batch_size(internal_batch_size: Any) -> Optional[int]:
     if internal_batch_size is None:
         return None
@@ -92,13 +81,14 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
     return batch_size
 
 
-def warn_if_training(forward_func: Callable, layers: Sequence[Module]) -> None:
-    modules = list(layers) + ([forward_func] if isinstance(forward_func, Module) else [])
+def warn_if_training(forward_func: Callable, layers: Sequence[Module], stacklevel: int = 4) -> None:
+    modules = [layer.module if isinstance(layer, ModuleInput) else layer for layer in layers]
+    modules += [forward_func] if isinstance(forward_func, Module) else []
     if any(m.training for m in modules):
         warnings.warn(
             "the model is in training mode, so dropout and similar layers make the attribution "
             "random; call model.eval() first",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -184,7 +174,8 @@ def format_neuron_indices(
     """Neuron indices as a ``(B, L, K)`` LongTensor, one row of K channels per layer.
 
     Accepts a ``(B, L)`` or ``(B, L, K)`` integer tensor, or a sequence of ``L`` ints
-    shared by the batch. ``num_channels[l]`` bounds layer ``l``'s indices.
+    shared by the batch. ``num_channels[l]`` bounds layer ``l``'s indices. Rows for a
+    batch that Captum expanded (a whole multiple of theirs) are repeated in place.
     """
     num_layers = len(num_channels)
     if not isinstance(indices, Tensor):
@@ -203,12 +194,12 @@ def format_neuron_indices(
         raise TypeError(f"{name} must hold integer neuron indices, got dtype {indices.dtype}")
     if indices.dim() == 2:
         indices = indices.unsqueeze(-1)
-    if indices.dim() != 3 or indices.shape[0] != batch_size or indices.shape[1] != num_layers or indices.shape[2] < 1:
+    if indices.dim() != 3 or indices.shape[1] != num_layers or indices.shape[2] < 1:
         raise ValueError(
-            f"{name} must have shape (B, L) or (B, L, K) with B={batch_size} examples and "
-            f"L={num_layers} layers (or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
+            f"{name} must have shape (B, L) or (B, L, K) with L={num_layers} layers "
+            f"(or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
         )
-    indices = indices.to(device=device, dtype=torch.long)
+    indices = expand_per_example(indices, batch_size, name).to(device=device, dtype=torch.long)
     if num_layers:
         low = indices.amin(dim=(0, 2)).tolist()
         high = indices.amax(dim=(0, 2)).tolist()
@@ -231,5 +222,24 @@ def check_layer_index(layer_index: Any, num_layers: int) -> int:
     return layer_index
 
 
-def describe_layer(index: int, layer: Module) -> str:
-    return f"layers[{index}] ({type(layer).__name__})"
+def check_baselines(baselines: Any, inputs: Any) -> None:
+    """Captum's baseline forms, checked against ``inputs`` with a named error.
+
+    Each input's baseline is a number, a tensor of the input's shape, or a tensor of
+    one example (first dimension 1) broadcast to the batch.
+    """
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    formatted = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(formatted) != len(inputs):
+        raise ValueError(f"baselines must give one baseline per input tensor ({len(inputs)}), got {len(formatted)}")
+    for i, (baseline, inp) in enumerate(zip(formatted, inputs)):
+        if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
+            raise TypeError(f"baselines must be numbers or tensors, got {type(baseline).__name__} for input {i}")
+        if isinstance(baseline, Tensor) and isinstance(inp, Tensor):
+            same = baseline.shape == inp.shape
+            broadcast = baseline.dim() == inp.dim() and baseline.shape[0] == 1 and baseline.shape[1:] == inp.shape[1:]
+            if not (same or broadcast):
+                raise ValueError(
+                    f"baselines for input {i} must have the input's shape {tuple(inp.shape)} or "
+                    f"{(1,) + tuple(inp.shape[1:])}, or be a number; got shape {tuple(baseline.shape)}"
+                )

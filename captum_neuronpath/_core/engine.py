@@ -1,0 +1,370 @@
+"""The substituted-pass engine that every attribution class stands on.
+
+1. :func:`prepare` checks the arguments every ``attribute()`` shares and runs the *clean
+   pass*: one unmodified forward pass that records each layer's activation ``w̄[l]`` at
+   the token set.
+2. The *substituted pass* runs the model at the quadrature nodes ``alpha_k`` with chosen
+   channels of some layers replaced by ``alpha_k`` times their clean value (the layer's
+   other channels keep their clean value even though upstream changes would move them;
+   layers without a chosen channel run normally), and takes ``sum_k s_k dF/dw`` with
+   respect to the replaced values from one backward pass. ``F`` is the forward's output
+   selected with Captum's ``target``.
+3. Two functions give everything the public classes report:
+
+   - :func:`candidate_scores`: one step of the layer-progressive locator. With the
+     path prefix ``p_0 .. p_{t-1}`` scaled and layer ``t`` scaled as a whole, channel
+     ``c`` of layer ``t`` scores ``sum_tokens (w̄[t][c] + sum_l w̄[l][p_l]) *
+     (IG[t][c] + sum_l IG[l][p_l])``.
+   - :func:`joint_score`: the joint attribution score (JAS) of a neuron set,
+     ``sum_tokens (sum_S w̄) * (sum_S IG)`` with every neuron of the set scaled at once:
+     the paper's product of two sums, which for one neuron is its integrated gradient.
+
+The docs' concepts page derives these from the paper's equations.
+"""
+
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from captum._utils.common import (
+    _expand_additional_forward_args,
+    _expand_target,
+    _format_additional_forward_args,
+    _format_tensor_into_tuples,
+    _run_forward,
+)
+from torch import Tensor
+from torch.nn import Module
+
+from captum_neuronpath._utils.hooks import describe_layer, site_hooks
+from captum_neuronpath._utils.joint import channel_masks, joint_attribution_score, set_sum
+from captum_neuronpath._utils.quadrature import Quadrature
+from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.tokens import (
+    Positions,
+    TokenType,
+    read_tokens,
+    repeat_positions,
+    token_positions,
+    write_tokens,
+)
+from captum_neuronpath._utils.validation import check_forward_output, check_inputs, format_target, warn_if_training
+
+
+@dataclass
+class CleanPass:
+    """What one unmodified forward pass gives."""
+
+    activations: List[Tensor]  # per layer, (B, T_sel, C), detached
+    positions: List[Positions]  # per layer, the resolved token set
+    output: Tensor  # forward_func's output, before target selection
+
+
+@dataclass
+class Prepared:
+    """Validated ``attribute()`` arguments and the clean pass they lead to."""
+
+    inputs: Tuple[Tensor, ...]
+    additional_forward_args: Any
+    target: Any
+    clean: CleanPass
+    dtype: torch.dtype  # the dtype results are returned in
+    output_independent: bool = False  # set when no substituted site received any gradient
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs[0].shape[0]
+
+    @property
+    def num_channels(self) -> List[int]:
+        return [a.shape[-1] for a in self.clean.activations]
+
+
+def prepare(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    token: TokenType,
+    inputs: Any,
+    target: Any,
+    additional_forward_args: Any,
+    check_target: bool = True,
+) -> Prepared:
+    """Format and check the arguments every ``attribute()`` shares, then run the clean pass.
+
+    ``check_target=False`` is for a method that explains something else than the output.
+    """
+    if not isinstance(inputs, (Tensor, tuple)):  # Captum's formatting would only assert
+        raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}")
+    inputs = _format_tensor_into_tuples(inputs)
+    check_inputs(inputs)
+    warn_if_training(forward_func, layers, stacklevel=6)  # the caller of attribute()
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
+    clean = clean_pass(forward_func, layers, token, inputs, additional_forward_args)
+    target = format_target(target, clean.output) if check_target else None
+    dtype = inputs[0].dtype if inputs[0].is_floating_point() else clean.activations[0].dtype
+    return Prepared(inputs, additional_forward_args, target, clean, dtype)
+
+
+def clean_pass(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    token: TokenType,
+    inputs: Tuple[Tensor, ...],
+    additional_forward_args: Any,
+) -> CleanPass:
+    """Each layer's activation at the token set, from one unmodified forward pass.
+
+    Checks what only a run can show: every layer runs exactly once, in the order given,
+    and their outputs share the number of tokens. The model's own errors pass through
+    unchanged; a dtype mismatch between inputs and model is explained on top of them.
+    """
+    recorded: Dict[int, Tensor] = {}
+    calls: Dict[int, int] = {}
+
+    def record(index: int) -> Callable[[Tensor], None]:
+        def function(value: Tensor) -> None:
+            calls[index] = calls.get(index, 0) + 1
+            recorded.setdefault(index, value.detach())
+
+        return function
+
+    with torch.no_grad(), site_hooks(layers, {i: record(i) for i in range(len(layers))}):
+        try:
+            output = _run_forward(forward_func, inputs, None, additional_forward_args)
+        except Exception as error:
+            _explain_dtype_mismatch(error, forward_func, layers, inputs)
+            raise
+    for i, layer in enumerate(layers):
+        if i not in recorded:
+            raise ValueError(
+                f"{describe_layer(i, layer)} never ran: the forward pass of forward_func finished without "
+                "calling it; pass modules that the model calls (e.g. cnp.mlp_layers(model))"
+            )
+        if calls[i] > 1:
+            raise ValueError(
+                f"{describe_layer(i, layer)} ran {calls[i]} times in one forward pass; a neuron site must run "
+                "once (a module shared between blocks cannot tell the blocks' neurons apart)"
+            )
+    order = list(recorded)  # in the order of their first call
+    if order != list(range(len(layers))):
+        raise ValueError(
+            f"layers must be listed input side first, in the order the forward pass runs them; it ran them "
+            f"in the order {order} (indices into layers): pass [layers[i] for i in {order}]"
+        )
+    output = check_forward_output(output, inputs[0].shape[0])
+    activations, positions = [], []
+    for i, layer in enumerate(layers):
+        pos = token_positions(token, recorded[i].shape, describe_layer(i, layer))
+        positions.append(pos)
+        activations.append(read_tokens(recorded[i], pos))
+    _check_shared_tokens(layers, [recorded[i].shape for i in range(len(layers))], token)
+    return CleanPass(activations, positions, output)
+
+
+def _check_shared_tokens(layers: Sequence[Module], shapes: List[torch.Size], token: TokenType) -> None:
+    """The JAS adds activations of different layers token by token: they must share the tokens."""
+    counts = [shape[1] for shape in shapes if len(shape) == 3]
+    if len(set(counts)) > 1:
+        listed = ", ".join(
+            f"{describe_layer(i, layer)}: {shape[1]}" for i, (layer, shape) in enumerate(zip(layers, shapes))
+        )
+        shown = "a (B,) tensor" if isinstance(token, Tensor) else repr(token)
+        raise ValueError(
+            f"layers output different numbers of tokens ({listed}), so token={shown} names different "
+            "positions in different layers and their neurons cannot be added token by token; pass layers "
+            "that share one token set (e.g. the blocks of one stage)"
+        )
+
+
+def _explain_dtype_mismatch(
+    error: Exception, forward_func: Callable, layers: Sequence[Module], inputs: Tuple[Tensor, ...]
+) -> None:
+    """Raise a ``TypeError`` from ``error`` when the inputs' dtype is the likely cause."""
+    modules = [forward_func] if isinstance(forward_func, Module) else []
+    modules += [layer.module if isinstance(layer, ModuleInput) else layer for layer in layers]
+    model_dtype = next(
+        (p.dtype for m in modules for p in m.parameters() if p.is_floating_point()),
+        None,
+    )
+    for i, inp in enumerate(inputs):
+        if inp.dtype in (torch.uint8, torch.bool):
+            raise TypeError(
+                f"inputs tensor {i} has dtype {inp.dtype} and the forward pass failed on it (the model's "
+                "error is above); convert images to a floating dtype and normalise them as the model "
+                "expects, e.g. images.float() / 255"
+            ) from error
+        if inp.is_floating_point() and (
+            (model_dtype is not None and inp.dtype != model_dtype)
+            or (model_dtype is None and "type" in str(error) and inp.dtype != torch.get_default_dtype())
+        ):
+            expected = model_dtype or torch.get_default_dtype()
+            raise TypeError(
+                f"inputs tensor {i} has dtype {inp.dtype} but the model computes in {expected}, and the "
+                f"forward pass failed on it (the model's error is above); pass inputs.to({expected}) or "
+                f"convert the model with model.to({inp.dtype})"
+            ) from error
+
+
+def candidate_scores(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    prepared: Prepared,
+    layer_index: int,
+    prefix: Tensor,
+    rule: Quadrature,
+    internal_batch_size: Optional[int],
+) -> Tensor:
+    """``score_t(c)`` of every channel of layer ``t = layer_index``, ``(B, C)``, for the ``(B, t, K)`` prefix."""
+    activations = prepared.clean.activations
+    candidate = activations[layer_index]
+    prefix_masks = channel_masks(prefix, activations)
+    scaled = dict(prefix_masks)
+    scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
+    gradients = _integrated_gradients(forward_func, layers, prepared, scaled, rule, internal_batch_size)
+    prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
+    prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
+    return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)
+
+
+def joint_score(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    prepared: Prepared,
+    indices: Tensor,
+    rule: Quadrature,
+    internal_batch_size: Optional[int],
+) -> Tensor:
+    """JAS of the ``(B, L, K)`` neuron set ``indices``, ``(B,)``."""
+    activations = prepared.clean.activations
+    masks = channel_masks(indices, activations)
+    gradients = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size)
+    reference = activations[0]
+    return joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
+
+
+def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
+    """``prepared`` for ``times`` copies of the batch: row ``j * B + b`` is example ``b``."""
+    clean = prepared.clean
+    return replace(
+        prepared,
+        inputs=tuple(torch.cat([x] * times) for x in prepared.inputs),
+        additional_forward_args=_expand_additional_forward_args(prepared.additional_forward_args, times),
+        target=_expand_target(prepared.target, times),
+        clean=CleanPass(
+            [a.repeat(times, 1, 1) for a in clean.activations],
+            [repeat_positions(p, times) for p in clean.positions],
+            clean.output.repeat(times, *[1] * (clean.output.dim() - 1)),
+        ),
+    )
+
+
+def warn_if_output_independent(prepared: Prepared) -> None:
+    """The one warning for a forward whose output depends on none of the sites."""
+    if prepared.output_independent:
+        warnings.warn(
+            "the output of forward_func does not depend on any of the layers' neurons (their gradient is "
+            "zero at every site for every example), so every score and JAS is 0. Likely causes: an "
+            "untrained head initialised to zero (e.g. torchvision's vit_b_16() with random weights), "
+            "or a saturated output (a softmax probability of exactly 0 or 1)",
+            stacklevel=5,  # the caller of attribute(), past Captum's log_usage wrapper
+        )
+
+
+def _integrated_gradients(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    prepared: Prepared,
+    scaled: Dict[int, Tensor],
+    rule: Quadrature,
+    internal_batch_size: Optional[int],
+) -> Dict[int, Tensor]:
+    """``sum_k s_k dF/dw`` at the token set, ``(B, T_sel, C)``, for each layer in ``scaled``.
+
+    ``scaled`` maps a layer index to a boolean mask, ``(B, 1, C)``, of the channels
+    multiplied by ``alpha``. The nodes run in chunks of at most ``internal_batch_size``
+    rows (examples times nodes); the sum does not depend on the chunking.
+    """
+    batch_size = prepared.batch_size
+    nodes_per_pass = rule.n_steps if internal_batch_size is None else max(1, internal_batch_size // batch_size)
+    totals: Dict[int, Tensor] = {}
+    absent = set()
+    for start in range(0, rule.n_steps, nodes_per_pass):
+        stop = min(start + nodes_per_pass, rule.n_steps)
+        chunk = _substituted_pass(
+            forward_func, layers, prepared, scaled, rule.alphas[start:stop], rule.step_sizes[start:stop]
+        )
+        for index, gradient in chunk.items():
+            if gradient is None:
+                absent.add(index)
+            else:
+                totals[index] = gradient if index not in totals else totals[index] + gradient
+    reference = prepared.clean.activations
+    integrated = {i: totals[i] if i in totals else torch.zeros_like(reference[i]) for i in sorted(scaled)}
+    unreached = [i for i, gradient in integrated.items() if not torch.any(gradient)]
+    if len(unreached) == len(integrated):
+        prepared.output_independent = True
+    elif unreached:
+        index = unreached[0]
+        why = "no gradient flows back to them" if index in absent else "their gradient is zero for every example"
+        raise ValueError(
+            f"the substituted values of {describe_layer(index, layers[index])} do not reach the output of "
+            f"forward_func ({why}) while other layers' values do, so every attribution through them would be 0. "
+            "This happens when a later substitution overwrites them, e.g. whole block outputs at every token, "
+            "or the residual stream at the readout token. Use sites inside the residual branches, such as "
+            "cnp.mlp_layers(model)"
+        )
+    return integrated
+
+
+def _substituted_pass(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    prepared: Prepared,
+    scaled: Dict[int, Tensor],
+    alphas: Sequence[float],
+    step_sizes: Sequence[float],
+) -> Dict[int, Optional[Tensor]]:
+    """One forward and backward pass over the nodes ``alphas``: ``sum_k s_k dF/dw`` per layer.
+
+    Row ``r`` of the expanded batch is example ``r % B`` at node ``r // B``, as Captum
+    expands inputs for its integrated gradients. ``None`` where no gradient arrived.
+    """
+    clean = prepared.clean
+    n_nodes, batch_size = len(alphas), prepared.batch_size
+    reference = clean.activations[0]
+    alpha = torch.tensor(alphas, dtype=reference.dtype, device=reference.device)
+    alpha = alpha.repeat_interleave(batch_size).view(-1, 1, 1)
+    values = {}
+    for index in sorted(scaled):
+        clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
+        mask = scaled[index].repeat(n_nodes, 1, 1)
+        values[index] = torch.where(mask, alpha * clean_value, clean_value).requires_grad_()
+    positions = {index: repeat_positions(clean.positions[index], n_nodes) for index in values}
+
+    def substitute(index: int) -> Callable[[Tensor], Tensor]:
+        def function(value: Tensor) -> Tensor:
+            if value.shape[0] != values[index].shape[0]:
+                raise ValueError(
+                    f"{describe_layer(index, layers[index])} changed its output between the clean and the "
+                    "substituted forward passes; layers must output one tensor with the batch first"
+                )
+            return write_tokens(value, positions[index], values[index])
+
+        return function
+
+    expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
+    with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}):
+        output = _run_forward(
+            forward_func,
+            expanded_inputs,
+            _expand_target(prepared.target, n_nodes),
+            _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
+        )
+        # The clean pass checked that the selected output is one score per example.
+        grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True)
+    weights = torch.tensor(step_sizes, dtype=reference.dtype, device=reference.device).view(-1, 1, 1, 1)
+    return {
+        index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
+        for index, grad in zip(values, grads)
+    }
