@@ -96,9 +96,10 @@ def run_demo(
         for name, paths in table.paths.items()
     }
     print("\nPruning: accuracy (%) keeping each image's path and pruning a fraction of the other neurons")
-    print("  fractions " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
+    width = max(len("fractions"), *(len(name) for name in curves))
+    print(f"  {'fractions':<{width}} " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
     for name, curve in curves.items():
-        print(f"  {name:<17} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
+        print(f"  {name:<{width}} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
 
     out.mkdir(parents=True, exist_ok=True)
     results = dict(
