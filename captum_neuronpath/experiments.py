@@ -58,8 +58,10 @@ Effects = Dict[str, Dict[str, Tuple[float, float, float]]]
 
 def captum_layer_methods() -> List[str]:
     r"""
-    The names of Captum's layer attribution classes in ``captum.attr``, each usable as a
-    row of :func:`paper_table` or :func:`method_agreement`.
+    The names of Captum's layer attribution classes in ``captum.attr`` that are built
+    from a forward function, each usable as a row of :func:`paper_table` or
+    :func:`method_agreement`. Those built from the model itself (``LayerDeepLift``,
+    ``LayerLRP``) cannot explain the table's softmax forward and are left out.
 
     Returns:
         *list of str*, sorted.
@@ -73,8 +75,17 @@ def captum_layer_methods() -> List[str]:
     return sorted(
         name
         for name, obj in vars(captum.attr).items()
-        if inspect.isclass(obj) and issubclass(obj, LayerAttribution) and obj is not LayerAttribution
+        if inspect.isclass(obj)
+        and issubclass(obj, LayerAttribution)
+        and obj is not LayerAttribution
+        and not _needs_model(obj)
     )
+
+
+def _needs_model(layer_method: type) -> bool:
+    """Whether the class is built from the model itself (``LayerDeepLift``, ``LayerLRP``), not a forward function."""
+    parameters = list(inspect.signature(layer_method.__init__).parameters)
+    return len(parameters) > 1 and parameters[1] == "model"
 
 
 def captum_layer_method(name: str) -> Type[LayerAttribution]:
@@ -157,6 +168,11 @@ def _locator(
     if isinstance(entry, type):
         if not issubclass(entry, LayerAttribution):
             raise TypeError(f"{_accepted()}; got the class {entry.__name__}")
+        if _needs_model(entry):
+            raise TypeError(
+                f"methods cannot hold {entry.__name__}: it is built from the model itself, not from the table's "
+                "softmax forward; choose from captum_layer_methods()"
+            )
         return LayerMethodPath(entry, forward, layers, token=token)
     if isinstance(entry, str):
         if entry == "Activation":

@@ -2,10 +2,16 @@ import json
 
 import pytest
 import torch
-from captum.attr import LayerConductance, LayerGradientXActivation, LayerIntegratedGradients
+from captum.attr import LayerConductance, LayerDeepLift, LayerGradientXActivation, LayerIntegratedGradients
 
 import captum_neuronpath as cnp
-from captum_neuronpath.experiments import METHODS, channel_scores, method_agreement, paper_table
+from captum_neuronpath.experiments import (
+    METHODS,
+    captum_layer_methods,
+    channel_scores,
+    method_agreement,
+    paper_table,
+)
 from captum_neuronpath.metrics import explained_scores, rank_agreement
 
 
@@ -94,6 +100,7 @@ def test_captum_class_rows_equal_layer_method_path(digits_vit, few):
     [
         (["Neuron Path", "Saliency"], ValueError, "methods entries must be one of"),
         ([torch.nn.Linear], TypeError, "Captum layer attribution class"),
+        ([LayerDeepLift], TypeError, "built from the model itself"),
         ([42], TypeError, "methods entries"),
         ("Neuron Path", TypeError, "methods must be a non-empty sequence"),
         (["Random", "Random"], ValueError, "twice"),
@@ -141,3 +148,9 @@ def test_agreement_compares_greedy_scores_with_the_ranked_attribution(digits_vit
     assert found.to_markdown().splitlines()[2].startswith("| LayerIntegratedGradients |")
     with pytest.raises(ValueError, match="per-neuron scores"):
         method_agreement(digits_vit, images, labels, ["Random"], n_steps=4, progress=False)
+
+
+def test_captum_layer_methods_are_those_built_from_a_forward_function():
+    names = captum_layer_methods()
+    assert {"LayerIntegratedGradients", "LayerConductance", "InternalInfluence"} <= set(names)
+    assert "LayerDeepLift" not in names and "LayerLRP" not in names and "LayerAttribution" not in names
