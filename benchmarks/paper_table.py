@@ -3,6 +3,7 @@
 Offline default: the digits ViT (trained once, then cached) on its 397 test images.
 
     python benchmarks/paper_table.py                                   # digits ViT
+    python benchmarks/paper_table.py --captum-methods LayerIntegratedGradients,LayerConductance
     python benchmarks/paper_table.py --model timm:vit_base_patch16_224 --pretrained \\
         --data imagenet_val_subset.safetensors                         # your own
 """
@@ -13,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+import captum_neuronpath as cnp
 from captum_neuronpath import digits
+from captum_neuronpath._demo import captum_methods_argument
 from captum_neuronpath._loading import load_model, load_safetensors_data
 from captum_neuronpath.experiments import METHODS, paper_table
 
@@ -26,8 +29,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help=".safetensors with images (N, C, H, W) and labels (N,)")
     parser.add_argument("--max-examples", type=int, help="use only the first N images")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--n-steps", type=int, default=20)
-    parser.add_argument("--method", default="riemann_left")
+    parser.add_argument("--captum-methods", type=captum_methods_argument, default=[], metavar="NAMES",
+                        help="further rows: Captum layer methods, comma-separated, e.g. LayerConductance")  # fmt: skip
+    parser.add_argument("--n-steps", type=int, default=cnp.PAPER_QUADRATURE["n_steps"])
+    parser.add_argument("--method", default=cnp.PAPER_QUADRATURE["method"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -47,7 +52,7 @@ def main() -> None:
 
     start = time.perf_counter()
     table = paper_table(
-        model, images, labels, methods=args.methods, n_steps=args.n_steps, method=args.method,
+        model, images, labels, methods=[*args.methods, *args.captum_methods], n_steps=args.n_steps, method=args.method,
         batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed,
     )  # fmt: skip
     elapsed = time.perf_counter() - start

@@ -1,17 +1,28 @@
 """``neuronpath demo``: the paper's experiments on the embedded digits ViT, offline."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Type
 
 import torch
+from captum.attr._utils.attribution import LayerAttribution
+from matplotlib.figure import Figure
 
 from captum_neuronpath import digits, visualization
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers
 from captum_neuronpath._utils.files import write_atomically
-from captum_neuronpath.experiments import PaperTable, paper_table
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
+from captum_neuronpath.experiments import (
+    METHODS,
+    MethodAgreement,
+    PaperTable,
+    captum_layer_method,
+    method_agreement,
+    paper_table,
+)
 from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
@@ -22,18 +33,29 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def captum_methods_argument(text: str) -> List[Type[LayerAttribution]]:
+    """``argparse`` type of ``--captum-methods``: comma-separated Captum layer class names."""
+    try:
+        return [captum_layer_method(name.strip()) for name in text.split(",") if name.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def run_demo(
     out: Path,
     cache_dir: Optional[Path] = None,
     epochs: int = 40,
     max_examples: Optional[int] = None,
-    n_steps: int = 20,
-    method: str = "riemann_left",
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
     batch_size: int = 64,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    captum_methods: Sequence[Type[LayerAttribution]] = (),
 ) -> Dict[str, object]:
-    """Train or load the digits ViT; print the paper's table and class analyses; write JSON and figures."""
+    """Train or load the digits ViT; print the paper's table (with a row per Captum layer
+    method), the agreement of those methods with the greedy scores, and the class
+    analyses; write JSON and figures."""
     model = digits.digits_vit(cache_dir, epochs=epochs, log=_log)
     _, (images, labels) = digits.digits_split()
     if max_examples is not None:
@@ -42,12 +64,25 @@ def run_demo(
     print(f"digits ViT: test accuracy {test_accuracy:.3f} on {len(images)} images", flush=True)
 
     table = paper_table(
-        model, images, labels, n_steps=n_steps, method=method, batch_size=batch_size, n_bootstrap=n_bootstrap,
-        seed=seed,
+        model, images, labels, methods=[*METHODS, *captum_methods], n_steps=n_steps, method=method,
+        batch_size=batch_size, n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
     markdown = table.to_markdown()
     print(f"\nPaper Table 1 analog (n_steps={n_steps}, method={method}, 95% bootstrap intervals):\n")
     print(markdown)
+    print(
+        "\nScore change: mean change of the label's softmax probability when each image's own path is "
+        "removed or enhanced;\n'minus Neuron Path': the mean paired difference from Neuron Path's change on the "
+        "same images (paired bootstrap)."
+    )
+    agreement = None
+    if captum_methods:
+        agreement = method_agreement(
+            model, images, labels, list(captum_methods), n_steps=n_steps, method=method, batch_size=batch_size,
+            layer_scores=table.layer_scores["Neuron Path"],
+        )  # fmt: skip
+        print("\nAgreement with the greedy scores, over every image and layer (ranks: 0 = best of 256):\n")
+        print(agreement.to_markdown())
 
     frequency = neuron_frequency(table.paths["Neuron Path"], labels, num_channels=256, num_classes=10)
     similarity = class_similarity(frequency)
@@ -61,9 +96,10 @@ def run_demo(
         for name, paths in table.paths.items()
     }
     print("\nPruning: accuracy (%) keeping each image's path and pruning a fraction of the other neurons")
-    print("  fractions " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
+    width = max(len("fractions"), *(len(name) for name in curves))
+    print(f"  {'fractions':<{width}} " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
     for name, curve in curves.items():
-        print(f"  {name:<17} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
+        print(f"  {name:<{width}} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
 
     out.mkdir(parents=True, exist_ok=True)
     results = dict(
@@ -76,9 +112,14 @@ def run_demo(
         most_similar_class=nearest.tolist(),
         pruning_curves={name: curve._asdict() for name, curve in curves.items()},
     )
+    if agreement is not None:
+        results["agreement"] = {
+            name: {key: value.tolist() for key, value in result._asdict().items()}
+            for name, result in agreement.agreement.items()
+        }
     write_atomically(out / "results.json", json.dumps(results).encode())
     figures = write_figures(
-        out / "figures", model, images, labels, table, frequency, similarity, curves, n_steps, method
+        out / "figures", model, images, labels, table, frequency, similarity, curves, n_steps, method, agreement
     )
     print(f"\nwrote {out / 'results.json'} and {len(figures)} figures in {out / 'figures'}")
     return results
@@ -95,6 +136,7 @@ def write_figures(
     curves: Dict[str, object],
     n_steps: int,
     method: str,
+    agreement: Optional[MethodAgreement] = None,
 ) -> Dict[str, Path]:
     """Render the demo's figures as PNG files; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,8 +165,32 @@ def write_figures(
             similarity, first_class, CLASS_NAMES, k=5, use_pyplot=False
         ),
         "pruning_curve": visualization.visualize_pruning_curve(curves, use_pyplot=False),
-        "accuracy_deviation": visualization.visualize_accuracy_deviation(table, use_pyplot=False),
+        "accuracy_deviation": visualization.visualize_effects(
+            table.effects("accuracy"), ylabel="accuracy deviation (percentage points)",
+            title="Accuracy deviation when intervening on each image's path", use_pyplot=False,
+        ),
+        "score_change": visualization.visualize_effects(
+            table.effects("score"), ylabel="mean change of the label's probability",
+            title="Score change when intervening on each image's path", use_pyplot=False,
+        ),
     }  # fmt: skip
+    if table.effects("paired"):
+        reference = table.settings["reference"]
+        drawn["paired_score_change"] = visualization.visualize_effects(
+            table.effects("paired"), ylabel=f"score change minus {reference}'s, same images",
+            title=f"Each method's score change against {reference}'s (paired)", use_pyplot=False,
+        )  # fmt: skip
+    if agreement is not None:
+        figure = Figure(figsize=(13.0, 4.6), layout="constrained")
+        axes = figure.subplots(1, 2)
+        visualization.visualize_rank_agreement(agreement.agreement, plt_fig_axis=(figure, axes[0]))
+        visualization.visualize_top_neuron_ranks(agreement.agreement, 256, plt_fig_axis=(figure, axes[1]))
+        drawn["agreement"] = (figure, axes[0])
+        methods = {"Neuron Path": agreement.path[0], **{name: top[0] for name, top in agreement.top.items()}}
+        drawn["path_captum_methods"] = visualization.visualize_path(
+            methods, num_neurons=256, use_pyplot=False,
+            title=f"Neuron path and each method's top neurons, first test image (label {first_class})",
+        )  # fmt: skip
     written = {}
     for name, (figure, _) in drawn.items():
         written[name] = folder / f"{name}.png"

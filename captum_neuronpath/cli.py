@@ -16,9 +16,10 @@ from typing import List, Optional
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
 from captum_neuronpath import _extract
-from captum_neuronpath._demo import run_demo
+from captum_neuronpath._demo import captum_methods_argument, run_demo
 from captum_neuronpath._extract.command import positive_int
 from captum_neuronpath._loading import CommandLineError
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -29,7 +30,7 @@ def demo(args: argparse.Namespace) -> None:
         raise CommandLineError(f"--out {args.out} exists and is not a folder")
     run_demo(
         args.out, args.cache_dir, args.epochs, args.max_examples, args.n_steps, args.method, args.batch_size,
-        args.n_bootstrap, args.seed,
+        args.n_bootstrap, args.seed, args.captum_methods,
     )  # fmt: skip
 
 
@@ -52,14 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None, help="where the trained weights are cached")
     run.add_argument("--epochs", type=positive_int, default=40, help="training epochs of the digits ViT")
     run.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N test images")
-    run.add_argument("--n-steps", type=positive_int, default=20, help="quadrature nodes (paper: 20)")
     run.add_argument(
-        "--method", default="riemann_left", choices=SUPPORTED_METHODS, metavar="M",
+        "--n-steps", type=positive_int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes (paper: 20)"
+    )
+    run.add_argument(
+        "--method", default=PAPER_QUADRATURE["method"], choices=SUPPORTED_METHODS, metavar="M",
         help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)",
     )  # fmt: skip
     run.add_argument("--batch-size", type=positive_int, default=64, help="images per attribution call")
     run.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples per interval")
     run.add_argument("--seed", type=_seed, default=0, help="seed of the random null and the bootstrap")
+    run.add_argument("--captum-methods", type=captum_methods_argument, default=[], metavar="NAMES",
+                     help="further rows: Captum layer methods, comma-separated (e.g. "
+                     "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip
     run.set_defaults(handler=demo)
     _extract.add_parser(commands)
     for command in commands.choices.values():

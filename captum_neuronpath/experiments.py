@@ -1,31 +1,215 @@
-"""The paper's Table 1 on any classifier and labelled image set.
+"""The paper's Table 1, and comparisons with Captum's layer methods, on any classifier and
+labelled image set.
 
-For each method (Activation, Influence Pattern, Neuron Path and a random null) it locates
-one path per image for the image's label, with the softmax probability as the explained
-score, and reports the mean JAS and the removal and enhancement accuracy deviations, each
-with a bootstrap interval.
+:func:`paper_table` locates one path per image for the image's label with each method
+(Activation, Influence Pattern, Neuron Path, a random null, and any Captum layer
+attribution method), with the softmax probability as the explained score, and reports the
+mean JAS, the removal and enhancement accuracy deviations, the mean change of the
+explained score under both, and each method's paired difference from Neuron Path, all
+with bootstrap intervals. :func:`method_agreement` compares the greedy step's candidate
+scores with other methods' per-neuron scores, layer by layer.
 """
 
+import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
+import captum.attr
 import torch
+from captum.attr._utils.attribution import LayerAttribution
 from torch import Tensor
 from torch.nn import Module
 from tqdm import tqdm
 
-from captum_neuronpath._core.baselines import ActivationPath, InfluencePatternPath, RandomPath
+from captum_neuronpath._core.baselines import (
+    ActivationPath,
+    InfluencePatternPath,
+    LayerMethodPath,
+    RandomPath,
+    _PathBaseline,
+)
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
-from captum_neuronpath._utils.tokens import TokenType
-from captum_neuronpath.metrics import AccuracyDeviation, accuracy_deviation, bootstrap_interval
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
+from captum_neuronpath._utils.tokens import TokenType, check_token
+from captum_neuronpath.metrics import (
+    AccuracyDeviation,
+    PairedDifference,
+    RankAgreement,
+    ScoreChange,
+    accuracy_deviation,
+    bootstrap_interval,
+    explained_scores,
+    paired_difference,
+    rank_agreement,
+    summarize_score_change,
+)
 
 METHODS = ("Activation", "Influence Pattern", "Neuron Path", "Random")
+REFERENCE = "Neuron Path"
+
+#: A row of the table: a name from :data:`METHODS`, a Captum layer attribution class, or a
+#: :class:`~captum_neuronpath.LayerMethodPath`.
+MethodType = Union[str, Type[LayerAttribution], LayerMethodPath]
+
+# (value, low, high) per series, per method: the data of visualization.visualize_effects.
+Effects = Dict[str, Dict[str, Tuple[float, float, float]]]
+
+
+def captum_layer_methods() -> List[str]:
+    r"""
+    The names of Captum's layer attribution classes in ``captum.attr`` that are built
+    from a forward function, each usable as a row of :func:`paper_table` or
+    :func:`method_agreement`. Those built from the model itself (``LayerDeepLift``,
+    ``LayerLRP``) cannot explain the table's softmax forward and are left out.
+
+    Returns:
+        *list of str*, sorted.
+
+    Examples::
+
+        >>> from captum_neuronpath.experiments import captum_layer_methods
+        >>> "LayerIntegratedGradients" in captum_layer_methods()
+        True
+    """
+    return sorted(
+        name
+        for name, obj in vars(captum.attr).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, LayerAttribution)
+        and obj is not LayerAttribution
+        and not _needs_model(obj)
+    )
+
+
+def _needs_model(layer_method: type) -> bool:
+    """Whether the class is built from the model itself (``LayerDeepLift``, ``LayerLRP``), not a forward function."""
+    parameters = list(inspect.signature(layer_method.__init__).parameters)
+    return len(parameters) > 1 and parameters[1] == "model"
+
+
+def captum_layer_method(name: str) -> Type[LayerAttribution]:
+    r"""
+    A Captum layer attribution class by name, e.g. for a command-line option.
+
+    Args:
+
+        name (str): A class name in ``captum.attr``, e.g. ``"LayerConductance"``.
+
+    Returns:
+        The class.
+
+    Examples::
+
+        >>> from captum_neuronpath.experiments import captum_layer_method
+        >>> captum_layer_method("LayerConductance").__name__
+        'LayerConductance'
+    """
+    if name not in captum_layer_methods():
+        raise ValueError(f"{name!r} is not a Captum layer attribution method; choose from {captum_layer_methods()}")
+    return getattr(captum.attr, name)
+
+
+def method_name(method: MethodType) -> str:
+    r"""
+    The row name of a method: the built-in name itself, a Captum class's name, or a
+    :class:`~captum_neuronpath.LayerMethodPath`'s Captum class's name.
+
+    Args:
+
+        method (str, type or LayerMethodPath): An entry of ``methods``.
+
+    Returns:
+        *str*.
+
+    Examples::
+
+        >>> from captum.attr import LayerConductance
+        >>> from captum_neuronpath.experiments import method_name
+        >>> method_name(LayerConductance), method_name("Neuron Path")
+        ('LayerConductance', 'Neuron Path')
+    """
+    if isinstance(method, LayerMethodPath):
+        return type(method.layer_methods[0]).__name__
+    if isinstance(method, type):
+        return method.__name__
+    return str(method)
+
+
+def _accepted() -> str:
+    return (
+        f"methods entries must be one of {METHODS}, a Captum layer attribution class (e.g. "
+        "captum.attr.LayerIntegratedGradients) or a captum_neuronpath.LayerMethodPath"
+    )
+
+
+def _same_token(first: Any, second: Any) -> bool:
+    if isinstance(first, Tensor) or isinstance(second, Tensor):
+        return isinstance(first, Tensor) and isinstance(second, Tensor) and torch.equal(first, second)
+    return first == second
+
+
+def _locator(
+    entry: MethodType, forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
+) -> Union[NeuronPath, _PathBaseline]:
+    """The locator of one ``methods`` entry, validated."""
+    if isinstance(entry, LayerMethodPath):
+        if len(entry.layers) != len(layers) or any(a is not b for a, b in zip(entry.layers, layers)):
+            raise ValueError(
+                f"the LayerMethodPath of {method_name(entry)} in methods must use the table's layers "
+                f"({len(layers)} modules, in order)"
+            )
+        if not _same_token(entry.token, check_token(token)):
+            raise ValueError(
+                f"the LayerMethodPath of {method_name(entry)} in methods has token={entry.token!r}, "
+                f"the table token={token!r}"
+            )
+        return entry
+    if isinstance(entry, type):
+        if not issubclass(entry, LayerAttribution):
+            raise TypeError(f"{_accepted()}; got the class {entry.__name__}")
+        if _needs_model(entry):
+            raise TypeError(
+                f"methods cannot hold {entry.__name__}: it is built from the model itself, not from the table's "
+                "softmax forward; choose from captum_layer_methods()"
+            )
+        return LayerMethodPath(entry, forward, layers, token=token)
+    if isinstance(entry, str):
+        if entry == "Activation":
+            return ActivationPath(forward, layers, token=token)
+        if entry == "Influence Pattern":
+            return InfluencePatternPath(forward, layers, token=token)
+        if entry == "Neuron Path":
+            return NeuronPath(forward, layers, token=token)
+        if entry == "Random":
+            return RandomPath(forward, layers, token=token, seed=seed)
+        raise ValueError(f"{_accepted()}; got {entry!r}")
+    raise TypeError(f"{_accepted()}; got {type(entry).__name__} {entry!r}")
+
+
+def _locators(
+    methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
+) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
+    if isinstance(methods, (str, type)) or not isinstance(methods, Sequence) or not methods:
+        raise TypeError(f"methods must be a non-empty sequence; {_accepted()}")
+    located: Dict[str, Union[NeuronPath, _PathBaseline]] = {}
+    for entry in methods:
+        name = method_name(entry)
+        if name in located:
+            raise ValueError(f"methods names {name!r} twice; each row needs its own name")
+        located[name] = _locator(entry, forward, layers, token, seed)
+    return located
 
 
 @dataclass
 class TableRow:
-    """One method's line of the table; deviations in percentage points."""
+    """One method's line of the table.
+
+    Accuracy deviations are in percentage points; score changes are in the explained
+    score's units (the label's softmax probability). ``*_vs_reference`` are the paired
+    differences of this method's score changes from the reference method's (``None`` for
+    the reference itself, or without one).
+    """
 
     method: str
     jas: float
@@ -33,19 +217,67 @@ class TableRow:
     jas_high: float
     removal: AccuracyDeviation
     enhancement: AccuracyDeviation
+    removal_score: ScoreChange
+    enhancement_score: ScoreChange
+    removal_vs_reference: Optional[PairedDifference] = None
+    enhancement_vs_reference: Optional[PairedDifference] = None
 
 
 @dataclass
 class PaperTable:
-    """The table's rows and, per method, every example's path ``(N, L)`` and JAS ``(N,)``."""
+    """The table's rows and, per method, every example's path ``(N, L)``, JAS ``(N,)``
+    and score change under each intervention, ``{"remove": (N,), "enhance": (N,)}``;
+    ``layer_scores`` holds the greedy candidate scores ``(N, L, C)`` of the methods that
+    have them (Neuron Path), for :func:`method_agreement`. ``settings`` records the
+    quadrature, the number of examples, the enhancement ``factor`` and the ``reference``
+    method."""
 
     rows: List[TableRow]
     paths: Dict[str, Tensor] = field(repr=False)
     jas: Dict[str, Tensor] = field(repr=False)
-    settings: Dict[str, object] = field(default_factory=dict)
+    score_changes: Dict[str, Dict[str, Tensor]] = field(default_factory=dict, repr=False)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    layer_scores: Dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def effects(self, quantity: str = "accuracy") -> Effects:
+        r"""
+        The removal and enhancement effects of every method as plain data, for
+        :func:`~captum_neuronpath.visualization.visualize_effects`.
+
+        Args:
+
+            quantity (str, optional): ``"accuracy"`` (deviation, percentage points),
+                        ``"score"`` (mean change of the explained score) or ``"paired"``
+                        (each method's score change minus the reference's, on the same
+                        examples; the reference's own row is left out).
+                        Default: ``"accuracy"``
+
+        Returns:
+            ``{method: {series: (value, low, high)}}``, the series named after the
+            intervention and its setting, e.g. ``"enhancement (path x2)"``.
+        """
+        fields = {"accuracy": ("removal", "enhancement"), "score": ("removal_score", "enhancement_score"),
+                  "paired": ("removal_vs_reference", "enhancement_vs_reference")}  # fmt: skip
+        if quantity not in fields:
+            raise ValueError(f"quantity must be one of {tuple(fields)}, got {quantity!r}")
+        labels = self.intervention_labels()
+        effects: Effects = {}
+        for row in self.rows:
+            values = [getattr(row, name) for name in fields[quantity]]
+            if any(value is None for value in values):
+                continue
+            effects[row.method] = {label: tuple(value[:3]) for label, value in zip(labels, values)}
+        return effects
+
+    def intervention_labels(self) -> Tuple[str, str]:
+        """``("removal (path set to 0)", "enhancement (path xF)")`` with the table's factor."""
+        return "removal (path set to 0)", f"enhancement (path x{self.settings.get('factor', 2.0):g})"
 
     def to_markdown(self) -> str:
-        """A markdown table, values with their 95% intervals."""
+        """Two markdown tables, values with their 95% intervals: the paper's (JAS and
+        accuracy deviations) and the score changes with the paired differences from the
+        reference method."""
+        factor = f"x{self.settings.get('factor', 2.0):g}"
         lines = [
             "| Method | JAS | Removal deviation (%) | Enhancement deviation (%) |",
             "| --- | --- | --- | --- |",
@@ -53,37 +285,44 @@ class PaperTable:
         for row in self.rows:
             lines.append(
                 f"| {row.method} | {row.jas:.4f} [{row.jas_low:.4f}, {row.jas_high:.4f}] "
-                f"| {_deviation(row.removal)} | {_deviation(row.enhancement)} |"
+                f"| {_interval(row.removal, 2)} | {_interval(row.enhancement, 2)} |"
             )
+        reference = self.settings.get("reference")
+        paired = reference is not None and reference in self.paths
+        header = ["Method", "Removal: score change", f"Enhancement ({factor}): score change"]
+        if paired:
+            header += [f"Removal: minus {reference}", f"Enhancement: minus {reference}"]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for row in self.rows:
+            cells = [row.method, _interval(row.removal_score, 4), _interval(row.enhancement_score, 4)]
+            if paired:
+                cells += [_interval(row.removal_vs_reference, 4), _interval(row.enhancement_vs_reference, 4)]
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def to_json(self) -> Dict[str, object]:
-        """Plain data: settings, rows, and per-example paths and JAS."""
+        """Plain data: settings, rows, and per-example paths, JAS and score changes."""
+
+        def plain(value: Any) -> Any:
+            return value._asdict() if value is not None and hasattr(value, "_asdict") else value
+
         return {
             "settings": self.settings,
-            "rows": [
-                dict(asdict(row), removal=row.removal._asdict(), enhancement=row.enhancement._asdict())
-                for row in self.rows
-            ],
+            "rows": [{key: plain(getattr(row, key)) for key in asdict(row)} for row in self.rows],
             "paths": {name: path.tolist() for name, path in self.paths.items()},
             "jas": {name: values.tolist() for name, values in self.jas.items()},
+            "score_changes": {
+                name: {mode: values.tolist() for mode, values in changes.items()}
+                for name, changes in self.score_changes.items()
+            },
         }
 
 
-def _deviation(result: AccuracyDeviation) -> str:
-    return f"{result.deviation:+.2f} [{result.low:+.2f}, {result.high:+.2f}]"
-
-
-def _locator(name: str, forward: Callable, layers: Sequence[Module], token: TokenType, seed: int):
-    if name == "Activation":
-        return ActivationPath(forward, layers, token=token)
-    if name == "Influence Pattern":
-        return InfluencePatternPath(forward, layers, token=token)
-    if name == "Neuron Path":
-        return NeuronPath(forward, layers, token=token)
-    if name == "Random":
-        return RandomPath(forward, layers, token=token, seed=seed)
-    raise ValueError(f"methods must be drawn from {METHODS}, got {name!r}")
+def _interval(result: Optional[Tuple[float, float, float]], digits: int) -> str:
+    if result is None:
+        return "-"
+    value, low, high = result[:3]
+    return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def paper_table(
@@ -92,16 +331,25 @@ def paper_table(
     labels: Tensor,
     layers: Optional[Sequence[Module]] = None,
     token: Optional[TokenType] = None,
-    methods: Sequence[str] = METHODS,
-    n_steps: int = 20,
-    method: str = "riemann_left",
+    methods: Sequence[MethodType] = METHODS,
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
+    factor: float = 2.0,
+    reference: Optional[str] = REFERENCE,
     batch_size: int = 32,
     n_bootstrap: int = 1000,
     seed: int = 0,
     progress: bool = True,
 ) -> PaperTable:
     r"""
-    Reproduce the paper's Table 1 on ``model`` and a labelled image set.
+    Reproduce the paper's Table 1 on ``model`` and a labelled image set, with any Captum
+    layer method as a further row, and the explained score's change beside the accuracy.
+
+    Each row's method locates one path per image for its label (the explained score is
+    the label's softmax probability); the path's JAS, the accuracy deviation and the mean
+    score change when every image's own path is removed (set to 0) or enhanced (times
+    ``factor``) follow, each with a bootstrap interval, and so does the paired difference
+    of every method's score changes from the ``reference`` method's on the same images.
 
     Args:
 
@@ -112,12 +360,22 @@ def paper_table(
                     Default: ``vit_mlp_layers(model)``
         token (int, slice, sequence of int or None, optional): Token set.
                     Default: ``vit_readout_token(model)``
-        methods (sequence of str, optional): Rows, from ``METHODS``.
-                    Default: all four
-        n_steps (int, optional): Quadrature nodes of every path search and JAS.
-                    Default: ``20`` (the paper's)
+        methods (sequence, optional): The rows, in order: names from ``METHODS``,
+                    Captum layer attribution classes (``captum.attr.LayerConductance``,
+                    ...; each wrapped in :class:`~captum_neuronpath.LayerMethodPath` and
+                    named after the class), or :class:`~captum_neuronpath.LayerMethodPath`
+                    instances on the same layers and token set.
+                    Default: the four of ``METHODS``
+        n_steps (int, optional): Quadrature nodes of every path search and JAS (and of a
+                    Captum method that takes them).
+                    Default: ``20``, the paper's (``PAPER_QUADRATURE``)
         method (str, optional): Quadrature method.
-                    Default: ``"riemann_left"`` (the paper's)
+                    Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
+        factor (float, optional): The enhancement multiplier.
+                    Default: ``2.0`` (the paper's)
+        reference (str, optional): The row the paired differences are taken from;
+                    ``None``, or a name not among the rows, for none.
+                    Default: ``"Neuron Path"``
         batch_size (int, optional): Images per attribution call.
                     Default: ``32``
         n_bootstrap (int, optional): Bootstrap resamples of each interval.
@@ -133,42 +391,268 @@ def paper_table(
     Examples::
 
         >>> import timm, torch
+        >>> from captum.attr import LayerGradientXActivation
         >>> from captum_neuronpath.experiments import paper_table
         >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
         ...                           patch_size=8, depth=2, num_classes=3).eval()
         >>> table = paper_table(model, torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]),
+        ...                     methods=["Neuron Path", "Random", LayerGradientXActivation],
         ...                     n_steps=4, n_bootstrap=10, progress=False)
         >>> [row.method for row in table.rows]
-        ['Activation', 'Influence Pattern', 'Neuron Path', 'Random']
+        ['Neuron Path', 'Random', 'LayerGradientXActivation']
     """
-    layers = vit_mlp_layers(model) if layers is None else layers
+    layers = vit_mlp_layers(model) if layers is None else list(layers)
     token = vit_readout_token(model) if token is None else token
 
     def forward(x: Tensor) -> Tensor:
         return model(x).softmax(-1)
 
+    locators = _locators(methods, forward, layers, token, seed)
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
-    bar = tqdm(total=len(methods) * len(images), desc="paper table", unit="img", disable=not progress)
-    rows, paths, jas = [], {}, {}
-    for name in methods:
-        locator = _locator(name, forward, layers, token, seed)
+    data = (images, labels)
+    clean = explained_scores(forward, data, batch_size=batch_size)
+    bar = tqdm(total=len(locators) * len(images), desc="paper table", unit="img", disable=not progress)
+    paths, jas, changes, summaries, layer_scores = {}, {}, {}, {}, {}
+    for name, locator in locators.items():
         bar.set_postfix_str(name)
-        found, scores = [], []
+        found, scores, candidates = [], [], []
         for x, y in batches:
             result = locator.attribute(x, target=y, n_steps=n_steps, method=method)
             found.append(result.path)
             scores.append(result.jas)
+            candidates.append(result.layer_scores)
             bar.update(len(x))
         paths[name], jas[name] = torch.cat(found), torch.cat(scores)
+        if all(c is not None for c in candidates):
+            layer_scores[name] = torch.cat(candidates).detach()
         low, high = bootstrap_interval(jas[name], n_bootstrap, seed=seed)
+        intervened = {"token": token, "factor": factor}
         deviations = [
-            accuracy_deviation(
-                model, layers, (images, labels), paths[name], mode=mode, token=token,
-                batch_size=batch_size, n_bootstrap=n_bootstrap, seed=seed,
-            )
+            accuracy_deviation(model, layers, data, paths[name], mode=mode, batch_size=batch_size,
+                               n_bootstrap=n_bootstrap, seed=seed, **intervened)
             for mode in ("remove", "enhance")
         ]  # fmt: skip
-        rows.append(TableRow(name, float(jas[name].double().mean()), low, high, *deviations))
+        changes[name] = {
+            mode: explained_scores(forward, data, layers, paths[name], batch_size, mode=mode, **intervened) - clean
+            for mode in ("remove", "enhance")
+        }
+        summaries[name] = [
+            summarize_score_change(clean, clean + changes[name][mode], n_bootstrap, seed=seed)
+            for mode in ("remove", "enhance")
+        ]
+        jas_mean = float(jas[name].double().mean())
+        summaries[name] = TableRow(name, jas_mean, low, high, *deviations, *summaries[name])
     bar.close()
-    settings = dict(n_steps=n_steps, method=method, n_examples=len(images), seed=seed, n_bootstrap=n_bootstrap)
-    return PaperTable(rows, paths, jas, settings)
+    rows = list(summaries.values())
+    if reference in changes:
+        for row in rows:
+            if row.method != reference:
+                row.removal_vs_reference, row.enhancement_vs_reference = (
+                    paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
+                    for mode in ("remove", "enhance")
+                )
+    settings = dict(
+        n_steps=n_steps, method=method, n_examples=len(images), seed=seed, n_bootstrap=n_bootstrap, factor=factor,
+        reference=reference if reference in changes else None, score="softmax probability of the label",
+    )  # fmt: skip
+    return PaperTable(rows, paths, jas, changes, settings, layer_scores)
+
+
+def channel_scores(
+    locator: _PathBaseline,
+    inputs: Union[Tensor, Tuple[Tensor, ...]],
+    target: Any = None,
+    additional_forward_args: Any = None,
+    **method_kwargs: Any,
+) -> Tensor:
+    r"""
+    The per-neuron scores a baseline ranks by, at every layer: for a
+    :class:`~captum_neuronpath.LayerMethodPath`, its Captum method's attribution at the
+    layer, read at the token set and summed over it; for an
+    :class:`~captum_neuronpath.ActivationPath`, the clean activation summed over the
+    token set. Each layer is scored alone, with the rest of the network running
+    normally, so these are comparable with ``NeuronPath``'s ``layer_scores`` through
+    :func:`~captum_neuronpath.metrics.rank_agreement`.
+
+    Args:
+
+        locator (ActivationPath or LayerMethodPath): The baseline, e.g.
+                    ``LayerMethodPath(LayerIntegratedGradients, forward, layers, token)``.
+        inputs (Tensor or tuple[Tensor, ...]): Inputs, batch first.
+        target (int, tuple, Tensor or list, optional): Captum's output selection.
+                    Default: ``None``
+        additional_forward_args (Any, optional): Further arguments of the forward.
+                    Default: ``None``
+        **method_kwargs: ``n_steps``, ``method``, ``internal_batch_size`` and further
+                    keywords of the Captum method's ``attribute()``, as
+                    ``LayerMethodPath.attribute`` takes them.
+                    Default: ``LayerMethodPath.attribute``'s defaults
+
+    Returns:
+        *Tensor* ``(B, L, C)``, ``NaN`` past a narrower layer's last channel.
+
+    Examples::
+
+        >>> import timm, torch, captum, captum_neuronpath as cnp
+        >>> from captum_neuronpath.experiments import channel_scores
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=2, num_classes=3).eval()
+        >>> lig = cnp.LayerMethodPath(captum.attr.LayerIntegratedGradients,
+        ...                           lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+        >>> channel_scores(lig, torch.randn(2, 3, 32, 32), target=1, n_steps=4).shape
+        torch.Size([2, 2, 768])
+    """
+    if not isinstance(locator, (ActivationPath, LayerMethodPath)):
+        raise TypeError(
+            f"locator must be an ActivationPath or a LayerMethodPath (InfluencePatternPath included), "
+            f"got {type(locator).__name__}"
+        )
+    defaults = inspect.signature(LayerMethodPath.attribute).parameters
+    kwargs = {name: defaults[name].default for name in ("n_steps", "method", "internal_batch_size")}
+    kwargs.update(method_kwargs)
+    prepared, _, _ = locator._prepare(
+        inputs, target, additional_forward_args, kwargs["n_steps"], kwargs["method"], kwargs["internal_batch_size"]
+    )
+    scores = [locator._channel_scores(prepared, index, kwargs).detach() for index in range(len(locator.layers))]
+    width = max(s.shape[1] for s in scores)
+    padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
+    return torch.stack(padded, dim=1)
+
+
+@dataclass
+class MethodAgreement:
+    """Greedy candidate scores against other methods' per-neuron scores.
+
+    ``layer_scores`` ``(N, L, C)`` and ``path`` ``(N, L)`` are ``NeuronPath``'s;
+    ``scores[name]`` ``(N, L, C)`` each method's per-neuron scores, ``top[name]``
+    ``(N, L)`` its top neuron per layer (the path it would take), and
+    ``agreement[name]`` the :class:`~captum_neuronpath.metrics.RankAgreement` of the
+    greedy scores (first) with that method's (second)."""
+
+    layer_scores: Tensor = field(repr=False)
+    path: Tensor = field(repr=False)
+    scores: Dict[str, Tensor] = field(repr=False)
+    top: Dict[str, Tensor] = field(repr=False)
+    agreement: Dict[str, RankAgreement] = field(repr=False)
+    settings: Dict[str, Any] = field(default_factory=dict)
+
+    def to_markdown(self) -> str:
+        """Per method, medians over images and layers: the Spearman correlation (with its
+        quartiles), the rank of the method's top neuron among the greedy candidates, and
+        the rank of the greedy choice under the method; and how often they coincide."""
+        lines = [
+            "| Method | Spearman, median [IQR] | Its top neuron's greedy rank, median | "
+            "Greedy choice's rank under it, median | Same top neuron (%) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, result in self.agreement.items():
+            rho = result.spearman.flatten()
+            rho = rho[~rho.isnan()]
+            quartiles = rho.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=rho.dtype)).tolist()
+            lines.append(
+                f"| {name} | {quartiles[1]:+.2f} [{quartiles[0]:+.2f}, {quartiles[2]:+.2f}] "
+                f"| {result.second_top_in_first.median().item():.0f} "
+                f"| {result.first_top_in_second.median().item():.0f} "
+                f"| {100 * float(result.first_top_in_second.eq(0).double().mean()):.1f} |"
+            )
+        return "\n".join(lines)
+
+
+def method_agreement(
+    model: Module,
+    images: Tensor,
+    labels: Tensor,
+    methods: Sequence[MethodType],
+    layers: Optional[Sequence[Module]] = None,
+    token: Optional[TokenType] = None,
+    n_steps: int = PAPER_QUADRATURE["n_steps"],
+    method: str = PAPER_QUADRATURE["method"],
+    batch_size: int = 32,
+    progress: bool = True,
+    layer_scores: Optional[Tensor] = None,
+) -> MethodAgreement:
+    r"""
+    How far single-layer methods agree with the greedy locator, layer by layer: one
+    ``NeuronPath`` per image for its label (softmax probability), its candidate scores at
+    every step, each method's per-neuron scores at the same layers and token set
+    (:func:`channel_scores`), and their :func:`~captum_neuronpath.metrics.rank_agreement`.
+
+    Args:
+
+        model (torch.nn.Module): A classifier returning logits, in eval mode.
+        images (Tensor): ``(N, C, H, W)`` preprocessed images.
+        labels (Tensor): ``(N,)`` classes explained.
+        methods (sequence): Captum layer attribution classes,
+                    :class:`~captum_neuronpath.LayerMethodPath` instances, or
+                    ``"Activation"`` / ``"Influence Pattern"``.
+        layers (list[torch.nn.Module], optional): Neuron layers.
+                    Default: ``vit_mlp_layers(model)``
+        token (int, slice, sequence of int or None, optional): Token set.
+                    Default: ``vit_readout_token(model)``
+        n_steps (int, optional): Quadrature nodes, for the greedy search and the methods.
+                    Default: ``20``, the paper's (``PAPER_QUADRATURE``)
+        method (str, optional): Quadrature method, for both.
+                    Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
+        batch_size (int, optional): Images per attribution call.
+                    Default: ``32``
+        progress (bool, optional): Show a progress bar on stderr.
+                    Default: ``True``
+        layer_scores (Tensor, optional): The greedy candidate scores ``(N, L, C)`` of
+                    these images when already computed with the same settings, e.g.
+                    ``paper_table(...).layer_scores["Neuron Path"]``; the path is their
+                    argmax per layer.
+                    Default: ``None`` (run ``NeuronPath``)
+
+    Returns:
+        :class:`MethodAgreement`.
+
+    Examples::
+
+        >>> import timm, torch
+        >>> from captum.attr import LayerConductance
+        >>> from captum_neuronpath.experiments import method_agreement
+        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+        ...                           patch_size=8, depth=2, num_classes=3).eval()
+        >>> found = method_agreement(model, torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]),
+        ...                          [LayerConductance], n_steps=4, progress=False)
+        >>> found.agreement["LayerConductance"].spearman.shape
+        torch.Size([3, 2])
+    """
+    layers = vit_mlp_layers(model) if layers is None else list(layers)
+    token = vit_readout_token(model) if token is None else token
+
+    def forward(x: Tensor) -> Tensor:
+        return model(x).softmax(-1)
+
+    locators = _locators(methods, forward, layers, token, seed=0)
+    for name, locator in locators.items():
+        if not isinstance(locator, (ActivationPath, LayerMethodPath)):
+            raise ValueError(f"method_agreement compares per-neuron scores; methods cannot hold {name!r}")
+    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
+    runs = len(locators) + (layer_scores is None)
+    bar = tqdm(total=runs * len(images), desc="agreement", unit="img", disable=not progress)
+    if layer_scores is None:
+        greedy = NeuronPath(forward, layers, token=token)
+        found = []
+        for x, y in batches:
+            found.append(greedy.attribute(x, target=y, n_steps=n_steps, method=method))
+            bar.update(len(x))
+        layer_scores = torch.cat([r.layer_scores for r in found]).detach()
+    elif layer_scores.shape[:2] != (len(images), len(layers)):
+        raise ValueError(
+            f"layer_scores must be (N, L, C) = ({len(images)}, {len(layers)}, C), got {tuple(layer_scores.shape)}"
+        )
+    path = layer_scores.nan_to_num(float("-inf")).argmax(-1)
+    scores: Dict[str, Tensor] = {}
+    for name, locator in locators.items():
+        bar.set_postfix_str(name)
+        parts = []
+        for x, y in batches:
+            parts.append(channel_scores(locator, x, target=y, n_steps=n_steps, method=method))
+            bar.update(len(x))
+        scores[name] = torch.cat(parts)
+    bar.close()
+    top = {name: values.nan_to_num(float("-inf")).argmax(-1) for name, values in scores.items()}
+    agreement = {name: rank_agreement(layer_scores, values) for name, values in scores.items()}
+    settings = dict(n_steps=n_steps, method=method, n_examples=len(images))
+    return MethodAgreement(layer_scores, path, scores, top, agreement, settings)

@@ -1,5 +1,7 @@
-"""The paper's evaluation: accuracy deviation under interventions, the
-pruning curve, intra-class neuron frequency and inter-class similarity.
+"""The paper's evaluation: accuracy deviation under interventions, the pruning curve,
+intra-class neuron frequency and inter-class similarity; beside them, the change of the
+explained score under interventions, paired comparisons of two methods on the same
+examples, and the rank agreement of two methods' per-neuron scores.
 
 ``data`` is either a pair ``(inputs, labels)`` of tensors or an iterable of such
 batches (a ``DataLoader``); ``paths`` holds one path per example in the same order.
@@ -30,6 +32,46 @@ class AccuracyDeviation(NamedTuple):
     clean_accuracy: float
     intervened_accuracy: float
     n: int
+
+
+class ScoreChange(NamedTuple):
+    """Mean change of the explained score with each example's own path intervened.
+
+    ``change`` is the mean over examples of the intervened minus the clean score (in the
+    forward's units, e.g. a probability), ``low`` and ``high`` bound its bootstrap
+    interval; ``clean_score`` and ``intervened_score`` are the two means.
+    """
+
+    change: float
+    low: float
+    high: float
+    clean_score: float
+    intervened_score: float
+    n: int
+
+
+class PairedDifference(NamedTuple):
+    """Mean of per-example differences ``values - reference`` with a paired bootstrap
+    interval (the same examples resampled for both)."""
+
+    difference: float
+    low: float
+    high: float
+    n: int
+
+
+class RankAgreement(NamedTuple):
+    """How two per-neuron scorings of the same layers agree, per example and layer.
+
+    All fields are ``(B, L)``: ``spearman`` is the Spearman rank correlation over a
+    layer's neurons; ``first_top_in_second`` is the rank (0 = best) under the second
+    scoring of the first scoring's top neuron, and ``second_top_in_first`` the other way
+    round.
+    """
+
+    spearman: Tensor
+    first_top_in_second: Tensor
+    second_top_in_first: Tensor
 
 
 class PruningCurve(NamedTuple):
@@ -90,6 +132,263 @@ def correct_predictions(
     if paths is not None and start != len(paths):
         raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
     return torch.cat(correct)
+
+
+def explained_scores(
+    forward_func: Callable,
+    data: Data,
+    layers: Optional[Sequence[Module]] = None,
+    paths: Optional[Tensor] = None,
+    batch_size: int = 64,
+    **intervention: object,
+) -> Tensor:
+    r"""
+    The score each example's path explains: ``forward_func``'s output at the example's
+    label when it returns ``(B, num_classes)`` (e.g. the label's softmax probability), or
+    the output itself when it returns one value per example ``(B,)``; clean or, with
+    ``layers``, ``paths`` and ``intervention`` (the keywords of
+    :func:`~captum_neuronpath.intervene`), with each example's own path intervened on.
+
+    Args:
+
+        forward_func (Callable): Returns ``(B, num_classes)`` or ``(B,)``.
+        data: ``(inputs, labels)`` tensors or an iterable of such batches.
+        layers (list[torch.nn.Module], optional): The neuron layers of the paths.
+                    Default: ``None`` (clean)
+        paths (Tensor, optional): ``(N, L)`` or ``(N, L, K)``, one path per example.
+                    Default: ``None`` (clean)
+        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
+                    Default: ``64``
+        **intervention: ``mode``, ``token``, ``factor``, ``p``, ``seed``.
+
+    Returns:
+        *Tensor* ``(N,)`` in float64.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import explained_scores
+        >>> explained_scores(lambda x: x, (torch.tensor([[0.9, 0.1], [0.3, 0.7]]), torch.tensor([0, 0])))
+        tensor([0.9000, 0.3000], dtype=torch.float64)
+    """
+    scores, start = [], 0
+    with torch.no_grad():
+        for inputs, labels in _batches(data, batch_size):
+            if paths is None:
+                outputs = forward_func(inputs)
+            else:
+                with intervene(layers, paths[start : start + len(inputs)].to(inputs.device), **intervention):
+                    outputs = forward_func(inputs)
+            if outputs.dim() == 2:
+                outputs = outputs.gather(1, labels.to(outputs.device).long().view(-1, 1)).squeeze(1)
+            elif outputs.dim() != 1:
+                raise ValueError(
+                    f"forward_func must return (B, num_classes) or (B,) scores, got shape {tuple(outputs.shape)}"
+                )
+            scores.append(outputs.detach().double().cpu())
+            start += len(inputs)
+    if paths is not None and start != len(paths):
+        raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
+    return torch.cat(scores)
+
+
+def summarize_score_change(
+    clean: Tensor, intervened: Tensor, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> ScoreChange:
+    r"""
+    Summarise per-example clean and intervened scores (from :func:`explained_scores`)
+    as their mean change with a bootstrap interval.
+
+    Args:
+
+        clean (Tensor): ``(N,)`` clean scores.
+        intervened (Tensor): ``(N,)`` scores of the same examples, intervened.
+        n_bootstrap (int, optional): Bootstrap resamples.
+                    Default: ``1000``
+        confidence (float, optional): Coverage of the interval.
+                    Default: ``0.95``
+        seed (int, optional): Seed of the resampling.
+                    Default: ``0``
+
+    Returns:
+        :class:`ScoreChange`.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import summarize_score_change
+        >>> summary = summarize_score_change(torch.tensor([0.9, 0.5]), torch.tensor([0.7, 0.3]))
+        >>> round(summary.change, 6), round(summary.clean_score, 6), summary.n
+        (-0.2, 0.7, 2)
+    """
+    clean, intervened = clean.double().cpu(), intervened.double().cpu()
+    if clean.shape != intervened.shape or clean.dim() != 1:
+        raise ValueError(
+            f"clean and intervened must be (N,) alike, got {tuple(clean.shape)}, {tuple(intervened.shape)}"
+        )
+    change = intervened - clean
+    low, high = bootstrap_interval(change, n_bootstrap, confidence, seed)
+    return ScoreChange(float(change.mean()), low, high, float(clean.mean()), float(intervened.mean()), len(change))
+
+
+def score_change(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    data: Data,
+    paths: Tensor,
+    mode: str = "remove",
+    token: TokenType = 0,
+    factor: float = 2.0,
+    batch_size: int = 64,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ScoreChange:
+    r"""
+    The mean change of the explained score (see :func:`explained_scores`) when each
+    example's own path is removed (``mode="remove"``) or enhanced (``mode="enhance"``,
+    times ``factor``), with a bootstrap interval. Unlike the accuracy deviation, which
+    moves only when a prediction flips, it sees every example's change, so it separates
+    methods on small test sets.
+
+    Args:
+
+        forward_func (Callable): Returns ``(B, num_classes)`` (e.g. softmax
+                    probabilities) or ``(B,)``.
+        layers (list[torch.nn.Module]): The neuron layers of the paths.
+        data: ``(inputs, labels)`` tensors or an iterable of such batches.
+        paths (Tensor): ``(N, L)`` or ``(N, L, K)``, one path per example in order.
+        mode (str, optional): ``"remove"`` or ``"enhance"`` (or ``"prune"``).
+                    Default: ``"remove"``
+        token (int, slice, sequence of int or None, optional): The token set.
+                    Default: ``0``
+        factor (float, optional): The enhancement multiplier.
+                    Default: ``2.0``
+        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
+                    Default: ``64``
+        n_bootstrap (int, optional): Bootstrap resamples.
+                    Default: ``1000``
+        confidence (float, optional): Coverage of the interval.
+                    Default: ``0.95``
+        seed (int, optional): Seed of the resampling.
+                    Default: ``0``
+
+    Returns:
+        :class:`ScoreChange`.
+
+    Examples::
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_neuronpath.metrics import score_change
+        >>> layer = nn.Identity()
+        >>> data = (torch.tensor([[0.8, 0.2], [0.4, 0.6]]), torch.tensor([0, 1]))
+        >>> round(score_change(layer, [layer], data, torch.tensor([[0], [1]]), token=None).change, 6)
+        -0.7
+    """
+    clean = explained_scores(forward_func, data, batch_size=batch_size)
+    intervened = explained_scores(forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor)
+    return summarize_score_change(clean, intervened, n_bootstrap, confidence, seed)
+
+
+def paired_difference(
+    values: Tensor, reference: Tensor, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> PairedDifference:
+    r"""
+    Paired comparison of two methods on the same examples: the mean of
+    ``values - reference`` with a percentile bootstrap interval that resamples examples
+    (each keeping its pair).
+
+    Args:
+
+        values (Tensor): ``(N,)`` per-example values of one method, e.g. score changes.
+        reference (Tensor): ``(N,)`` the other method's values on the same examples.
+        n_bootstrap (int, optional): Bootstrap resamples.
+                    Default: ``1000``
+        confidence (float, optional): Coverage of the interval.
+                    Default: ``0.95``
+        seed (int, optional): Seed of the resampling.
+                    Default: ``0``
+
+    Returns:
+        :class:`PairedDifference`.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import paired_difference
+        >>> result = paired_difference(torch.tensor([0.5, 0.1, 0.3]), torch.tensor([0.4, 0.0, 0.2]))
+        >>> round(result.difference, 6), result.n
+        (0.1, 3)
+    """
+    values, reference = values.double().cpu(), reference.double().cpu()
+    if values.shape != reference.shape or values.dim() != 1:
+        raise ValueError(
+            f"values and reference must be (N,) over the same examples, got {tuple(values.shape)} "
+            f"and {tuple(reference.shape)}"
+        )
+    difference = values - reference
+    low, high = bootstrap_interval(difference, n_bootstrap, confidence, seed)
+    return PairedDifference(float(difference.mean()), low, high, len(difference))
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """Ranks along the last dimension, 0 = smallest, ties sharing their average rank."""
+    ordered = values.sort(dim=-1).values
+    left = torch.searchsorted(ordered, values.contiguous(), right=False)
+    right = torch.searchsorted(ordered, values.contiguous(), right=True)
+    return (left + right - 1).double() / 2
+
+
+def rank_agreement(first: Tensor, second: Tensor) -> RankAgreement:
+    r"""
+    Per example and layer, how two per-neuron scorings agree: the Spearman rank
+    correlation over the layer's neurons, and the rank of each scoring's top neuron
+    under the other (0 = also the other's best; ``C - 1`` = its worst). For instance
+    ``first`` the greedy step's candidate scores (``result.layer_scores``) and
+    ``second`` a single-layer method's attribution at the same layer and token set
+    (:func:`~captum_neuronpath.experiments.channel_scores`).
+
+    Ties share their average rank in the correlation; a top neuron's rank counts the
+    neurons the other scoring puts strictly above it, and a top neuron is the first
+    among equal bests. ``NaN`` entries (the padding of narrower layers) are left out.
+
+    Args:
+
+        first (Tensor): ``(B, L, C)`` scores, larger is better.
+        second (Tensor): ``(B, L, C)`` scores of the same neurons.
+
+    Returns:
+        :class:`RankAgreement` of ``(B, L)`` tensors (float64 correlations, int64 ranks).
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import rank_agreement
+        >>> scores = torch.tensor([[[0.1, 0.5, 0.2, 0.9]]])
+        >>> agreement = rank_agreement(scores, -scores)
+        >>> agreement.spearman, agreement.first_top_in_second
+        (tensor([[-1.]], dtype=torch.float64), tensor([[3]]))
+    """
+    if first.shape != second.shape or first.dim() != 3:
+        raise ValueError(f"first and second must both be (B, L, C), got {tuple(first.shape)} and {tuple(second.shape)}")
+    first, second = first.detach().double().cpu(), second.detach().double().cpu()
+    valid = ~(first.isnan() | second.isnan())
+    count = valid.sum(-1).double()
+    lowest = torch.tensor(float("-inf"), dtype=torch.float64)
+    first, second = first.where(valid, lowest), second.where(valid, lowest)
+    # Left-out entries rank below every valid one in both, shifting valid ranks alike.
+    ranks = [_average_ranks(values) for values in (first, second)]
+    centred = [(rank - (rank * valid).sum(-1, keepdim=True) / count.unsqueeze(-1)) * valid for rank in ranks]
+    covariance = (centred[0] * centred[1]).sum(-1)
+    spread = (centred[0].square().sum(-1) * centred[1].square().sum(-1)).sqrt()
+    spearman = covariance / spread  # NaN where a scoring is constant over the layer
+
+    def top_in_other(scores: Tensor, other: Tensor) -> Tensor:
+        top = scores.argmax(-1, keepdim=True)  # the first among equal bests
+        return (other > other.gather(-1, top)).sum(-1)
+
+    return RankAgreement(spearman, top_in_other(first, second), top_in_other(second, first))
 
 
 def bootstrap_interval(

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from torch import Tensor
 
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath.experiments import PaperTable
-from captum_neuronpath.metrics import PruningCurve
+from captum_neuronpath.metrics import PruningCurve, RankAgreement, most_similar_classes
 
 FigureAxis = Tuple[Figure, Axes]
 
@@ -46,6 +46,21 @@ def _as_rows(values: Any) -> Tensor:
     return values.unsqueeze(0) if values.dim() == 1 else values
 
 
+def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
+    """Label heights near ``wanted`` (ascending), at least ``gap`` apart, within ``[low, high]`` if they fit."""
+    placed = list(wanted)
+    for i in range(1, len(placed)):
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    if placed and placed[-1] > high:
+        placed[-1] = high
+        for i in range(len(placed) - 2, -1, -1):
+            placed[i] = min(placed[i], placed[i + 1] - gap)
+    if placed and placed[0] < low:
+        shift = low - placed[0]
+        placed = [y + shift for y in placed]
+    return placed
+
+
 def visualize_path(
     paths: Union[NeuronPathResult, Tensor, Mapping[str, Any]],
     scores: Optional[Any] = None,
@@ -59,14 +74,21 @@ def visualize_path(
     Path diagram: layers left to right, each path's chosen neuron per layer, several
     paths overlaid (images, or methods on one image) to compare.
 
+    Several paths are drawn side by side within each layer, so that paths through the
+    same neuron show as markers next to each other at one height. Every neuron a path
+    passes through is written once per layer (``#65``), in the path's colour, or in black
+    when several paths share it; labels of nearby neurons are stacked apart, with a
+    leader line to their neuron when moved.
+
     Args:
 
         paths (NeuronPathResult, Tensor or Mapping[str, Tensor]): A result (all its
                     examples, annotated with their greedy scores), a path ``(L,)``,
                     paths ``(N, L)``, or named paths ``{"Neuron Path": path, ...}``.
         scores (Tensor, optional): ``(L,)`` or ``(N, L)`` values written beside each
-                    neuron, e.g. ``result.chosen_scores()``; taken from ``paths`` when it is
-                    a result.
+                    neuron of a single path, or shown as marker area for several, e.g.
+                    ``result.chosen_scores()``; taken from ``paths`` when it is a
+                    result.
                     Default: ``None``
         labels (sequence of str, optional): A legend entry per path.
                     Default: ``"path 0"``, ... or the mapping's keys
@@ -89,8 +111,8 @@ def visualize_path(
         >>> fig, ax = visualize_path({"Neuron Path": torch.tensor([5, 17, 2]),
         ...                           "Activation": torch.tensor([5, 40, 9])},
         ...                          use_pyplot=False)
-        >>> len(ax.get_lines())
-        2
+        >>> len(ax.get_lines()), sorted(t.get_text() for t in ax.texts)[:3]
+        (2, ['#17', '#2', '#40'])
     """
     if isinstance(paths, NeuronPathResult):
         scores = paths.chosen_scores() if scores is None and paths.layer_scores is not None else scores
@@ -102,35 +124,64 @@ def visualize_path(
         rows = _as_rows(paths)
     labels = [f"path {i}" for i in range(len(rows))] if labels is None else list(labels)
     score_rows = None if scores is None else _as_rows(scores)
-    figure, axis = _figure(plt_fig_axis, use_pyplot, (1.3 * rows.shape[1] + 2.5, 4.2))
-    layers = np.arange(rows.shape[1])
-    # One path: neuron and score written beside each point. Several: marker area shows
-    # the score (relative to the largest), and only the neuron numbers are written.
+    num_paths, num_layers = rows.shape
+    figure, axis = _figure(plt_fig_axis, use_pyplot, (1.3 * num_layers + 4.0, 4.4))
+    layers = np.arange(num_layers)
+    top = float(num_neurons) if num_neurons is not None else float(rows.max())
+    bottom = 0.0 if num_neurons is not None else float(rows.min())
+    span = max(top - bottom, 1.0)
+    low, high = bottom - 0.04 * span, top + 0.06 * span
+    axis.set_ylim(low, high)
+    # Paths sit side by side within a layer; a label column follows each layer's markers.
+    width = min(0.09, 0.36 / num_paths)
+    offsets = (np.arange(num_paths) - (num_paths - 1) / 2) * width if num_paths > 1 else np.zeros(1)
     largest = None if score_rows is None else float(score_rows.abs().max().clamp(min=1e-30))
+    colours = []
     for i, (row, label) in enumerate(zip(rows.tolist(), labels)):
         style = _style(i)
-        line = axis.plot(layers, row, label=label, linewidth=1.6, markersize=8, **style)[0]
-        if score_rows is not None and len(rows) > 1:
+        line = axis.plot(layers + offsets[i], row, label=label, linewidth=1.6, markersize=7, **style)[0]
+        colours.append(line.get_color())
+        if score_rows is not None and num_paths > 1:
             sizes = 30 + 270 * score_rows[i].abs().numpy() / largest
-            axis.scatter(layers, row, s=sizes, marker=style["marker"], color=line.get_color(), alpha=0.45, zorder=3)
-        for layer, neuron in zip(layers, row):
-            text = f"#{neuron}"
-            if score_rows is not None and len(rows) == 1:
-                text += f"\nscore {float(score_rows[i, layer]):.3g}"
-            if len(rows) <= 4:
-                axis.annotate(text, (layer, neuron), textcoords="offset points", xytext=(7, 3 - 11 * i),
-                              fontsize=8, color=line.get_color())  # fmt: skip
-    if score_rows is not None and len(rows) > 1:
-        axis.plot([], [], " ", label="marker area: greedy score")
+            axis.scatter(layers + offsets[i], row, s=sizes, marker=style["marker"], color=line.get_color(),
+                         alpha=0.45, zorder=3)  # fmt: skip
+    # Label height in data units, from the axis height in inches (8 pt text, 1.25 line spacing).
+    height_inches = axis.get_position().height * figure.get_figheight()
+    lines_per_label = 2 if score_rows is not None and num_paths == 1 else 1
+    gap = lines_per_label * 1.25 * 8 / 72 / height_inches * (high - low)
+    if num_paths <= 8:
+        for layer in layers:
+            owners: Dict[int, List[int]] = {}
+            for i in range(num_paths):
+                owners.setdefault(int(rows[i, layer]), []).append(i)
+            neurons = sorted(owners)
+            placed = _spread([float(n) for n in neurons], gap, low + gap / 2, high - gap / 2)
+            # Past the largest marker (a score marker's radius is about 0.12 layer widths).
+            x_text = layer + offsets[-1] + (0.22 if score_rows is not None and num_paths > 1 else 0.1)
+            for neuron, y_text in zip(neurons, placed):
+                who = owners[neuron]
+                text = f"#{neuron}"
+                if score_rows is not None and num_paths == 1:
+                    text += f"\nscore {float(score_rows[0, layer]):.3g}"
+                moved = abs(y_text - neuron) > 0.3 * gap
+                axis.annotate(
+                    text, (layer + offsets[who[-1]], neuron), xytext=(x_text, y_text), textcoords="data",
+                    fontsize=8, va="center", ha="left", color=colours[who[0]] if len(who) == 1 else "black",
+                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white", alpha=0.75, linewidth=0),
+                    arrowprops=dict(arrowstyle="-", color="0.5", linewidth=0.6, shrinkA=0, shrinkB=4)
+                    if moved else None,
+                )  # fmt: skip
+    handles = list(axis.get_lines())
+    notes = ["marker area: greedy score"] if score_rows is not None and num_paths > 1 else []
+    notes += ["black label: shared neuron"] if num_paths > 1 else []
+    handles += [Line2D([], [], linestyle="none", label=note) for note in notes]
     axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
-    axis.set_xlim(-0.4, rows.shape[1] - 0.3)
-    if num_neurons is not None:
-        axis.set_ylim(-0.03 * num_neurons, 1.08 * num_neurons)
+    axis.set_xlim(-0.2 + min(offsets[0], 0.0), num_layers - 0.35)
     axis.set_xlabel("layer (input side first)")
     axis.set_ylabel("neuron index")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(loc="best", fontsize=9)
+    axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     return figure, axis
 
 
@@ -143,8 +194,11 @@ def visualize_layer_scores(
 ) -> FigureAxis:
     r"""
     How decisive each greedy choice was: at every layer, all candidates' scores scaled
-    by the best one's magnitude, the chosen neuron marked, and the margin
-    ``(best - second) / |best|`` written above.
+    by the best one's magnitude, the chosen neuron marked, and the layer's margin written
+    above it. The margin is ``(best - second best) / |best|``: how far the chosen
+    neuron's score leads the runner-up's, as a fraction of the chosen one's. Near 0, a
+    small change (of the image, of the quadrature) could swap the choice; near 1 or
+    above, the choice stands clear.
 
     Args:
 
@@ -186,6 +240,7 @@ def visualize_layer_scores(
                       ha="center", fontsize=8)  # fmt: skip
     axis.scatter([], [], s=140, marker="*", color="black", label="chosen neuron")
     axis.scatter([], [], s=12, color="0.55", label="other candidates")
+    axis.plot([], [], " ", label="margin: (best - second best) / |best|")
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_yscale("symlog", linthresh=1.0)  # linear within +-1, logarithmic for outliers
     axis.set_xticks(range(scores.shape[0]))
@@ -331,8 +386,6 @@ def visualize_nearest_classes(
         >>> [t.get_text() for t in ax.get_yticklabels()]
         ['dog', 'car']
     """
-    from captum_neuronpath.metrics import most_similar_classes
-
     names = [str(i) for i in range(len(similarity))] if class_names is None else list(class_names)
     k = min(k, len(similarity) - 1)
     nearest = most_similar_classes(similarity, k)[class_index].tolist()
@@ -390,19 +443,31 @@ def visualize_pruning_curve(
     return figure, axis
 
 
-def visualize_accuracy_deviation(
-    table: PaperTable,
-    title: str = "Accuracy deviation when intervening on each image's path",
+def visualize_effects(
+    effects: Mapping[str, Mapping[str, Sequence[float]]],
+    ylabel: str = "change",
+    title: str = "Effect of intervening on each image's path",
     plt_fig_axis: Optional[FigureAxis] = None,
     use_pyplot: bool = True,
 ) -> FigureAxis:
     r"""
-    The accuracy-deviation part of the paper's table as grouped bars (removal,
-    enhancement) per method, with their bootstrap intervals.
+    Grouped bars with intervals: one group per method, one bar per series (e.g. removal
+    and enhancement), each ``(value, low, high)`` drawn as a bar with its interval and
+    its value written above. Series differ by grey level and hatch.
+
+    The data is a plain mapping ``{method: {series: (value, low, high)}}``; the series
+    names are the legend, so they carry any setting they depend on (e.g.
+    ``"enhancement (path x2)"``). :meth:`PaperTable.effects
+    <captum_neuronpath.experiments.PaperTable.effects>` gives the accuracy deviations,
+    the score changes and the paired differences in this form.
 
     Args:
 
-        table (PaperTable): From :func:`~captum_neuronpath.experiments.paper_table`.
+        effects (Mapping[str, Mapping[str, sequence of float]]): ``{method: {series:
+                    (value, low, high)}}``; only the first three numbers of each entry
+                    are used, so named tuples such as ``AccuracyDeviation`` work too.
+        ylabel (str, optional): What the values are, with their units.
+                    Default: ``"change"``
         title (str, optional): Axis title.
         plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
         use_pyplot (bool, optional): Create a new figure with pyplot.
@@ -410,24 +475,168 @@ def visualize_accuracy_deviation(
 
     Returns:
         ``(figure, axis)``.
+
+    Examples::
+
+        >>> from captum_neuronpath.visualization import visualize_effects
+        >>> effects = {"Neuron Path": {"removal": (-0.8, -1.8, 0.0), "enhancement (path x2)": (0.5, 0.0, 1.3)},
+        ...            "Random": {"removal": (0.0, 0.0, 0.0), "enhancement (path x2)": (0.0, 0.0, 0.0)}}
+        >>> fig, ax = visualize_effects(effects, ylabel="accuracy deviation (points)", use_pyplot=False)
+        >>> [t.get_text() for t in ax.get_legend().get_texts()]
+        ['removal', 'enhancement (path x2)']
     """
-    figure, axis = _figure(plt_fig_axis, use_pyplot, (1.6 * len(table.rows) + 2.5, 4.2))
-    positions = np.arange(len(table.rows))
-    width = 0.38
-    kinds: List[Tuple[str, str, str]] = [("removal", "removal (path set to 0)", "0.35"),
-                                         ("enhancement", "enhancement (path doubled)", "0.8")]  # fmt: skip
-    for j, (field, label, color) in enumerate(kinds):
-        results = [getattr(row, field) for row in table.rows]
-        values = np.array([r.deviation for r in results])
-        errors = np.array([[r.deviation - r.low for r in results], [r.high - r.deviation for r in results]])
-        bars = axis.bar(positions + (j - 0.5) * width, values, width, yerr=errors, capsize=4, label=label,
-                        color=color, edgecolor="black", hatch=_HATCHES[j + 1])  # fmt: skip
-        axis.bar_label(bars, labels=[f"{v:+.2f}" for v in values], padding=3, fontsize=8)
+    methods = list(effects)
+    series: List[str] = []
+    for values in effects.values():
+        series += [name for name in values if name not in series]
+    figure, axis = _figure(plt_fig_axis, use_pyplot, (1.7 * len(methods) + 2.5, 4.4))
+    positions = np.arange(len(methods))
+    width = 0.8 / max(len(series), 1)
+    greys = np.linspace(0.3, 0.85, max(len(series), 2))
+    for j, name in enumerate(series):
+        present = [i for i, method in enumerate(methods) if name in effects[method]]
+        triples = np.array([[float(v) for v in list(effects[methods[i]][name])[:3]] for i in present]).reshape(-1, 3)
+        values = triples[:, 0]
+        errors = np.stack([values - triples[:, 1], triples[:, 2] - values]).clip(min=0)
+        bars = axis.bar(positions[present] + (j - (len(series) - 1) / 2) * width, values, width, yerr=errors,
+                        capsize=4, label=name, color=str(greys[j]), edgecolor="black",
+                        hatch=_HATCHES[(j + 1) % len(_HATCHES)])  # fmt: skip
+        axis.bar_label(bars, labels=[f"{v:+.3g}" for v in values], padding=3, fontsize=8)
     axis.axhline(0, color="black", linewidth=0.8)
-    axis.set_xticks(positions, [row.method for row in table.rows])
-    axis.set_ylabel("accuracy deviation (percentage points)")
+    crowded = len(methods) > 4
+    axis.set_xticks(positions, methods, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
+    axis.margins(y=0.12)
     axis.legend(fontsize=9)
+    return figure, axis
+
+
+def visualize_rank_agreement(
+    agreement: Mapping[str, RankAgreement],
+    title: str = "Agreement of each method with the greedy scores",
+    plt_fig_axis: Optional[FigureAxis] = None,
+    use_pyplot: bool = True,
+) -> FigureAxis:
+    r"""
+    Per layer, the Spearman rank correlation between the greedy step's candidate scores
+    and each method's per-neuron scores: the median over images, with the interquartile
+    range as an error bar. +1 means the method ranks the layer's neurons as the greedy
+    step does, 0 no relation, -1 the reverse.
+
+    Args:
+
+        agreement (Mapping[str, RankAgreement]): ``{method: rank_agreement(greedy,
+                    method_scores)}``, e.g. ``method_agreement(...).agreement``; only the
+                    ``spearman`` field ``(N, L)`` is drawn.
+        title (str, optional): Axis title.
+        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
+        use_pyplot (bool, optional): Create a new figure with pyplot.
+                    Default: ``True``
+
+    Returns:
+        ``(figure, axis)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import rank_agreement
+        >>> from captum_neuronpath.visualization import visualize_rank_agreement
+        >>> greedy = torch.randn(5, 3, 40)
+        >>> fig, ax = visualize_rank_agreement({"same": rank_agreement(greedy, greedy)}, use_pyplot=False)
+        >>> ax.containers[0].lines[0].get_ydata().tolist()  # the medians
+        [1.0, 1.0, 1.0]
+    """
+    figure, axis = _figure(plt_fig_axis, use_pyplot, (6.5, 4.4))
+    num_methods = len(agreement)
+    width = min(0.08, 0.4 / max(num_methods, 1))
+    for i, (name, result) in enumerate(agreement.items()):
+        rho = result.spearman.detach().double().cpu().numpy()
+        quartiles = np.nanquantile(rho, [0.25, 0.5, 0.75], axis=0)
+        layers = np.arange(rho.shape[1]) + (i - (num_methods - 1) / 2) * width
+        errors = np.stack([quartiles[1] - quartiles[0], quartiles[2] - quartiles[1]])
+        axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, linewidth=1.6, markersize=7,
+                      **_style(i))  # fmt: skip
+    axis.axhline(0, color="0.3", linewidth=0.8)
+    axis.set_ylim(-1.05, 1.05)
+    axis.set_xticks(range(rho.shape[1]) if num_methods else [])
+    axis.set_xlabel("layer")
+    axis.set_ylabel("Spearman correlation with greedy scores\n(median over images, bars: IQR)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=9, loc="best")
+    return figure, axis
+
+
+_RANK_FIELDS = {
+    "second_top_in_first": "rank of the method's top neuron among the greedy candidates",
+    "first_top_in_second": "rank of the greedy choice under the method",
+}
+
+
+def visualize_top_neuron_ranks(
+    agreement: Mapping[str, RankAgreement],
+    num_neurons: Optional[int] = None,
+    field: str = "second_top_in_first",
+    title: str = "Where the greedy step ranks each method's top neuron",
+    plt_fig_axis: Optional[FigureAxis] = None,
+    use_pyplot: bool = True,
+) -> FigureAxis:
+    r"""
+    The distribution of top-neuron ranks over every image and layer, as cumulative
+    fractions on a log axis: by default, how the greedy step ranks each method's top
+    neuron (1 = the greedy step's own choice, ``num_neurons`` = its last). With
+    ``num_neurons``, a dashed line shows what an unrelated ranking gives (uniform
+    ranks): curves above it agree more often than chance, below it less.
+
+    Args:
+
+        agreement (Mapping[str, RankAgreement]): ``{method: rank_agreement(greedy,
+                    method_scores)}``, e.g. ``method_agreement(...).agreement``.
+        num_neurons (int, optional): Neurons per layer ``C``, for the chance line.
+                    Default: ``None`` (no chance line)
+        field (str, optional): ``"second_top_in_first"`` (the method's top neuron,
+                    ranked by the greedy scores) or ``"first_top_in_second"`` (the
+                    greedy choice, ranked by the method).
+                    Default: ``"second_top_in_first"``
+        title (str, optional): Axis title.
+        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
+        use_pyplot (bool, optional): Create a new figure with pyplot.
+                    Default: ``True``
+
+    Returns:
+        ``(figure, axis)``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import rank_agreement
+        >>> from captum_neuronpath.visualization import visualize_top_neuron_ranks
+        >>> greedy = torch.randn(5, 3, 40)
+        >>> fig, ax = visualize_top_neuron_ranks({"reversed": rank_agreement(greedy, -greedy)}, 40,
+        ...                                      use_pyplot=False)
+        >>> ax.get_lines()[0].get_xdata().tolist()[0]  # every top neuron is the other's last
+        40.0
+    """
+    if field not in _RANK_FIELDS:
+        raise ValueError(f"field must be one of {tuple(_RANK_FIELDS)}, got {field!r}")
+    figure, axis = _figure(plt_fig_axis, use_pyplot, (6.5, 4.4))
+    for i, (name, result) in enumerate(agreement.items()):
+        ranks = np.sort(getattr(result, field).detach().cpu().numpy().reshape(-1)).astype(float) + 1
+        fractions = np.arange(1, len(ranks) + 1) / max(len(ranks), 1)
+        axis.step(ranks, fractions, where="post", label=name, linewidth=1.8, linestyle=_LINESTYLES[i % 4])
+    if num_neurons is not None:
+        ranks = np.arange(1, num_neurons + 1)
+        axis.plot(ranks, ranks / num_neurons, color="0.5", linestyle=(0, (2, 2)), linewidth=1.2,
+                  label=f"chance (uniform over {num_neurons})")  # fmt: skip
+        axis.set_xlim(0.9, num_neurons * 1.1)
+    axis.set_xscale("log")
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel(_RANK_FIELDS[field] + "\n(1 = best, log scale)")
+    axis.set_ylabel("fraction of (image, layer) pairs\nwith at most this rank")
+    axis.set_title(title)
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=9, loc="upper left")
     return figure, axis
 
 

@@ -18,6 +18,7 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "training the digits ViT" in done.stderr
     assert "| Neuron Path |" in done.stdout and "| Random |" in done.stdout
+    assert "| Method | Removal: score change |" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert [row["method"] for row in results["rows"]] == ["Activation", "Influence Pattern", "Neuron Path", "Random"]
     assert len(results["labels"]) == 6 and len(results["inter_class_similarity"]) == 10
@@ -25,7 +26,8 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures == sorted(
         f"{name}.png" for name in ["path_methods", "path_images", "layer_scores", "neuron_frequency",
-                                   "class_similarity", "nearest_classes", "pruning_curve", "accuracy_deviation"]
+                                   "class_similarity", "nearest_classes", "pruning_curve", "accuracy_deviation",
+                                   "score_change", "paired_score_change"]
     )  # fmt: skip
     assert all((out / "figures" / name).stat().st_size > 10_000 for name in figures)
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -61,3 +63,12 @@ def test_demo_refuses_an_out_that_is_a_file_before_any_work(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     assert main(["demo", "--out", str(tmp_path / "taken"), "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "neuronpath demo: error: --out" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_demo_refuses_an_unknown_captum_method_without_a_traceback(tmp_path):
+    command = [sys.executable, "-m", "captum_neuronpath", "demo", "--captum-methods", "LayerConductance,Nope",
+               "--out", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--captum-methods: 'Nope' is not a Captum layer attribution method" in done.stderr
+    assert "LayerIntegratedGradients" in done.stderr  # the names it accepts

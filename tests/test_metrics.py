@@ -9,9 +9,13 @@ from captum_neuronpath.metrics import (
     bootstrap_interval,
     class_similarity,
     correct_predictions,
+    explained_scores,
     most_similar_classes,
     neuron_frequency,
+    paired_difference,
     pruning_curve,
+    rank_agreement,
+    score_change,
 )
 
 LOGITS = torch.tensor([[5.0, 1, 0], [0, 4, 1], [1, 0, 3], [2, 1, 0]])
@@ -85,3 +89,67 @@ def test_class_similarity_and_nearest_classes():
     assert torch.isclose(similarity[0, 3], torch.tensor(1.0))
     assert most_similar_classes(similarity, k=2)[0].tolist() == [3, 2]
     assert most_similar_classes(similarity, k=1)[:, 0].tolist() == [3, 2, 0, 0]
+
+
+def test_explained_scores_pick_the_label_or_the_scalar():
+    assert explained_scores(model, (LOGITS, LABELS)).tolist() == [5.0, 4.0, 3.0, 1.0]
+    removed = explained_scores(model, (LOGITS, LABELS), LAYERS, PATHS, mode="remove", token=None)
+    assert removed.tolist() == [0.0, 4.0, 0.0, 1.0]  # rows 0 and 2 lose their label's logit
+    assert explained_scores(lambda x: x[:, 0], (LOGITS, LABELS), batch_size=3).tolist() == [5.0, 0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="forward_func must return"):
+        explained_scores(lambda x: x.unsqueeze(-1), (LOGITS, LABELS))
+
+
+@pytest.mark.parametrize("mode, factor", [("remove", 2.0), ("enhance", 3.0)])
+def test_score_change_is_the_mean_change_of_the_label_score(mode, factor):
+    result = score_change(model, LAYERS, (LOGITS, LABELS), PATHS, mode=mode, token=None, factor=factor, batch_size=3)
+    # Path logit per row: row 0 label 0 (5 -> 0 or 15), row 1 path 2 is not the label,
+    # row 2 label 2 (3 -> 0 or 9), row 3 path 0 is not the label (1 stays 1).
+    expected = [-5.0, 0.0, -3.0, 0.0] if mode == "remove" else [10.0, 0.0, 6.0, 0.0]
+    assert result.change == pytest.approx(sum(expected) / 4)
+    assert result.clean_score == pytest.approx(13.0 / 4) and result.n == 4
+    assert result.intervened_score == pytest.approx(result.clean_score + result.change)
+    assert result.low <= result.change <= result.high
+
+
+def test_paired_difference_resamples_pairs():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # A constant shift has a zero-width paired interval, however spread the values are.
+    assert paired_difference(values + 0.5, values) == (0.5, 0.5, 0.5, 4)
+    noisy = paired_difference(torch.tensor([1.0, -1.0, 3.0, 0.0]), torch.zeros(4), n_bootstrap=500)
+    assert noisy.low < noisy.difference == 0.75 < noisy.high
+    with pytest.raises(ValueError, match="same examples"):
+        paired_difference(values, values[:3])
+
+
+def test_rank_agreement_of_identical_reversed_and_shuffled_scores():
+    scores = torch.randn(3, 2, 50, generator=torch.Generator().manual_seed(0))
+    same = rank_agreement(scores, scores)
+    assert same.spearman.shape == (3, 2) and torch.allclose(same.spearman, torch.ones(3, 2, dtype=torch.float64))
+    assert same.first_top_in_second.eq(0).all() and same.second_top_in_first.eq(0).all()
+    # Any increasing transform keeps the ranks.
+    assert torch.allclose(rank_agreement(scores, scores.exp() * 7).spearman, torch.ones(3, 2, dtype=torch.float64))
+    reversed_ = rank_agreement(scores, -scores)
+    assert torch.allclose(reversed_.spearman, -torch.ones(3, 2, dtype=torch.float64))
+    assert reversed_.first_top_in_second.eq(49).all() and reversed_.second_top_in_first.eq(49).all()
+
+
+def test_rank_agreement_against_a_hand_computed_case():
+    first = torch.tensor([[[4.0, 3.0, 2.0, 1.0]]])
+    second = torch.tensor([[[1.0, 4.0, 3.0, 2.0]]])
+    result = rank_agreement(first, second)
+    # Ranks (0 = smallest) 3,2,1,0 and 0,3,2,1: d = 3,-1,-1,-1, rho = 1 - 6*12/(4*15) = -0.2.
+    assert result.spearman.item() == pytest.approx(-0.2)
+    assert result.first_top_in_second.item() == 3  # neuron 0 is the second scoring's worst
+    assert result.second_top_in_first.item() == 1  # neuron 1 is the first scoring's second
+
+
+def test_rank_agreement_ties_and_padding():
+    tied = rank_agreement(torch.tensor([[[1.0, 1.0, 2.0]]]), torch.tensor([[[0.0, 1.0, 2.0]]]))
+    # Average ranks 0.5, 0.5, 2 against 0, 1, 2: covariance 1.5, variances 1.5 and 2.
+    assert tied.spearman.item() == pytest.approx(1.5 / (1.5 * 2) ** 0.5)
+    nan = float("nan")
+    padded = rank_agreement(torch.tensor([[[1.0, 2.0, 3.0, nan]]]), torch.tensor([[[1.0, 2.0, 3.0, nan]]]))
+    assert padded.spearman.item() == pytest.approx(1.0) and padded.first_top_in_second.item() == 0
+    with pytest.raises(ValueError, match=r"\(B, L, C\)"):
+        rank_agreement(torch.zeros(2, 3), torch.zeros(2, 3))

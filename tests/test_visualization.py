@@ -2,11 +2,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 
 import captum_neuronpath as cnp
 from captum_neuronpath import visualization as vis
 from captum_neuronpath.experiments import paper_table
-from captum_neuronpath.metrics import PruningCurve, class_similarity, neuron_frequency
+from captum_neuronpath.metrics import PruningCurve, class_similarity, neuron_frequency, rank_agreement
 
 from helpers import layers_of, small_vit
 
@@ -37,17 +38,50 @@ def test_chosen_scores_are_the_scores_of_the_path(result):
 
 def test_path_diagram_overlays_every_path(result):
     fig, ax = vis.visualize_path(result, labels=["a", "b", "c"], num_neurons=64, use_pyplot=False)
-    assert len(ax.get_lines()) == 3 + 1  # three paths and the legend's note on marker area
+    assert len(ax.get_lines()) == 3
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["a", "b", "c", "marker area: greedy score", "black label: shared neuron"]
     for line, path in zip(ax.get_lines(), result.path):
         assert np.array_equal(line.get_ydata(), path.numpy())
     assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["a", "b", "c"]
     assert ax.get_ylim()[1] >= 64
+    # The marker areas follow each step's score of its choice.
+    chosen = result.layer_scores.gather(2, result.path.unsqueeze(-1)).squeeze(-1).abs()
+    areas = [c.get_sizes() for c in ax.collections]
+    assert np.argmax(np.concatenate(areas)) == int(chosen.flatten().argmax())
 
 
 def test_single_path_writes_neuron_and_score(result):
-    fig, ax = vis.visualize_path(result.path[0], result.chosen_scores()[0], use_pyplot=False)
+    scores = result.chosen_scores()[0]
+    fig, ax = vis.visualize_path(result.path[0], scores, use_pyplot=False)
     texts = [t.get_text() for t in ax.texts]
-    assert len(texts) == 3 and all(t.startswith("#") and "score" in t for t in texts)
+    assert texts == [f"#{n}\nscore {float(v):.3g}" for n, v in zip(result.path[0].tolist(), scores)]
+
+
+def _label_boxes(fig, ax):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    # The text's own box, without the leader line an annotation's extent includes.
+    return {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}
+
+
+def test_path_labels_name_shared_neurons_once_and_never_overlap():
+    paths = {"A": [65, 94, 67], "B": [143, 234, 24], "C": [65, 237, 67], "D": [51, 236, 230]}
+    fig, ax = vis.visualize_path({k: torch.tensor(v) for k, v in paths.items()}, num_neurons=256, use_pyplot=False)
+    texts = [t.get_text() for t in ax.texts]
+    # One label per distinct neuron and layer: 65 and 67 are shared by A and C.
+    assert sorted(texts) == sorted(f"#{n}" for n in [65, 143, 51, 94, 234, 237, 236, 67, 24, 230])
+    shared = [t for t in ax.texts if t.get_text() in ("#65", "#67")]
+    assert all(t.get_color() == "black" for t in shared)
+    assert all(t.get_color() != "black" for t in ax.texts if t not in shared)
+    boxes = list(_label_boxes(fig, ax).values())
+    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+    assert not overlaps  # 234, 236 and 237 sit within 3 neurons of each other
+    # Markers of paths through one neuron sit side by side, not on top of each other.
+    a, c = ax.get_lines()[0], ax.get_lines()[2]
+    assert a.get_ydata()[0] == c.get_ydata()[0] and a.get_xdata()[0] != c.get_xdata()[0]
 
 
 def test_named_paths_draw_into_given_axes():
@@ -68,6 +102,7 @@ def test_layer_scores_mark_the_chosen_neurons_and_margins(result):
     fig, ax = vis.visualize_layer_scores(result.layer_scores[1], result.path[1], use_pyplot=False)
     margins = [t.get_text() for t in ax.texts if t.get_text().startswith("margin")]
     assert len(margins) == 3
+    assert "margin: (best - second best) / |best|" in [t.get_text() for t in ax.get_legend().get_texts()]
     top2 = result.layer_scores[1].topk(2, dim=-1).values
     expected = ((top2[:, 0] - top2[:, 1]) / top2[:, 0].abs()).tolist()
     assert [float(m.split()[-1]) for m in margins] == pytest.approx(expected, rel=0.05)
@@ -90,17 +125,59 @@ def test_similarity_matrix_and_nearest_classes():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["dog", "car"]  # identical paths first
 
 
-def test_pruning_curve_and_deviation_bars(digits_vit, expected):
+def test_pruning_curve():
     curves = {"A": PruningCurve([0, 1], [90.0, 50.0]), "B": PruningCurve([0, 1], [90.0, 70.0])}
     fig, ax = vis.visualize_pruning_curve(curves, use_pyplot=False)
     assert [list(line.get_ydata()) for line in ax.get_lines()] == [[90.0, 50.0], [90.0, 70.0]]
+
+
+def test_effect_bars_come_from_plain_data():
+    effects = {"A": {"removal": (-1.0, -2.0, 0.5), "more (x3)": (2.0, 1.0, 3.0)}, "B": {"removal": (0.5, 0.0, 1.0)}}
+    fig, ax = vis.visualize_effects(effects, ylabel="points", use_pyplot=False)
+    assert [p.get_height() for p in ax.patches] == [-1.0, 0.5, 2.0]  # series by series
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["removal", "more (x3)"]
+    assert ax.get_ylabel() == "points"
+    caps = sorted(y for line in ax.get_lines() if line.get_marker() == "_" for y in line.get_ydata())  # intervals
+    assert caps == sorted([-2.0, 0.5, 0.0, 1.0, 1.0, 3.0])
+
+
+def test_effects_of_a_table_label_the_factor(digits_vit, expected):
     _, inputs = expected
     table = paper_table(digits_vit, inputs["images"][:4], inputs["labels"][:4], methods=["Activation", "Random"],
-                        n_steps=4, n_bootstrap=10, progress=False)  # fmt: skip
-    fig, ax = vis.visualize_accuracy_deviation(table, use_pyplot=False)
-    assert len(ax.patches) == 4  # two methods x (removal, enhancement)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["Activation", "Random"]
+                        n_steps=4, factor=3.0, n_bootstrap=10, progress=False)  # fmt: skip
+    effects = table.effects("accuracy")
+    assert list(effects) == ["Activation", "Random"]
+    assert list(effects["Random"]) == ["removal (path set to 0)", "enhancement (path x3)"]
+    assert effects["Random"]["enhancement (path x3)"] == tuple(table.rows[1].enhancement[:3])
+    assert table.effects("paired") == {}  # no Neuron Path row to compare with
+    fig, ax = vis.visualize_effects(table.effects("score"), use_pyplot=False)
+    assert len(ax.patches) == 4 and "enhancement (path x3)" in [t.get_text() for t in ax.get_legend().get_texts()]
     fig.savefig(__import__("io").BytesIO(), format="png")  # renders without error
+
+
+def test_agreement_figures():
+    greedy = torch.randn(6, 3, 40, generator=torch.Generator().manual_seed(1))
+    agreement = {"same": rank_agreement(greedy, greedy), "reversed": rank_agreement(greedy, -greedy)}
+    fig, ax = vis.visualize_rank_agreement(agreement, use_pyplot=False)
+    medians = [container.lines[0].get_ydata().tolist() for container in ax.containers]
+    assert medians == [[1.0] * 3, [-1.0] * 3]
+    fig, ax = vis.visualize_top_neuron_ranks(agreement, num_neurons=40, use_pyplot=False)
+    same, reversed_, chance = ax.get_lines()
+    assert set(same.get_xdata()) == {1.0} and set(reversed_.get_xdata()) == {40.0}
+    assert chance.get_ydata()[-1] == 1.0 and "chance" in chance.get_label()
+    with pytest.raises(ValueError, match="field"):
+        vis.visualize_top_neuron_ranks(agreement, field="spearman", use_pyplot=False)
+
+
+def test_visualization_does_not_import_the_experiment_runner():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(vis))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert "captum_neuronpath.experiments" not in imported
+    assert imported.count("captum_neuronpath.metrics") == 1
 
 
 def test_path_saliency_overlay_draws_into_given_axes():
