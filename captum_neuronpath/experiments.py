@@ -458,67 +458,6 @@ def paper_table(
     return PaperTable(rows, paths, jas, changes, settings, layer_scores)
 
 
-def channel_scores(
-    locator: _PathBaseline,
-    inputs: Union[Tensor, Tuple[Tensor, ...]],
-    target: Any = None,
-    additional_forward_args: Any = None,
-    **method_kwargs: Any,
-) -> Tensor:
-    r"""
-    The per-neuron scores a baseline ranks by, at every layer: for a
-    :class:`~captum_neuronpath.LayerMethodPath`, its Captum method's attribution at the
-    layer, read at the token set and summed over it; for an
-    :class:`~captum_neuronpath.ActivationPath`, the clean activation summed over the
-    token set. Each layer is scored alone, with the rest of the network running
-    normally, so these are comparable with ``NeuronPath``'s ``layer_scores`` through
-    :func:`~captum_neuronpath.metrics.rank_agreement`.
-
-    Args:
-
-        locator (ActivationPath or LayerMethodPath): The baseline, e.g.
-                    ``LayerMethodPath(LayerIntegratedGradients, forward, layers, token)``.
-        inputs (Tensor or tuple[Tensor, ...]): Inputs, batch first.
-        target (int, tuple, Tensor or list, optional): Captum's output selection.
-                    Default: ``None``
-        additional_forward_args (Any, optional): Further arguments of the forward.
-                    Default: ``None``
-        **method_kwargs: ``n_steps``, ``method``, ``internal_batch_size`` and further
-                    keywords of the Captum method's ``attribute()``, as
-                    ``LayerMethodPath.attribute`` takes them.
-                    Default: ``LayerMethodPath.attribute``'s defaults
-
-    Returns:
-        *Tensor* ``(B, L, C)``, ``NaN`` past a narrower layer's last channel.
-
-    Examples::
-
-        >>> import timm, torch, captum, captum_neuronpath as cnp
-        >>> from captum_neuronpath.experiments import channel_scores
-        >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
-        ...                           patch_size=8, depth=2, num_classes=3).eval()
-        >>> lig = cnp.LayerMethodPath(captum.attr.LayerIntegratedGradients,
-        ...                           lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
-        >>> channel_scores(lig, torch.randn(2, 3, 32, 32), target=1, n_steps=4).shape
-        torch.Size([2, 2, 768])
-    """
-    if not isinstance(locator, (ActivationPath, LayerMethodPath)):
-        raise TypeError(
-            f"locator must be an ActivationPath or a LayerMethodPath (InfluencePatternPath included), "
-            f"got {type(locator).__name__}"
-        )
-    defaults = inspect.signature(LayerMethodPath.attribute).parameters
-    kwargs = {name: defaults[name].default for name in ("n_steps", "method", "internal_batch_size")}
-    kwargs.update(method_kwargs)
-    prepared, _, _ = locator._prepare(
-        inputs, target, additional_forward_args, kwargs["n_steps"], kwargs["method"], kwargs["internal_batch_size"]
-    )
-    scores = [locator._channel_scores(prepared, index, kwargs).detach() for index in range(len(locator.layers))]
-    width = max(s.shape[1] for s in scores)
-    padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
-    return torch.stack(padded, dim=1)
-
-
 @dataclass
 class MethodAgreement:
     """Greedy candidate scores against other methods' per-neuron scores.
@@ -575,7 +514,7 @@ def method_agreement(
     How far single-layer methods agree with the greedy locator, layer by layer: one
     ``NeuronPath`` per image for its label (softmax probability), its candidate scores at
     every step, each method's per-neuron scores at the same layers and token set
-    (:func:`channel_scores`), and their :func:`~captum_neuronpath.metrics.rank_agreement`.
+    (``channel_scores()`` of the baselines), and their :func:`~captum_neuronpath.metrics.rank_agreement`.
 
     Args:
 
@@ -648,7 +587,7 @@ def method_agreement(
         bar.set_postfix_str(name)
         parts = []
         for x, y in batches:
-            parts.append(channel_scores(locator, x, target=y, n_steps=n_steps, method=method))
+            parts.append(locator.channel_scores(x, target=y, n_steps=n_steps, method=method))
             bar.update(len(x))
         scores[name] = torch.cat(parts)
     bar.close()

@@ -347,7 +347,7 @@ def rank_agreement(first: Tensor, second: Tensor) -> RankAgreement:
     under the other (0 = also the other's best; ``C - 1`` = its worst). For instance
     ``first`` the greedy step's candidate scores (``result.layer_scores``) and
     ``second`` a single-layer method's attribution at the same layer and token set
-    (:func:`~captum_neuronpath.experiments.channel_scores`).
+    (``channel_scores()`` of :class:`~captum_neuronpath.LayerMethodPath`).
 
     Ties share their average rank in the correlation; a top neuron's rank counts the
     neurons the other scoring puts strictly above it, and a top neuron is the first

@@ -8,7 +8,6 @@ import captum_neuronpath as cnp
 from captum_neuronpath.experiments import (
     METHODS,
     captum_layer_methods,
-    channel_scores,
     method_agreement,
     paper_table,
 )
@@ -134,7 +133,7 @@ def test_agreement_compares_greedy_scores_with_the_ranked_attribution(digits_vit
     # The scores are those LayerMethodPath ranks by: its path is their argmax.
     assert torch.equal(found.top["LayerIntegratedGradients"],
                        lig.attribute(images, target=labels, n_steps=4, method="riemann_left").path)  # fmt: skip
-    scores = channel_scores(lig, images, target=labels, n_steps=4, method="riemann_left")
+    scores = lig.channel_scores(images, target=labels, n_steps=4, method="riemann_left")
     assert torch.allclose(found.scores["LayerIntegratedGradients"], scores)
     expected = rank_agreement(greedy.layer_scores, scores)
     assert torch.allclose(found.agreement["LayerIntegratedGradients"].spearman, expected.spearman)

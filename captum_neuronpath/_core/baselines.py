@@ -19,7 +19,7 @@ from torch.nn import Module
 from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import Prepared, joint_score
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath._utils.joint import top_channels
+from captum_neuronpath._utils.joint import stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
 from captum_neuronpath._utils.sites import ModuleInput
 from captum_neuronpath._utils.tokens import TokenType, read_tokens
@@ -35,6 +35,50 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         """``(B, C)`` scores whose largest entries make the path at ``layer_index``."""
         raise NotImplementedError
+
+    def channel_scores(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        **method_kwargs: Any,
+    ) -> Tensor:
+        r"""
+        The per-neuron scores this baseline ranks by, at every layer: the clean
+        activation (:class:`ActivationPath`), or the Captum method's attribution at the
+        layer (:class:`LayerMethodPath`), summed over the token set. Each layer is scored
+        alone, with the rest of the network running normally, so these compare with
+        ``NeuronPath``'s ``layer_scores`` (see :func:`~captum_neuronpath.metrics.rank_agreement`).
+
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Inputs, batch first.
+            target (int, tuple, Tensor or list, optional): Captum's output selection.
+                        Default: ``None``
+            additional_forward_args (Any, optional): Further arguments of the forward.
+                        Default: ``None``
+            **method_kwargs: ``n_steps``, ``method``, ``internal_batch_size`` and, for a
+                        :class:`LayerMethodPath`, further keywords of its Captum method.
+
+        Returns:
+            *Tensor* ``(B, L, C)``, ``NaN`` past a narrower layer's last channel.
+
+        Examples::
+
+            >>> import timm, torch, captum, captum_neuronpath as cnp
+            >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
+            ...                           patch_size=8, depth=2, num_classes=3).eval()
+            >>> lig = cnp.LayerMethodPath(captum.attr.LayerIntegratedGradients,
+            ...                           lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+            >>> lig.channel_scores(torch.randn(2, 3, 32, 32), target=1, n_steps=4).shape
+            torch.Size([2, 2, 768])
+        """
+        kwargs = dict(n_steps=DEFAULT_N_STEPS, method=DEFAULT_METHOD, internal_batch_size=None)
+        kwargs.update(method_kwargs)
+        prepared, _, _ = self._prepare(
+            inputs, target, additional_forward_args, kwargs["n_steps"], kwargs["method"], kwargs["internal_batch_size"]
+        )
+        return stack_padded([self._channel_scores(prepared, i, kwargs).detach() for i in range(len(self.layers))])
 
     def _locate(
         self,

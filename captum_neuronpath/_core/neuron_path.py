@@ -1,6 +1,6 @@
 """The layer-progressive neuron locator (Algorithm 1 of the paper) and its refinement."""
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from captum._utils.progress import progress
@@ -12,7 +12,7 @@ from torch import Tensor
 from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import Prepared, candidate_scores, joint_score, repeat_prepared
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath._utils.joint import top_channels
+from captum_neuronpath._utils.joint import stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
 from captum_neuronpath._utils.validation import check_int, check_top_k
 
@@ -136,7 +136,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
         jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
-        layer_scores = _stack_padded(step_scores)
+        layer_scores = stack_padded(step_scores)
         if refine_steps:
             path, jas = self._refine(
                 prepared, path, jas, layer_scores, refine_steps, refine_candidates, rule, internal_batch_size
@@ -183,10 +183,3 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         keep_greedy = jas < greedy_jas
         path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
         return path, torch.where(keep_greedy, greedy_jas, jas)
-
-
-def _stack_padded(scores: List[Tensor]) -> Tensor:
-    """Stack ``(B, C_l)`` scores into ``(B, L, max C_l)``, NaN where a layer is narrower."""
-    width = max(s.shape[1] for s in scores)
-    padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
-    return torch.stack(padded, dim=1)

@@ -39,6 +39,13 @@ def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Ten
     return (activation_sum * gradient_sum).sum(-1)
 
 
+def stack_padded(scores: Sequence[Tensor]) -> Tensor:
+    """Stack per-layer ``(B, C_l)`` scores into ``(B, L, max C_l)``, NaN where a layer is narrower."""
+    width = max(s.shape[1] for s in scores)
+    padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
+    return torch.stack(padded, dim=1)
+
+
 def top_channels(scores: Tensor, top_k: int) -> Tensor:
     """The ``top_k`` best channels (last dimension) of ``scores``, best first; ties go to the lowest index."""
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :top_k]
