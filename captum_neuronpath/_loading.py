@@ -1,4 +1,4 @@
-"""Models, labelled image sets and user callables named on the command line.
+"""Models, labelled image sets, token sequences and user callables named on the command line.
 
 Every mistake in what a command line names (a model that does not exist, a checkpoint
 that does not fit, a data file that cannot be read) is raised as :class:`ValueError`,
@@ -8,11 +8,12 @@ the original error; the commands report it in one line.
 
 import difflib
 import importlib
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -163,22 +164,30 @@ def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
 
 @dataclass
 class Inputs:
-    """A labelled image set: ``dataset[i]`` is ``(image, label)``; ``files[i]`` the image's file."""
+    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file.
+
+    Token sequences (``text``) differ in length: ``collate`` pads a batch of them into
+    ``(input_ids, labels, attention_mask)``; images batch as ``(images, labels)``.
+    """
 
     dataset: Dataset
     labels: Tensor  # (N,) int64, read without loading any image
-    files: Optional[List[str]]  # relative to the image folder; None for a tensor file
+    files: Optional[List[str]]  # relative to the image folder; None for a tensor or text file
+    collate: Optional[Callable] = None  # None: torch's default collation
+    text: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
 
 
 def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
-    """An ImageFolder directory or a safetensors file of ``images`` and ``labels``.
+    """An ImageFolder directory, a safetensors file of ``images`` and ``labels``, or a
+    JSON Lines file of token sequences (``.jsonl``, see :func:`load_text_data`).
 
     Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
     the transform) or else by timm's data configuration for ``model``. An image that
     cannot be decoded raises :class:`UnreadableImage` naming its file when it is read.
+    Token sequences are right-padded with the model's ``config.pad_token_id``, or 0.
     """
     if not data.exists():
         raise FileNotFoundError(f"data {data} does not exist")
@@ -193,12 +202,93 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
         folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
         return Inputs(folder, torch.tensor(folder.targets, dtype=torch.long), files)
+    if data.suffix in (".safetensors", ".jsonl") and transform:
+        raise ValueError(f"--transform applies to an image folder, not to a {data.suffix} file")
     if data.suffix == ".safetensors":
-        if transform:
-            raise ValueError("--transform applies to an image folder, not to a .safetensors file")
         images, labels = load_safetensors_data(data)
         return Inputs(TensorDataset(images, labels), labels, None)
-    raise ValueError(f"data must be an ImageFolder directory or a .safetensors file, got {data}")
+    if data.suffix == ".jsonl":
+        sequences, targets = load_text_data(data)
+        pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
+        pad_id = 0 if not isinstance(pad_id, int) else pad_id
+        return Inputs(_Sequences(sequences, targets), targets, None, _Padder(pad_id), text=True)
+    raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
+
+
+def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:
+    """Token sequences and their targets from a JSON Lines file.
+
+    Each non-blank line is an object ``{"input_ids": [int, ...], "target": int}``: a
+    non-empty sequence of token ids and the id of the token expected next. Returns the
+    sequences (``(T_i,)`` int64 each) and the targets ``(N,)``; a malformed line is a
+    :class:`ValueError` naming the file and the line number.
+    """
+    sequences, targets = [], []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            ids, target = _text_record(raw, f"data file {path} line {number}")
+            sequences.append(torch.tensor(ids, dtype=torch.long))
+            targets.append(target)
+    return sequences, torch.tensor(targets, dtype=torch.long)
+
+
+def _is_token_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _text_record(raw: bytes, where: str) -> Tuple[List[int], int]:
+    """``(input_ids, target)`` of one line, or a :class:`ValueError` that starts with ``where``."""
+    try:
+        record = json.loads(raw)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{where} is not JSON: {error}") from error
+    if not isinstance(record, dict):
+        raise ValueError(
+            f'{where} must be an object {{"input_ids": [...], "target": ...}}, got {type(record).__name__}'
+        )
+    missing = [key for key in ("input_ids", "target") if key not in record]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
+    ids, target = record["input_ids"], record["target"]
+    if not isinstance(ids, list) or not ids:
+        raise ValueError(f"{where}: input_ids must be a non-empty list of token ids, got {json.dumps(ids)[:60]}")
+    bad = [value for value in ids if not _is_token_id(value)]
+    if bad:
+        raise ValueError(f"{where}: input_ids must hold non-negative integers, got {json.dumps(bad[0])[:60]}")
+    if not _is_token_id(target):
+        raise ValueError(f"{where}: target must be a non-negative integer token id, got {json.dumps(target)[:60]}")
+    return ids, target
+
+
+class _Sequences(Dataset):
+    """Token sequences of different lengths and their targets: item ``i`` is ``(ids, target)``."""
+
+    def __init__(self, sequences: List[Tensor], targets: Tensor):
+        self.sequences, self.targets = sequences, targets
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
+        return self.sequences[index], self.targets[index]
+
+
+class _Padder:
+    """Collates ``(ids, target)`` items into ``(input_ids, targets, attention_mask)``, right-padded."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
+        length = max(len(ids) for ids, _ in items)
+        input_ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, (ids, _) in enumerate(items):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        return input_ids, torch.stack([target for _, target in items]), mask
 
 
 def _read_image(path: str):

@@ -45,3 +45,14 @@ def resize_16():
     return transforms.Compose(
         [transforms.Resize((16, 16)), transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
     )
+
+
+def tiny_gpt2():
+    """A 2-block GPT-2 language model over 23 tokens with 64 neurons per block, the same weights every call."""
+    import transformers
+
+    torch.manual_seed(7)
+    config = transformers.GPT2Config(
+        vocab_size=23, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    return transformers.GPT2LMHeadModel(config)

@@ -5,6 +5,7 @@ one_thread fixture in this process), so runs compared record for record do the s
 floating-point arithmetic.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath.cli import main
 
 from conftest import DATA
-from extract_models import tiny_vit
+from extract_models import tiny_gpt2, tiny_vit
 
 TESTS = Path(__file__).parent
 BIN = Path(sys.executable).parent
@@ -438,3 +439,131 @@ def test_atomic_writes_sync_the_file_and_then_its_directory(tmp_path, monkeypatc
     write_atomically(tmp_path / "a.json", b"{}")
     assert synced == ["file", "directory"] and (tmp_path / "a.json").read_bytes() == b"{}"
     assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]
+
+
+# Token sequences (.jsonl) and a Hugging Face causal language model.
+
+TEXT = ["--model", "extract_models:tiny_gpt2", "--n-steps", "4", "--batch-size", "4", "--layer-scores", "3"]
+LENGTHS = [5, 2, 7, 1, 4, 3]  # two batches of 4 and 2, both padded
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory) -> Path:
+    generator = torch.Generator().manual_seed(3)
+    path = tmp_path_factory.mktemp("text") / "sequences.jsonl"
+    lines = [
+        json.dumps({"input_ids": torch.randint(1, 23, (n,), generator=generator).tolist(), "target": int(t)})
+        for n, t in zip(LENGTHS, torch.randint(0, 23, (len(LENGTHS),), generator=generator))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_reference(text_data, tmp_path_factory) -> Path:
+    """An uninterrupted single-process run."""
+    out = tmp_path_factory.mktemp("text_reference") / "paths.jsonl"
+    torch.set_num_threads(1)
+    assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
+    return out
+
+
+def test_text_records_equal_each_sequence_alone_unpadded(text_data, text_reference):
+    """Every sequence of a padded batch gets the path and JAS NeuronPath gives it alone, read at its last token."""
+    records = [json.loads(line) for line in _lines(text_reference)]
+    assert [r["index"] for r in records] == list(range(len(LENGTHS)))
+    model = tiny_gpt2().eval()
+    alone = cnp.NeuronPath(lambda ids: model(ids).logits[:, -1].softmax(-1), cnp.mlp_layers(model), token=-1)
+    for line, record in zip(_lines(text_data), records):
+        sequence = json.loads(line)
+        ids, target = torch.tensor([sequence["input_ids"]]), torch.tensor([sequence["target"]])
+        result = alone.attribute(ids, target=target, n_steps=4, method="gausslegendre")
+        assert record["label"] == record["target"] == sequence["target"] and record["file"] is None
+        assert record["path"] == result.path[0].tolist(), record["index"]
+        assert record["jas"] == pytest.approx(float(result.jas[0]), rel=1e-5), record["index"]
+        with torch.no_grad():
+            probabilities = model(ids).logits[0, -1].softmax(-1)
+        assert record["probability"] == pytest.approx(float(probabilities[target]), rel=1e-5)
+        assert record["prediction"] == int(probabilities.argmax())
+        assert len(record["layer_scores"]) == 2 and record["layer_candidates"][0][0] == record["path"][0]
+    meta = json.loads(Path(f"{text_reference}.meta.json").read_text())
+    assert meta["settings"]["num_inputs"] == len(LENGTHS) and meta["settings"]["data"] == str(text_data.resolve())
+    assert meta["fingerprints"]["data"] == "sha256:" + hashlib.sha256(text_data.read_bytes()).hexdigest()
+
+
+def test_text_resume_after_a_partial_run_equals_an_uninterrupted_run(text_data, text_reference, tmp_path, capsys):
+    lines = _lines(text_reference)
+    out = tmp_path / "paths.jsonl"
+    shutil.copy(f"{text_reference}.meta.json", f"{out}.meta.json")
+    out.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # the first batch, then a record cut short
+    assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
+    assert "2 new" in capsys.readouterr().err
+    assert _lines(out) == lines
+
+    # A distributed run killed after rank 1 finished the second batch: resumed in one process.
+    out.unlink()
+    shard_path(out, 1).write_text("\n".join(lines[4:]) + "\n")
+    assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
+    assert "4 new" in capsys.readouterr().err
+    assert _lines(out) == lines and not shard_path(out, 1).exists()
+
+
+def test_text_data_that_changed_is_refused(text_data, text_reference, tmp_path, capsys):
+    data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
+    shutil.copy(text_data, data)
+    assert main(["extract", "--data", str(data), "--out", str(out), *TEXT, "--target", "predicted"]) == 0
+    assert [json.loads(line)["path"] for line in _lines(out)] != []
+    data.write_text(data.read_text().replace('"target": ', '"target": 1', 1))  # one target rewritten
+    message = _refused(capsys, "--data", data, "--out", out, *TEXT, "--target", "predicted")
+    assert "the data changed" in message and "model changed" not in message
+
+
+@pytest.mark.parametrize(
+    "line,texts",
+    [
+        ('{"input_ids": [1, 2], "target": 3', ["is not JSON"]),
+        ('{"input_ids": [1, 2]}', ["lacks 'target'"]),
+        ('{"target": 3}', ["lacks 'input_ids'"]),
+        ('{"input_ids": [1, 2.5], "target": 3}', ["input_ids must hold non-negative integers", "2.5"]),
+        ('{"input_ids": [1, "2"], "target": 3}', ["input_ids must hold non-negative integers"]),
+        ('{"input_ids": [], "target": 3}', ["non-empty list"]),
+        ('{"input_ids": [1, 2], "target": true}', ["target must be a non-negative integer"]),
+        ("[1, 2, 3]", ["must be an object"]),
+    ],
+    ids=["json", "target", "input_ids", "float", "string", "empty", "bool", "list"],
+)
+def test_a_malformed_text_line_is_one_error_naming_the_file_and_line(line, texts, tmp_path, capsys):
+    data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
+    data.write_text('{"input_ids": [1, 2, 3], "target": 4}\n\n' + line + '\n{"input_ids": [5], "target": 6}\n')
+    message = _refused(capsys, "--data", data, "--out", out, *TEXT)
+    assert len(message.strip().splitlines()) == 1, message
+    assert f"data file {data} line 3" in message
+    for text in texts:
+        assert text in message, message
+    assert list(tmp_path.iterdir()) == [data]  # nothing written
+
+
+def test_text_inputs_the_model_cannot_take_are_refused(text_data, tmp_path, capsys):
+    data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
+    data.write_text('{"input_ids": [1, 2, 3], "target": 4}\n{"input_ids": [5, 23], "target": 6}\n')
+    assert "input 1 holds token id 23, outside the model's vocabulary of 23" in _refused(
+        capsys, "--data", data, "--out", out, *TEXT
+    )
+    data.write_text('{"input_ids": [1, 2, 3], "target": 40}\n')
+    assert "1 of 1 labels are not classes of the model, which has 23" in _refused(
+        capsys, "--data", data, "--out", out, *TEXT
+    )
+    assert "--transform" in _refused(capsys, "--data", text_data, "--out", out, *TEXT, "--transform", "x:y")
+    message = _refused(capsys, "--data", text_data, "--out", out, *FAST)  # a ViT given token sequences
+    assert "cannot take the token sequences" in message and "attention_mask" in message, message
+
+
+def test_text_under_torchrun_equals_one_process(text_data, text_reference, tmp_path):
+    """Two processes, one batch each, merged into the file one process writes."""
+    out = tmp_path / "paths.jsonl"
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "captum_neuronpath"]
+    command = [*torchrun, "extract", "--data", str(text_data), "--out", str(out), *TEXT]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "over 2 process(es)" in done.stderr and "sequences/s" in done.stderr
+    assert _lines(out) == _lines(text_reference)

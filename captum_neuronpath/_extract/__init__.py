@@ -1,4 +1,4 @@
-"""``neuronpath extract``: the neuron path of every image of a data set, as JSON Lines.
+"""``neuronpath extract``: the neuron path of every image or token sequence of a data set, as JSON Lines.
 
 Each input gets one line of ``FILE`` (``--out``), in index order::
 
@@ -9,7 +9,10 @@ Each input gets one line of ``FILE`` (``--out``), in index order::
 when ``--top-k`` > 1), ``jas`` its joint attribution score, ``target`` the class explained
 (the label, or the model's prediction with ``--target predicted``), ``probability`` the
 model's softmax probability of the target, ``file`` the image's path inside the image
-folder (``null`` for a safetensors file). With ``--layer-scores N`` a record also holds,
+folder (``null`` for a safetensors or JSON Lines file). For token sequences (``--data
+FILE.jsonl``, one ``{"input_ids": [...], "target": ID}`` per line) ``label`` is the line's
+``target``, the expected next token, and the path is located at each sequence's last
+token through the model's next-token probabilities. With ``--layer-scores N`` a record also holds,
 per layer, the N best candidates of the greedy step (``layer_candidates``) and their
 scores (``layer_scores``), best first.
 

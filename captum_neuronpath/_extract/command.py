@@ -19,9 +19,8 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
-from captum_neuronpath._extract.explain import Job, explain_all
+from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import data_fingerprint, model_fingerprint
 from captum_neuronpath._extract.store import (
     OutputLock,
@@ -33,7 +32,7 @@ from captum_neuronpath._extract.store import (
     shard_path,
 )
 from captum_neuronpath._loading import CommandLineError, Inputs, UnreadableImage, load_inputs, load_model
-from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
+from captum_neuronpath._models import mlp_layers, vit_mlp_layers, vit_readout_token
 
 EPILOG = """\
 resuming:
@@ -69,13 +68,18 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = commands.add_parser(
         "extract",
-        help="neuron paths of every image of a data set, to a resumable JSON Lines file",
+        help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",
         description="Locate the neuron path of every input of DATA and write one JSON line per input to FILE.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
-    parser.add_argument("--data", required=True, type=Path, help="an ImageFolder directory or a .safetensors file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="an ImageFolder directory, a .safetensors file of images, or a .jsonl file of token sequences",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
     parser.add_argument(
         "--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict"
@@ -91,7 +95,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
         help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (default gausslegendre; paper: riemann_left)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images per attribution call")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
     parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
     parser.add_argument(
         "--device", type=_device, metavar="D", help="torch device (default: cuda if available, else cpu)"
@@ -182,6 +186,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         new = total - len(done)
         rate = new / max(elapsed, 1e-9)
         threads = torch.get_num_threads()
+        unit = "sequences" if job.inputs.text else "images"
         record_run(
             args.out,
             {
@@ -196,28 +201,37 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         )
         print(
             f"{args.out}: {total} of {len(job.inputs)} inputs done; {new} new in {elapsed:.1f} s "
-            f"({rate:.2f} images/s over {world_size} process(es), {threads} thread(s) each)",
+            f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)",
             file=sys.stderr,
             flush=True,
         )
 
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
-    """Load the model and the inputs; check that the model takes the inputs and knows their labels."""
+    """Load the model and the inputs; check that the model takes the inputs and knows their labels.
+
+    Images are explained at a Vision Transformer's MLP layers and readout token; token
+    sequences (a ``.jsonl`` file) at a causal language model's MLP layers, each at its
+    last real token.
+    """
     if args.checkpoint is not None and args.pretrained:
         raise ValueError("pass --checkpoint or --pretrained, not both")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a model with random weights is the same in every process and every resume
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
-    locator = NeuronPath(lambda x: model(x).softmax(-1), vit_mlp_layers(model), token=vit_readout_token(model))
     inputs = load_inputs(args.data, args.transform, model)
-    num_classes = _probe(args, model, inputs, device)
+    if inputs.text:
+        forward, layers, token = next_token_probabilities(model), mlp_layers(model), None
+        num_classes = _probe_text(args, model, inputs, device)
+    else:
+        forward, layers, token = image_probabilities(model), vit_mlp_layers(model), vit_readout_token(model)
+        num_classes = _probe(args, model, inputs, device)
     if args.target == "label":
         _check_labels(args.data, inputs.labels, num_classes)
     random_weights = args.checkpoint is None and not args.pretrained
     if rank == 0 and random_weights and args.model.partition(":")[0] in ("timm", "torchvision"):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
-    return Job(model, device, locator, inputs, settings_of(args, device, len(inputs)))
+    return Job(model, device, forward, layers, token, inputs, settings_of(args, device, len(inputs)))
 
 
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
@@ -237,6 +251,38 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
     return output.shape[1]
+
+
+def _probe_text(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
+    """One forward pass on the longest sequence: the vocabulary size, or the model's own error, reported."""
+    if len(inputs) == 0:
+        raise ValueError(f"--data {args.data} holds no inputs")
+    lengths = [len(ids) for ids, _ in inputs.dataset]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
+    try:
+        with torch.no_grad():
+            output = model(input_ids.to(device), attention_mask=mask.to(device))
+    except Exception as error:  # whatever the model raises, its own message says why
+        raise ValueError(
+            f"--model {args.model} cannot take the token sequences of --data {args.data} (the longest, input "
+            f"{longest}, has {lengths[longest]} tokens); the model says: {type(error).__name__}: {error}"
+        ) from error
+    logits = getattr(output, "logits", None)
+    if not isinstance(logits, Tensor) or logits.dim() != 3:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
+        raise ValueError(
+            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
+            f"vocabulary) for token sequences, got {shape}"
+        )
+    vocabulary = logits.shape[-1]
+    for index, (ids, _) in enumerate(inputs.dataset):
+        if int(ids.max()) >= vocabulary:
+            raise ValueError(
+                f"--data {args.data}: input {index} holds token id {int(ids.max())}, outside the model's "
+                f"vocabulary of {vocabulary} (0 to {vocabulary - 1})"
+            )
+    return vocabulary
 
 
 def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:

@@ -5,6 +5,11 @@ predicted``), ``prediction``, ``probability`` (the model's softmax probability o
 target), ``path`` and ``jas`` from :class:`~captum_neuronpath.NeuronPath`, and with
 ``--layer-scores N`` each layer's ``N`` best greedy candidates and their scores.
 
+Images are explained at the model's readout token. A batch of token sequences is
+right-padded; each sequence is explained at its own last real token (one position per
+example), through the softmax of the next-token logits there, so its record equals the
+one the sequence would get alone.
+
 Ctrl-C drops the batch in flight at once, but never while its records are being written:
 the file then holds whole batches only, and a resumed run computes every remaining input
 with the same batch companions as an uninterrupted run.
@@ -16,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Set
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 import torch
 from torch import Tensor
@@ -28,18 +33,46 @@ from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
 from captum_neuronpath._extract.store import append_records
 from captum_neuronpath._loading import Inputs
+from captum_neuronpath._models import last_token
 from captum_neuronpath._utils.joint import top_channels
+from captum_neuronpath._utils.tokens import TokenType
 
 
 @dataclass
 class Job:
-    """What every batch needs: the model on its device, its locator, the inputs and the settings."""
+    """What every batch needs: the model on its device, what to explain, the inputs and the settings.
+
+    ``forward`` maps a batch (and, for token sequences, its attention mask) to class or
+    next-token probabilities; ``token`` is the readout token of image models, ``None``
+    for token sequences (each is read at its last real token).
+    """
 
     model: Module
     device: torch.device
-    locator: NeuronPath
+    forward: Callable[..., Tensor]
+    layers: List[Module]
+    token: Optional[TokenType]
     inputs: Inputs
     settings: Dict[str, object]
+
+
+def image_probabilities(model: Module) -> Callable[[Tensor], Tensor]:
+    """``images -> model(images).softmax(-1)``: class probabilities."""
+    return lambda images: model(images).softmax(-1)
+
+
+def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token.
+
+    The positions are read from the mask, which the engine expands with the batch.
+    """
+
+    def forward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        logits = model(input_ids, attention_mask=attention_mask).logits
+        rows = torch.arange(len(input_ids), device=logits.device)
+        return logits[rows, last_token(attention_mask)].softmax(-1)
+
+    return forward
 
 
 def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
@@ -51,18 +84,19 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     bar = tqdm(
         total=share,
         initial=share - todo,
-        unit="img",
+        unit="seq" if job.inputs.text else "img",
         desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})",
         file=sys.stderr,
         disable=rank != 0,
         dynamic_ncols=True,
     )
-    loader = DataLoader(job.inputs.dataset, batch_sampler=batches)
+    loader = DataLoader(job.inputs.dataset, batch_sampler=batches, collate_fn=job.inputs.collate)
     files = job.inputs.files
     interrupt = DeferredInterrupt()
     with bar, open(records_file, "ab") as handle, interrupt.installed():
-        for indices, (images, labels) in zip(batches, loader):
-            fields = explain_batch(job, images.to(job.device), labels.to(job.device))
+        for indices, (inputs, labels, *mask) in zip(batches, loader):
+            mask = mask[0].to(job.device) if mask else None
+            fields = explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
             records = [
                 {"index": index, "file": None if files is None else files[index], **record}
                 for index, record in zip(indices, fields)
@@ -111,15 +145,28 @@ class DeferredInterrupt:
             raise KeyboardInterrupt
 
 
-def explain_batch(job: Job, images: Tensor, labels: Tensor) -> List[Dict[str, object]]:
-    """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates)."""
+def explain_batch(
+    job: Job, inputs: Tensor, labels: Tensor, attention_mask: Optional[Tensor] = None
+) -> List[Dict[str, object]]:
+    """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates).
+
+    ``inputs`` are images, or right-padded token ids with their ``attention_mask``.
+    """
     settings = job.settings
+    extra = () if attention_mask is None else (attention_mask,)
+    token = job.token if attention_mask is None else last_token(attention_mask)
     with torch.no_grad():
-        probabilities = job.model(images).softmax(-1)
+        probabilities = job.forward(inputs, *extra)
     predictions = probabilities.argmax(-1)
     targets = labels if settings["target"] == "label" else predictions
-    result = job.locator.attribute(
-        images, target=targets, n_steps=settings["n_steps"], method=settings["method"], top_k=settings["top_k"]
+    locator = NeuronPath(job.forward, job.layers, token=token)
+    result = locator.attribute(
+        inputs,
+        target=targets,
+        additional_forward_args=extra or None,
+        n_steps=settings["n_steps"],
+        method=settings["method"],
+        top_k=settings["top_k"],
     )
     fields = {
         "label": labels.tolist(),
