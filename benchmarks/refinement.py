@@ -20,7 +20,7 @@ import torch
 import captum_neuronpath as cnp
 from captum_neuronpath import digits
 
-SETTINGS = [(1, 1), (2, 1), (3, 1), (4, 1), (8, 1), (2, 2)]  # (refine_candidates, refine_steps)
+SETTINGS = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 2), (2, 2)]  # (refine_candidates, refine_steps)
 
 
 def main() -> None:
