@@ -3,18 +3,26 @@
 One *unit* is what one integrated-gradients pass costs: the model's forward pass over
 ``n_steps`` interpolated copies of one image and the backward pass of the explained score
 to those inputs. The locator over ``L`` layers is timed on one image and divided by
-``L`` units; the floor of the algorithm is about 1 unit per layer. The reference is a
-straightforward implementation of the same search that, like the authors' code, takes
-one backward pass per path layer at every greedy step (its cost grows with the square of
-the depth). Both find the same path; the script checks it.
+``L`` units; exact greedy search runs ``L + 1`` passes, so the generic path sits near 1
+unit per layer. The library's model-family shortcuts (readout-only last block, in-place
+writes; see ``captum_neuronpath/_core/shortcuts.py``) are timed in the same run with the
+shortcuts on and off. The reference is a straightforward implementation of the same search
+that, like the authors' code, takes one backward pass per path layer at every greedy step
+(its cost grows with the square of the depth). All of them find the same path; the script
+checks it.
 
-Every number printed is measured in this run, on this machine:
+Timings on a shared machine drift, so the unit and the locators are timed in interleaved
+rounds (unit, locator, locator without shortcuts, unit, ...) and each ratio is the median
+over the rounds of the ratio within a round. Every number printed is measured in this
+run, on this machine:
 
     python benchmarks/locator_cost.py                       # ViT-Ti/16 at 224 px + depth and width sweeps
     python benchmarks/locator_cost.py --quick               # small images, for a smoke run
+    python benchmarks/locator_cost.py --only-vit-ti --rounds 7
 """
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -25,16 +33,29 @@ import torch
 from torch import Tensor, nn
 
 import captum_neuronpath as cnp
+from captum_neuronpath._core import shortcuts
 
 
-def median_time(function: Callable[[], object], repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def seconds(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def interleaved(functions: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[float]]:
+    """Each function timed once per round, in turn, after one warm-up round."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            times[name].append(seconds(function))
+    return times
+
+
+def ratio(times: Dict[str, List[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of numerator / denominator within each round."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
 
 
 def unit(model: nn.Module, image: Tensor, target: int, n_steps: int) -> None:
@@ -91,23 +112,50 @@ def reference_locator(model: nn.Module, layers: List[nn.Module], image: Tensor, 
     raise AssertionError("unreachable")
 
 
-def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, repeats: int, reference: bool) -> Dict:
+def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: int, reference: bool) -> Dict:
     model.eval()
     target = int(model(image).argmax())
     layers = cnp.vit_mlp_layers(model)
     locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), layers, token=0)
-    unit_seconds = median_time(lambda: unit(model, image, target, n_steps), repeats)
-    result = locator.attribute(image, target=target, n_steps=n_steps, method="riemann_left")
-    seconds = median_time(lambda: locator.attribute(image, target=target, n_steps=n_steps), repeats)
-    row = dict(model=name, layers=len(layers), unit_s=unit_seconds, locator_s=seconds,
-               units_per_layer=seconds / unit_seconds / len(layers), images_per_s=1 / seconds)  # fmt: skip
+    preset = dict(target=target, n_steps=n_steps, method="riemann_left")
+    result = locator.attribute(image, **preset)
+    with shortcuts.generic_only():
+        generic = locator.attribute(image, **preset)
+    assert torch.equal(result.path, generic.path), "the shortcuts changed the path"
+    assert torch.allclose(result.jas, generic.jas, rtol=1e-4), "the shortcuts changed the JAS"
+
+    def without_shortcuts() -> None:
+        with shortcuts.generic_only():
+            locator.attribute(image, **preset)
+
+    times = interleaved(
+        {
+            "unit": lambda: unit(model, image, target, n_steps),
+            "locator": lambda: locator.attribute(image, **preset),
+            "generic": without_shortcuts,
+        },
+        rounds,
+    )
+    num_layers = len(layers)
+    row = dict(model=name, layers=num_layers, unit_s=statistics.median(times["unit"]),
+               locator_s=statistics.median(times["locator"]),
+               units_per_layer=ratio(times, "locator", "unit") / num_layers,
+               generic_units_per_layer=ratio(times, "generic", "unit") / num_layers,
+               shortcut_gain=ratio(times, "generic", "locator"))  # fmt: skip
     if reference:
         reference_path, reference_jas = reference_locator(model, layers, image, target, n_steps)
         assert torch.equal(reference_path, result.path[0]), "the reference found another path"
         assert abs(reference_jas - float(result.jas[0])) <= 1e-4 * abs(reference_jas) + 1e-9, "JAS differ"
-        reference_seconds = median_time(lambda: reference_locator(model, layers, image, target, n_steps), 1)
-        row.update(reference_units_per_layer=reference_seconds / unit_seconds / len(layers),
-                   speedup=reference_seconds / seconds)  # fmt: skip
+        times = interleaved(
+            {
+                "unit": lambda: unit(model, image, target, n_steps),
+                "reference": lambda: reference_locator(model, layers, image, target, n_steps),
+                "locator": lambda: locator.attribute(image, **preset),
+            },
+            1,
+        )
+        row.update(reference_units_per_layer=ratio(times, "reference", "unit") / num_layers,
+                   speedup=ratio(times, "reference", "locator"))  # fmt: skip
     return row
 
 
@@ -119,30 +167,38 @@ def vit(depth: int, width: int, img_size: int) -> nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="96 px images and fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="96 px images and fewer rounds")
+    parser.add_argument("--only-vit-ti", action="store_true", help="skip the depth and width sweeps")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 2 with --quick)")
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    size, repeats = (96, 2) if args.quick else (224, 3)
+    size, rounds = (96, 2) if args.quick else (224, 5)
+    rounds = args.rounds or rounds
     image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     machine = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {machine}, {torch.get_num_threads()} threads, "
-          f"n_steps={args.n_steps}, riemann_left, one image, medians of {repeats} runs\n")  # fmt: skip
-    rows = [measure(f"ViT-Ti/16 @{size}", vit(12, 192, size), image, args.n_steps, repeats, reference=True)]
-    for depth in (3, 6, 12, 24):
-        rows.append(measure(f"depth {depth}, width 192 @96", vit(depth, 192, 96), image[..., :96, :96],
-                            args.n_steps, repeats, reference=depth <= 12))  # fmt: skip
-    for width in (96, 384):
-        rows.append(measure(f"depth 6, width {width} @96", vit(6, width, 96), image[..., :96, :96],
-                            args.n_steps, repeats, reference=True))  # fmt: skip
-    print("| model | L | unit (s) | locator (s) | units per layer | images/s | reference units per layer | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {machine}, {torch.get_num_threads()} threads, load average {load:.1f}, "
+          f"n_steps={args.n_steps}, riemann_left, one image, medians of {rounds} interleaved rounds\n")  # fmt: skip
+    rows = [measure(f"ViT-Ti/16 @{size}", vit(12, 192, size), image, args.n_steps, rounds, reference=True)]
+    if not args.only_vit_ti:
+        for depth in (3, 6, 12, 24):
+            rows.append(measure(f"depth {depth}, width 192 @96", vit(depth, 192, 96), image[..., :96, :96],
+                                args.n_steps, rounds, reference=depth <= 12))  # fmt: skip
+        for width in (96, 384):
+            rows.append(measure(f"depth 6, width {width} @96", vit(6, width, 96), image[..., :96, :96],
+                                args.n_steps, rounds, reference=True))  # fmt: skip
+    print("| model | L | unit (s) | locator (s) | units per layer | without shortcuts | shortcut speed-up "
+          "| images/s | reference units per layer | speed-up over reference |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         reference = f"{r['reference_units_per_layer']:.2f} | {r['speedup']:.1f}x" if "speedup" in r else "- | -"
         print(f"| {r['model']} | {r['layers']} | {r['unit_s']:.3f} | {r['locator_s']:.2f} | "
-              f"{r['units_per_layer']:.2f} | {r['images_per_s']:.3f} | {reference} |")  # fmt: skip
+              f"**{r['units_per_layer']:.2f}** | {r['generic_units_per_layer']:.2f} | {r['shortcut_gain']:.2f}x | "
+              f"{1 / r['locator_s']:.3f} | {reference} |")  # fmt: skip
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from captum._utils.common import (
 from torch import Tensor
 from torch.nn import Module
 
+from captum_neuronpath._core import shortcuts
 from captum_neuronpath._utils.hooks import describe_layer, site_hooks
 from captum_neuronpath._utils.joint import channel_masks, joint_attribution_score, set_sum
 from captum_neuronpath._utils.quadrature import Quadrature
@@ -59,6 +60,7 @@ class CleanPass:
     activations: List[Tensor]  # per layer, (B, T_sel, C), detached
     positions: List[Positions]  # per layer, the resolved token set
     output: Tensor  # forward_func's output, before target selection
+    shortcut: Optional[shortcuts.Shortcut] = None  # what the substituted pass may skip for this model
 
 
 @dataclass
@@ -129,7 +131,8 @@ def clean_pass(
 
         return function
 
-    with torch.no_grad(), site_hooks(layers, {i: record(i) for i in range(len(layers))}):
+    called, observe = shortcuts.observed_calls()
+    with torch.no_grad(), site_hooks(layers, {i: record(i) for i in range(len(layers))}, observe=observe):
         try:
             output = _run_forward(forward_func, inputs, None, additional_forward_args)
         except Exception as error:
@@ -159,7 +162,7 @@ def clean_pass(
         positions.append(pos)
         activations.append(read_tokens(recorded[i], pos))
     _check_shared_tokens(layers, [recorded[i].shape for i in range(len(layers))], token)
-    return CleanPass(activations, positions, output)
+    return CleanPass(activations, positions, output, shortcuts.plan(called, layers, positions))
 
 
 def _check_shared_tokens(layers: Sequence[Module], shapes: List[torch.Size], token: TokenType) -> None:
@@ -236,11 +239,24 @@ def joint_score(
     internal_batch_size: Optional[int],
 ) -> Tensor:
     """JAS of the ``(B, L, K)`` neuron set ``indices``, ``(B,)``."""
+    return joint_score_and_gradients(forward_func, layers, prepared, indices, rule, internal_batch_size)[0]
+
+
+def joint_score_and_gradients(
+    forward_func: Callable,
+    layers: Sequence[Module],
+    prepared: Prepared,
+    indices: Tensor,
+    rule: Quadrature,
+    internal_batch_size: Optional[int],
+) -> Tuple[Tensor, Dict[int, Tensor]]:
+    """:func:`joint_score` and the pass's ``sum_k s_k dF/dw`` of every channel, ``(B, T_sel, C)`` per layer."""
     activations = prepared.clean.activations
     masks = channel_masks(indices, activations)
     gradients = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size)
     reference = activations[0]
-    return joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
+    jas = joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
+    return jas, gradients
 
 
 def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
@@ -255,6 +271,7 @@ def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
             [a.repeat(times, 1, 1) for a in clean.activations],
             [repeat_positions(p, times) for p in clean.positions],
             clean.output.repeat(times, *[1] * (clean.output.dim() - 1)),
+            clean.shortcut,
         ),
     )
 
@@ -349,12 +366,17 @@ def _substituted_pass(
                     f"{describe_layer(index, layers[index])} changed its output between the clean and the "
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
+            if index in in_place:
+                return _write_in_place(value, positions[index], values[index])
             return write_tokens(value, positions[index], values[index])
 
         return function
 
+    shortcut = clean.shortcut if shortcuts.enabled() else None
+    in_place = shortcut.in_place if shortcut is not None else frozenset()
+    forwards = shortcut.forwards if shortcut is not None else None
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
-    with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}):
+    with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
         output = _run_forward(
             forward_func,
             expanded_inputs,
@@ -368,3 +390,17 @@ def _substituted_pass(
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
         for index, grad in zip(values, grads)
     }
+
+
+def _write_in_place(output: Tensor, positions: Positions, values: Tensor) -> Tensor:
+    """``write_tokens`` into ``output`` itself, for a site that the shortcut plan allows it."""
+    if positions is None:
+        return values[:, 0].to(output.dtype)
+    if isinstance(positions, Tensor):
+        rows = torch.arange(output.shape[0], device=output.device)
+        output[rows, positions.to(output.device)] = values[:, 0].to(output.dtype)
+    elif positions == list(range(positions[0], positions[0] + len(positions))):
+        output[:, positions[0] : positions[0] + len(positions)] = values.to(output.dtype)  # a view: no indexing
+    else:
+        output[:, positions] = values.to(output.dtype)
+    return output

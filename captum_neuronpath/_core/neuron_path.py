@@ -1,6 +1,6 @@
 """The layer-progressive neuron locator (Algorithm 1 of the paper) and its refinement."""
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from captum._utils.progress import progress
@@ -10,7 +10,13 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_neuronpath._core.base import SiteAttribution
-from captum_neuronpath._core.engine import Prepared, candidate_scores, joint_score, repeat_prepared
+from captum_neuronpath._core.engine import (
+    Prepared,
+    candidate_scores,
+    joint_score,
+    joint_score_and_gradients,
+    repeat_prepared,
+)
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
@@ -56,7 +62,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         top_k: int = 1,
         show_progress: bool = False,
         refine_steps: int = 0,
-        refine_candidates: int = 8,
+        refine_candidates: int = 1,
     ) -> NeuronPathResult:
         r"""
         Args:
@@ -88,15 +94,21 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         Default: ``False``
             refine_steps (int, optional): Sweeps of coordinate ascent on the whole
                         path's JAS after the greedy search (Definition 2 of the paper asks
-                        for the path that maximises it): layer by layer, each of the
-                        layer's ``refine_candidates`` best greedy candidates is tried in
-                        place of the chosen neuron, and a swap is kept only when the JAS
-                        rises. The result's JAS is never below the greedy path's. Needs
-                        ``top_k=1``.
+                        for the path that maximises it). Layer by layer, the JAS of
+                        swapping each of the layer's channels in for the chosen one is
+                        predicted from the current path's integrated gradients; the
+                        ``refine_candidates`` best predictions are scored exactly in one
+                        batched pass, and a swap is kept only when the JAS rises. A sweep
+                        costs one pass per layer at ``refine_candidates`` times the batch;
+                        sweeps stop early when no path improves. The result's JAS is never
+                        below the greedy path's. Needs ``top_k=1``. On the digits ViT's test
+                        images one sweep with one candidate raised the mean JAS by 5.8%
+                        for 1.9 times the greedy search's time, two sweeps by 6.3% for
+                        2.9 times; more candidates added nothing (``docs/performance.md``).
                         Default: ``0`` (the paper's greedy path)
-            refine_candidates (int, optional): Candidates per layer tried by the
-                        refinement; all of them are scored in one batched pass per layer.
-                        Default: ``8``
+            refine_candidates (int, optional): Swaps per layer scored exactly by the
+                        refinement, the best predicted first.
+                        Default: ``1``
 
         Returns:
             :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
@@ -135,11 +147,13 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             )
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
+        jas, gradients = joint_score_and_gradients(
+            self.forward_func, self.layers, prepared, path, rule, internal_batch_size
+        )
         layer_scores = stack_padded(step_scores)
         if refine_steps:
             path, jas = self._refine(
-                prepared, path, jas, layer_scores, refine_steps, refine_candidates, rule, internal_batch_size
+                prepared, path, jas, gradients, refine_steps, refine_candidates, rule, internal_batch_size
             )
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
@@ -152,34 +166,78 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         prepared: Prepared,
         path: Tensor,
         jas: Tensor,
-        layer_scores: Tensor,
+        gradients: Dict[int, Tensor],
         steps: int,
         num_candidates: int,
         rule: Quadrature,
         internal_batch_size: Optional[int],
     ) -> Tuple[Tensor, Tensor]:
-        """Coordinate ascent on the JAS of ``(B, L, 1)`` paths over each layer's best candidates."""
+        """Coordinate ascent on the JAS of ``(B, L, 1)`` paths.
+
+        At each layer, every channel's JAS after a swap is predicted from the current
+        path's pass (its integrated gradients, with the swapped-in channel's own
+        scaling left out); the ``num_candidates`` best predictions are scored exactly
+        in one pass over a repeated batch, and the best one is kept if the JAS rises.
+        The winning trial's gradients feed the next layer's predictions, so each layer
+        costs one pass at ``num_candidates`` times the batch.
+        """
         batch_size, num_layers, _ = path.shape
-        candidates = top_channels(layer_scores.nan_to_num(float("-inf")), num_candidates)  # (B, L, K)
+        activations = prepared.clean.activations
         repeated = repeat_prepared(prepared, num_candidates)
+        rows = torch.arange(batch_size, device=path.device)
         greedy_path, greedy_jas = path, jas
         for _ in range(steps):
+            improved = torch.zeros_like(jas, dtype=torch.bool)
             for layer in range(num_layers):
+                candidates = _predicted_best_swaps(activations, gradients, path, layer, num_candidates)
                 # Row j * B + b of the trial batch is example b with candidate j at this layer.
                 trials = path.repeat(num_candidates, 1, 1)
-                trials[:, layer, 0] = candidates[:, layer].T.reshape(-1)
-                trial_jas = joint_score(
+                trials[:, layer, 0] = candidates.T.reshape(-1)
+                trial_jas, trial_gradients = joint_score_and_gradients(
                     self.forward_func, self.layers, repeated, trials, rule, internal_batch_size
-                ).view(num_candidates, batch_size)
-                best_jas, best = trial_jas.max(0)
+                )
+                best_jas, best = trial_jas.view(num_candidates, batch_size).max(0)
                 better = best_jas > jas
-                chosen = candidates[torch.arange(batch_size), layer, best]
                 path = path.clone()
-                path[:, layer, 0] = torch.where(better, chosen, path[:, layer, 0])
+                path[:, layer, 0] = torch.where(better, candidates[rows, best], path[:, layer, 0])
                 jas = torch.where(better, best_jas, jas)
+                winner = best * batch_size + rows
+                keep = better.view(-1, 1, 1)
+                gradients = {i: torch.where(keep, trial_gradients[i][winner], g) for i, g in gradients.items()}
+                improved |= better
+            if not improved.any():
+                break
+        if torch.equal(path, greedy_path):
+            return path, greedy_jas
         # Score the refined paths as NeuronJointIntegratedGradients would, and keep the
         # greedy path wherever float noise in the batched trials made a swap look better.
         jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
         keep_greedy = jas < greedy_jas
         path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
         return path, torch.where(keep_greedy, greedy_jas, jas)
+
+
+def _predicted_best_swaps(
+    activations: List[Tensor], gradients: Dict[int, Tensor], path: Tensor, layer: int, count: int
+) -> Tensor:
+    """The ``count`` channels of ``layer`` whose swap into ``path`` gives the highest predicted JAS, ``(B, count)``.
+
+    With ``A`` and ``G`` the path's activation and gradient sums per token, swapping
+    channel ``o`` for ``c`` is predicted to give ``sum_tokens (A - a_o + a_c) * (G - g_o + g_c)``,
+    where ``g_c`` is channel ``c``'s gradient in the path's pass. The current channel
+    ranks last; ties go to the lowest index.
+    """
+    current = path[:, layer, :1].unsqueeze(1)  # (B, 1, 1)
+    activation, gradient = activations[layer], gradients[layer]  # (B, T, C)
+    total_activation = sum(
+        a.gather(2, path[:, i, :1].unsqueeze(1).expand(-1, a.shape[1], 1)) for i, a in enumerate(activations)
+    )
+    total_gradient = sum(
+        g.gather(2, path[:, i, :1].unsqueeze(1).expand(-1, g.shape[1], 1)) for i, g in gradients.items()
+    )
+    index = current.expand(-1, activation.shape[1], 1)
+    rest_activation = total_activation - activation.gather(2, index)
+    rest_gradient = total_gradient - gradient.gather(2, index)
+    predicted = ((rest_activation + activation) * (rest_gradient + gradient)).sum(1)  # (B, C)
+    predicted = predicted.scatter(1, current[:, :, 0], float("-inf"))
+    return top_channels(predicted, count)

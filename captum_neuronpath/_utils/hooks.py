@@ -2,12 +2,15 @@
 
 Every hook the library registers goes through :func:`site_hooks`, which registers them
 inside its ``try`` and removes them on every exit, errors included, so a model always
-leaves an attribution exactly as it came in.
+leaves an attribution exactly as it came in. The same holds for the two other things it
+can put on a model: a replacement ``forward`` of a module (the model-family shortcuts of
+``captum_neuronpath/_core/shortcuts.py``) and an observer of every module call.
 """
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+import torch
 from torch import Tensor
 from torch.nn import Module
 
@@ -25,14 +28,31 @@ def describe_layer(index: int, layer: Module) -> str:
     return f"layers[{index}] ({type(layer).__name__})"
 
 
+_MISSING = object()
+
+
 @contextmanager
-def site_hooks(layers: Sequence[Module], functions: Mapping[int, SiteFunction]) -> Iterator[None]:
+def site_hooks(
+    layers: Sequence[Module],
+    functions: Mapping[int, SiteFunction],
+    forwards: Optional[Mapping[Module, Callable]] = None,
+    observe: Optional[Callable[[Module], None]] = None,
+) -> Iterator[None]:
     """Within the block, ``functions[i]`` sees (and may replace) the value of site ``layers[i]``.
 
     A site must hold a single tensor; anything else raises a ``TypeError`` that names it.
+    ``forwards`` maps a module to the function that replaces its ``forward`` within the
+    block (the module's hooks still run around it). ``observe`` is called with every
+    module that any model calls within the block, before it runs.
     """
     handles: List[Any] = []
+    replaced: Dict[Module, Any] = {}
     try:
+        if observe is not None:
+            handles.append(torch.nn.modules.module.register_module_forward_pre_hook(lambda m, args: observe(m)))
+        for module, forward in (forwards or {}).items():
+            replaced[module] = module.__dict__.get("forward", _MISSING)
+            module.forward = forward
         for index, function in functions.items():
             layer = layers[index]
             if isinstance(layer, ModuleInput):
@@ -43,6 +63,11 @@ def site_hooks(layers: Sequence[Module], functions: Mapping[int, SiteFunction]) 
     finally:
         for handle in handles:
             handle.remove()
+        for module, previous in replaced.items():
+            if previous is _MISSING:
+                del module.forward
+            else:
+                module.forward = previous
 
 
 def _output_hook(index: int, layer: Module, function: SiteFunction) -> Callable:

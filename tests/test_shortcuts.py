@@ -1,0 +1,117 @@
+"""The model-family shortcuts of the substituted pass give the generic path's results."""
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
+
+import captum_neuronpath as cnp
+from captum_neuronpath._core import shortcuts
+from captum_neuronpath._core.engine import prepare
+
+from helpers import assert_unchanged, small_vit, snapshot, softmax_forward
+
+
+def _torchvision_vit():
+    torch.manual_seed(1)
+    model = TorchvisionViT(image_size=16, patch_size=4, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32,
+                           num_classes=5)  # fmt: skip
+    nn.init.normal_(model.heads.head.weight)  # torchvision starts the head at zero
+    return model.double().eval()
+
+
+def _timm_vit():
+    return small_vit(depth=3, seed=7).double()
+
+
+FAMILIES = {
+    "timm-mlp": (_timm_vit, cnp.vit_mlp_layers),
+    "timm-attention": (_timm_vit, cnp.vit_attention_layers),
+    "torchvision-mlp": (_torchvision_vit, cnp.vit_mlp_layers),
+    "torchvision-attention": (_torchvision_vit, cnp.vit_attention_layers),
+}
+X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+TARGET = torch.tensor([0, 4])
+
+
+CASES = [(family, {}) for family in FAMILIES] + [("timm-mlp", dict(cnp.PAPER_QUADRATURE))]
+
+
+@pytest.mark.parametrize("family,quadrature", CASES, ids=[f"{f}-{'paper' if q else 'default'}" for f, q in CASES])
+def test_shortcut_gives_the_generic_path_and_jas(family, quadrature):
+    make, layers_of = FAMILIES[family]
+    model = make()
+    layers = layers_of(model)
+    forward = softmax_forward(model)
+    shortcut = prepare(forward, layers, 0, X, TARGET, None).clean.shortcut
+    assert shortcut is not None and len(shortcut.forwards) == 1  # the readout-only last block applies
+    before = snapshot(model)
+    locator = cnp.NeuronPath(forward, layers)
+    fast = locator.attribute(X, target=TARGET, **quadrature)
+    with shortcuts.generic_only():
+        generic = locator.attribute(X, target=TARGET, **quadrature)
+    assert torch.equal(fast.path, generic.path)
+    torch.testing.assert_close(fast.jas, generic.jas, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast.layer_scores, generic.layer_scores, rtol=1e-6, atol=1e-12)
+    assert_unchanged(model, before)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def test_last_block_runs_its_mlp_for_the_class_token_only():
+    model = _timm_vit()
+    tokens = []
+    handle = model.blocks[-1].mlp.fc1.register_forward_hook(lambda m, a, out: tokens.append(out.shape[1]))
+    try:
+        cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(
+            X, neuron_selector=[1, 2, 3], target=TARGET
+        )
+        with shortcuts.generic_only():
+            cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(
+                X, neuron_selector=[1, 2, 3], target=TARGET
+            )
+    finally:
+        handle.remove()
+    assert tokens == [17, 1, 17, 17]  # clean pass, shortcut pass; clean pass, generic pass
+
+
+@pytest.mark.parametrize(
+    "make,token",
+    [
+        (lambda: small_vit(depth=2, seed=1, global_pool="avg").double(), slice(1, None)),  # the head averages
+        (lambda: small_vit(depth=2, seed=1).double(), [0, 3]),  # a last-block site outside the readout
+        (lambda: small_vit(depth=2, seed=1).double().train(), 0),  # training mode
+    ],
+    ids=["avg-pool", "token-set", "training"],
+)
+@pytest.mark.filterwarnings("ignore:the model is in training mode")
+def test_no_readout_shortcut_where_it_would_change_the_result(make, token):
+    model = make()
+    clean = prepare(softmax_forward(model), cnp.vit_mlp_layers(model), token, X, TARGET, None).clean
+    assert clean.shortcut is None or not clean.shortcut.forwards
+
+
+def test_no_shortcut_when_another_model_runs_too():
+    model = _timm_vit()
+    assert prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.shortcut is not None
+    other = _timm_vit()
+    outside = prepare(lambda x: model(x) + other(x), cnp.vit_mlp_layers(other), 0, X, TARGET, None)
+    assert outside.clean.shortcut is None
+
+
+def test_an_error_in_the_model_leaves_no_replaced_forward():
+    model = _timm_vit()
+    locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
+    prepared_shortcut = prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.shortcut
+    assert prepared_shortcut is not None and prepared_shortcut.forwards
+
+    def boom(module, args, out):
+        if out.shape[0] > X.shape[0]:  # the substituted pass only
+            raise RuntimeError("boom")
+
+    handle = model.blocks[0].mlp.fc2.register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            locator.attribute(X, target=TARGET)
+    finally:
+        handle.remove()
+    assert all("forward" not in m.__dict__ for m in model.modules())
