@@ -463,8 +463,12 @@ def text_data(tmp_path_factory) -> Path:
 def text_reference(text_data, tmp_path_factory) -> Path:
     """An uninterrupted single-process run."""
     out = tmp_path_factory.mktemp("text_reference") / "paths.jsonl"
-    torch.set_num_threads(1)
-    assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the command's in-process runs in this module
+    try:
+        assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
+    finally:
+        torch.set_num_threads(threads)  # a module fixture outlives the module: leave the suite as found
     return out
 
 
