@@ -53,7 +53,9 @@ def test_batched_equals_one_at_a_time_on_the_fixture_model(digits_vit, expected)
         single = locator.attribute(images[i : i + 1], target=targets[i : i + 1])
         assert torch.equal(single.path[0], batched.path[i])
         assert torch.allclose(single.jas[0], batched.jas[i], rtol=1e-5)
-        assert torch.allclose(single.layer_scores[0], batched.layer_scores[i], rtol=1e-4, atol=1e-8)
+        # float32: a batch of another size rounds differently, about 1e-7 of the scores' scale
+        scale = batched.layer_scores[i].abs().max()
+        assert torch.allclose(single.layer_scores[0], batched.layer_scores[i], rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_internal_batch_size_does_not_change_the_result(digits_vit, expected):

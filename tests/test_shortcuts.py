@@ -115,3 +115,91 @@ def test_an_error_in_the_model_leaves_no_replaced_forward():
     finally:
         handle.remove()
     assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+SHARED_CASES = {
+    "span": (lambda m: cnp.vit_mlp_layers(m), slice(0, 3), {}),
+    "scattered-tokens": (lambda m: cnp.vit_mlp_layers(m), [0, 2], {}),
+    "per-example-token": (lambda m: cnp.vit_mlp_layers(m), torch.tensor([0, 5]), {}),
+    "first-site-in-block-1": (lambda m: cnp.vit_mlp_layers(m)[1:], 0, {}),
+    "two-nodes-per-pass": (lambda m: cnp.vit_mlp_layers(m), 0, dict(internal_batch_size=4)),
+}
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])
+@pytest.mark.parametrize("case", list(SHARED_CASES))
+def test_shared_work_gives_the_generic_path_and_jas(family, case):
+    model = _timm_vit() if family == "timm" else _torchvision_vit()
+    layers_of, token, options = SHARED_CASES[case]
+    layers = layers_of(model)
+    forward = softmax_forward(model)
+    shortcut = prepare(forward, layers, token, X, TARGET, None).clean.shortcut
+    assert shortcut is not None and shortcut.shared is not None
+    locator = cnp.NeuronPath(forward, layers, token=token)
+    fast = locator.attribute(X, target=TARGET, n_steps=5, **options)
+    with shortcuts.generic_only():
+        generic = locator.attribute(X, target=TARGET, n_steps=5, **options)
+    assert torch.equal(fast.path, generic.path)
+    torch.testing.assert_close(fast.jas, generic.jas, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast.layer_scores, generic.layer_scores, rtol=1e-6, atol=1e-12)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+def _rows_seen(model, modules, run):
+    """``run()``, and the batch sizes each of ``modules`` (name -> module) saw, in call order."""
+    seen = {name: [] for name in modules}
+    handles = [
+        module.register_forward_hook(lambda m, a, out, name=name: seen[name].append(out.shape[0]))
+        for name, module in modules.items()
+    ]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def test_work_before_the_first_site_runs_once_per_example():
+    model = _timm_vit()
+    locator = cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model))
+    block = model.blocks[0]
+    modules = dict(embed=model.patch_embed, attention=block.attn, fc1=block.mlp.fc1, fc2=block.mlp.fc2,
+                   next_block=model.blocks[1])  # fmt: skip
+    seen = _rows_seen(model, modules, lambda: locator.attribute(X, neuron_selector=[1, 2, 3], target=TARGET))
+    batch, rows = len(X), len(X) * 3  # three nodes by default
+    # Clean pass, then the substituted pass: the nodes share everything up to the first
+    # site; past it, the class token's MLP runs per node and the other tokens once.
+    assert seen == dict(embed=[batch, batch], attention=[batch, batch], fc1=[batch, batch],
+                        fc2=[batch, batch, rows], next_block=[batch, rows])  # fmt: skip
+
+
+def test_a_forward_func_that_varies_per_row_keeps_the_generic_path():
+    model = _timm_vit()
+    offset = torch.linspace(0, 0.1, 2 * 3).view(-1, 1, 1, 1).double()  # a different input at every node
+
+    def forward(x):
+        return model(x + offset[: len(x)]).softmax(-1) if len(x) > len(X) else model(x).softmax(-1)
+
+    locator = cnp.NeuronJointIntegratedGradients(forward, cnp.vit_mlp_layers(model))
+    seen = _rows_seen(model, dict(attention=model.blocks[0].attn), lambda: locator.attribute(X, [1, 2, 3], TARGET))
+    assert seen["attention"] == [len(X), len(X) * 3]
+    fast = locator.attribute(X, [1, 2, 3], TARGET)
+    with shortcuts.generic_only():
+        generic = locator.attribute(X, [1, 2, 3], TARGET)
+    torch.testing.assert_close(fast, generic, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])
+def test_each_greedy_step_starts_at_the_block_that_changed(family):
+    model = _timm_vit() if family == "timm" else _torchvision_vit()
+    blocks = model.blocks if family == "timm" else model.encoder.layers
+    locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
+    run = lambda: locator.attribute(X, target=TARGET)  # noqa: E731
+    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
+    # The clean pass, then: step 0 runs every block, step 1 from block 0 (its layer 0 went from
+    # the whole layer to one channel), step 2 from block 1, the final JAS from block 2.
+    assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
+    with shortcuts.generic_only():
+        seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
+    assert [len(calls) for calls in seen.values()] == [1 + 4] * 3

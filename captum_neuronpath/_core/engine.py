@@ -23,7 +23,7 @@ The docs' concepts page derives these from the paper's equations.
 """
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -217,14 +217,18 @@ def candidate_scores(
     prefix: Tensor,
     rule: Quadrature,
     internal_batch_size: Optional[int],
+    resume: Optional["Resume"] = None,
 ) -> Tensor:
-    """``score_t(c)`` of every channel of layer ``t = layer_index``, ``(B, C)``, for the ``(B, t, K)`` prefix."""
+    """``score_t(c)`` of every channel of layer ``t = layer_index``, ``(B, C)``, for the ``(B, t, K)`` prefix.
+
+    ``resume``: see :class:`GreedySearch`.
+    """
     activations = prepared.clean.activations
     candidate = activations[layer_index]
     prefix_masks = channel_masks(prefix, activations)
     scaled = dict(prefix_masks)
     scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
-    gradients = _integrated_gradients(forward_func, layers, prepared, scaled, rule, internal_batch_size)
+    gradients = _integrated_gradients(forward_func, layers, prepared, scaled, rule, internal_batch_size, resume)
     prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
     prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
     return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)
@@ -249,14 +253,71 @@ def joint_score_and_gradients(
     indices: Tensor,
     rule: Quadrature,
     internal_batch_size: Optional[int],
+    resume: Optional["Resume"] = None,
 ) -> Tuple[Tensor, Dict[int, Tensor]]:
-    """:func:`joint_score` and the pass's ``sum_k s_k dF/dw`` of every channel, ``(B, T_sel, C)`` per layer."""
+    """:func:`joint_score` and the pass's ``sum_k s_k dF/dw`` of every channel, ``(B, T_sel, C)`` per layer.
+
+    ``resume``: see :class:`GreedySearch`.
+    """
     activations = prepared.clean.activations
     masks = channel_masks(indices, activations)
-    gradients = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size)
+    gradients = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size, resume)
     reference = activations[0]
     jas = joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
     return jas, gradients
+
+
+@dataclass
+class Resume:
+    """What one pass of a :class:`GreedySearch` leaves for the next."""
+
+    changed: int = 0  # the first site whose substitution differs from the previous pass
+    values: Dict[int, Tensor] = field(default_factory=dict)  # site -> the leaf substituted there
+    block_inputs: Dict[int, Tensor] = field(default_factory=dict)  # block -> its input, with its autograd graph
+
+
+class GreedySearch:
+    """The passes of one greedy search: step ``t`` extends step ``t - 1``'s path by one layer.
+
+    Step ``t`` substitutes what step ``t - 1`` did, except at layer ``t - 1`` (now one
+    channel, before the whole layer) and layer ``t``; the final JAS differs from the
+    last step at the last layer only. Where the model-family shortcut can start a model
+    at one of its blocks (see ``captum_neuronpath/_core/shortcuts.py``) and a pass runs
+    all nodes at once, each pass starts at the block of the layer that changed, from the
+    block input that an earlier pass recorded, and reuses that pass's substituted values
+    (the leaves of the kept autograd graph); the blocks before it run once for the whole
+    search. The numbers are those of independent passes.
+    """
+
+    def __init__(self, forward_func: Callable, layers: Sequence[Module], prepared: Prepared, rule: Quadrature,
+                 internal_batch_size: Optional[int]) -> None:  # fmt: skip
+        self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
+        self.rule, self.internal_batch_size = rule, internal_batch_size
+        self._resume: Optional[Resume] = Resume()
+        self._steps = 0
+
+    def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
+        """:func:`candidate_scores` of step ``layer_index`` (the steps come in order)."""
+        resume = self._resume_from(layer_index - 1 if layer_index == self._steps else None)
+        self._steps = layer_index + 1
+        return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
+                                self.internal_batch_size, resume)  # fmt: skip
+
+    def joint_score_and_gradients(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor]]:
+        """:func:`joint_score_and_gradients` of the path the steps found; ends the search."""
+        resume = self._resume_from(self._steps - 1 if path.shape[1] == self._steps else None)
+        self._resume = None  # frees the kept graph
+        return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
+                                         self.internal_batch_size, resume)  # fmt: skip
+
+    def _resume_from(self, changed: Optional[int]) -> Optional[Resume]:
+        if self._resume is None:
+            return None
+        if changed is None or changed < 0:  # not the next step in order: start afresh
+            self._resume = Resume()
+        else:
+            self._resume.changed = changed
+        return self._resume
 
 
 def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
@@ -295,6 +356,7 @@ def _integrated_gradients(
     scaled: Dict[int, Tensor],
     rule: Quadrature,
     internal_batch_size: Optional[int],
+    resume: Optional[Resume] = None,
 ) -> Dict[int, Tensor]:
     """``sum_k s_k dF/dw`` at the token set, ``(B, T_sel, C)``, for each layer in ``scaled``.
 
@@ -304,12 +366,14 @@ def _integrated_gradients(
     """
     batch_size = prepared.batch_size
     nodes_per_pass = rule.n_steps if internal_batch_size is None else max(1, internal_batch_size // batch_size)
+    if nodes_per_pass < rule.n_steps:  # keeping graphs across passes would defeat the memory bound
+        resume = None
     totals: Dict[int, Tensor] = {}
     absent = set()
     for start in range(0, rule.n_steps, nodes_per_pass):
         stop = min(start + nodes_per_pass, rule.n_steps)
         chunk = _substituted_pass(
-            forward_func, layers, prepared, scaled, rule.alphas[start:stop], rule.step_sizes[start:stop]
+            forward_func, layers, prepared, scaled, rule.alphas[start:stop], rule.step_sizes[start:stop], resume
         )
         for index, gradient in chunk.items():
             if gradient is None:
@@ -341,19 +405,27 @@ def _substituted_pass(
     scaled: Dict[int, Tensor],
     alphas: Sequence[float],
     step_sizes: Sequence[float],
+    resume: Optional[Resume] = None,
 ) -> Dict[int, Optional[Tensor]]:
     """One forward and backward pass over the nodes ``alphas``: ``sum_k s_k dF/dw`` per layer.
 
     Row ``r`` of the expanded batch is example ``r % B`` at node ``r // B``, as Captum
     expands inputs for its integrated gradients. ``None`` where no gradient arrived.
+    ``resume``: see :class:`GreedySearch`.
     """
     clean = prepared.clean
     n_nodes, batch_size = len(alphas), prepared.batch_size
+    shortcut = clean.shortcut if shortcuts.enabled() else None
+    if shortcut is None or shortcut.blocks is None:
+        resume = None
     reference = clean.activations[0]
     alpha = torch.tensor(alphas, dtype=reference.dtype, device=reference.device)
     alpha = alpha.repeat_interleave(batch_size).view(-1, 1, 1)
     values = {}
     for index in sorted(scaled):
+        if resume is not None and index < resume.changed and index in resume.values:
+            values[index] = resume.values[index]  # substituted in a block that this pass does not run again
+            continue
         clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
         mask = scaled[index].repeat(n_nodes, 1, 1)
         values[index] = torch.where(mask, alpha * clean_value, clean_value).requires_grad_()
@@ -367,14 +439,16 @@ def _substituted_pass(
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
             if index in in_place:
-                return _write_in_place(value, positions[index], values[index])
+                return shortcuts.write_in_place(value, positions[index], values[index], index in own_gradient)
             return write_tokens(value, positions[index], values[index])
 
         return function
 
-    shortcut = clean.shortcut if shortcuts.enabled() else None
     in_place = shortcut.in_place if shortcut is not None else frozenset()
-    forwards = shortcut.forwards if shortcut is not None else None
+    own_gradient = shortcut.own_gradient if shortcut is not None else frozenset()
+    forwards = shortcut.pass_forwards(n_nodes, batch_size, min(values)) if shortcut is not None else None
+    if resume is not None:
+        forwards[shortcut.blocks] = shortcut.resume_blocks(resume.block_inputs, shortcut.site_blocks[resume.changed])
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
     with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
         output = _run_forward(
@@ -384,23 +458,12 @@ def _substituted_pass(
             _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
         )
         # The clean pass checked that the selected output is one score per example.
-        grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True)
+        keep = resume is not None  # the next pass backpropagates through this pass's first blocks again
+        grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True, retain_graph=keep)
+    if resume is not None:
+        resume.values = values
     weights = torch.tensor(step_sizes, dtype=reference.dtype, device=reference.device).view(-1, 1, 1, 1)
     return {
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
         for index, grad in zip(values, grads)
     }
-
-
-def _write_in_place(output: Tensor, positions: Positions, values: Tensor) -> Tensor:
-    """``write_tokens`` into ``output`` itself, for a site that the shortcut plan allows it."""
-    if positions is None:
-        return values[:, 0].to(output.dtype)
-    if isinstance(positions, Tensor):
-        rows = torch.arange(output.shape[0], device=output.device)
-        output[rows, positions.to(output.device)] = values[:, 0].to(output.dtype)
-    elif positions == list(range(positions[0], positions[0] + len(positions))):
-        output[:, positions[0] : positions[0] + len(positions)] = values.to(output.dtype)  # a view: no indexing
-    else:
-        output[:, positions] = values.to(output.dtype)
-    return output

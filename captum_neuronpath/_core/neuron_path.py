@@ -11,8 +11,8 @@ from torch import Tensor
 
 from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import (
+    GreedySearch,
     Prepared,
-    candidate_scores,
     joint_score,
     joint_score_and_gradients,
     repeat_prepared,
@@ -141,15 +141,12 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         steps = range(len(self.layers))
         if show_progress:
             steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
+        search = GreedySearch(self.forward_func, self.layers, prepared, rule, internal_batch_size)
         for layer_index in steps:
-            scores = candidate_scores(
-                self.forward_func, self.layers, prepared, layer_index, path, rule, internal_batch_size
-            )
+            scores = search.candidate_scores(layer_index, path)
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas, gradients = joint_score_and_gradients(
-            self.forward_func, self.layers, prepared, path, rule, internal_batch_size
-        )
+        jas, gradients = search.joint_score_and_gradients(path)
         layer_scores = stack_padded(step_scores)
         if refine_steps:
             path, jas = self._refine(

@@ -11,9 +11,19 @@ library knows it does less, and nothing else changes:
   holds for timm ``VisionTransformer`` with class-token pooling and torchvision
   ``VisionTransformer``, in evaluation mode, when every site inside the last block sits
   in its MLP (or is its attention output) at positions below ``r``.
+- *Shared work once.* Everything before the first site (``layers[0]``) is the same at
+  every quadrature node, so the patch embedding, the blocks before the first site's block
+  and, when the first site is that block's MLP activation, its attention branch and first
+  MLP layer run once per example; the batch is repeated to ``n_steps`` copies right before
+  the first site. The first time a plan is used it checks that the model's input rows
+  really are such copies (a ``forward_func`` that adds noise per row keeps the generic
+  path).
 - *In-place writes.* A site whose module neither keeps its output for the backward pass
   nor returns a view of its input (``nn.GELU``, ``nn.Linear``) gets the substituted
-  values written into its output directly instead of into a copy.
+  values written into its output directly instead of into a copy. Where the site is an
+  MLP's activation, whose output only the next linear layer reads, the backward pass
+  also blocks the gradient at the token set in place instead of in a copy of the
+  gradient.
 
 A plan is made once per ``attribute()`` call from the modules that the clean pass saw
 run: it applies only when exactly one known model ran, once, and every site is inside
@@ -26,13 +36,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
+import torch
 import torch.nn.functional as F
 from timm.layers import Attention as TimmAttention
+from timm.layers import Mlp as TimmMlp
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 from torch import Tensor, nn
 from torch.nn import Module
 from torchvision.models.vision_transformer import EncoderBlock as TorchvisionBlock
+from torchvision.models.vision_transformer import MLPBlock as TorchvisionMlp
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionVisionTransformer
 
 from captum_neuronpath._utils.sites import ModuleInput
@@ -46,11 +59,79 @@ _IN_PLACE_TYPES = (nn.GELU, nn.Linear)
 
 
 @dataclass
+class SharedWork:
+    """Where the quadrature nodes' common work starts and where the batch is repeated."""
+
+    start: Module  # its input is the model's first batch-first tensor: deduplicated there
+    block: Module  # the block holding layers[0]: repeated there
+    repeat: Callable[[Tensor, int], Tensor]  # block's forward on one copy, returning n copies
+    verified: bool = False  # whether a pass has seen the input rows repeat
+
+
+@dataclass
 class Shortcut:
     """What the substituted pass may do differently for one model."""
 
-    forwards: Dict[Module, Callable] = field(default_factory=dict)  # replacement forward per module
+    forwards: Dict[Module, Callable] = field(default_factory=dict)  # replacement forward per module, every pass
     in_place: FrozenSet[int] = frozenset()  # indices of sites written in place
+    own_gradient: FrozenSet[int] = frozenset()  # in-place sites whose gradient arrives in a tensor of its own
+    shared: Optional[SharedWork] = None
+    blocks: Optional[Module] = None  # the model's nn.Sequential of blocks, where a pass can start mid-model
+    site_blocks: List[int] = field(default_factory=list)  # the block of each site, increasing
+
+    def resume_blocks(self, inputs: Dict[int, Tensor], first: int) -> Callable[[Tensor], Tensor]:
+        """A forward of :attr:`blocks` that starts at block ``first`` from ``inputs[first]``, if recorded.
+
+        It records the input of every block it runs into ``inputs``.
+        """
+        blocks = list(self.blocks)
+
+        def forward(x: Tensor) -> Tensor:
+            start = first if first in inputs else 0
+            hidden = inputs[start] if start else x
+            for index in range(start, len(blocks)):
+                inputs[index] = hidden
+                hidden = blocks[index](hidden)
+            return hidden
+
+        return forward
+
+    def pass_forwards(self, n_nodes: int, batch_size: int, first_site: int) -> Dict[Module, Callable]:
+        """The replacement forwards of one pass over ``n_nodes`` copies of a ``batch_size`` batch."""
+        forwards = dict(self.forwards)
+        shared = self.shared
+        if shared is None or n_nodes == 1 or first_site != 0:
+            return forwards
+        start_forward = forwards.get(shared.start, type(shared.start).forward.__get__(shared.start))
+        block_forward = forwards.get(shared.block, type(shared.block).forward.__get__(shared.block))
+
+        def start(x: Tensor, *args, **kwargs) -> Tensor:
+            if x.shape[0] == n_nodes * batch_size and self._repeats(x, n_nodes, batch_size):
+                x = x[:batch_size]
+                if shared.start is shared.block:
+                    return shared.repeat(x, n_nodes)
+            return start_forward(x, *args, **kwargs)
+
+        def block(x: Tensor, *args, **kwargs) -> Tensor:
+            if x.shape[0] == batch_size and not args and not kwargs:  # one copy: the start deduplicated it
+                return shared.repeat(x, n_nodes)
+            return block_forward(x, *args, **kwargs)
+
+        forwards[shared.start] = start
+        if shared.block is not shared.start:
+            forwards[shared.block] = block
+        return forwards
+
+    def _repeats(self, x: Tensor, n_nodes: int, batch_size: int) -> bool:
+        """Whether ``x`` is ``n_nodes`` copies of its first rows; checked once per plan (a host sync)."""
+        shared = self.shared
+        if not shared.verified:
+            first = x[:batch_size]
+            if not torch.equal(x.view(n_nodes, *first.shape), first.unsqueeze(0).expand(n_nodes, *first.shape)):
+                self.shared = None  # this forward_func does not give every node the same input
+                return False
+            shared.verified = True
+        return True
 
 
 @contextmanager
@@ -80,15 +161,127 @@ def plan(called: Dict[Module, int], layers: Sequence[Module], positions: List[Po
     modules = [layer.module if isinstance(layer, ModuleInput) else layer for layer in layers]
     if not all(id(m) in inside for m in modules):
         return None
+    activations = {id(act) for act in map(_mlp_activation, _blocks(root)) if act is not None}
     shortcut = Shortcut(
         in_place=frozenset(
             i for i, layer in enumerate(layers) if not isinstance(layer, ModuleInput) and type(layer) in _IN_PLACE_TYPES
-        )
+        ),
+        own_gradient=frozenset(
+            i for i, layer in enumerate(layers) if type(layer) is nn.GELU and id(layer) in activations
+        ),
     )
     readout = _readout_forward(root, layers, positions)
     if readout is not None:
         shortcut.forwards[readout[0]] = readout[1]
+    shortcut.shared = _shared_work(root, layers[0], positions[0], shortcut.forwards)
+    blocks = root.blocks if isinstance(root, TimmVisionTransformer) else root.encoder.layers
+    owners = [
+        next((i for i, b in enumerate(blocks) if any(m is module for m in b.modules())), -1) for module in modules
+    ]
+    resumable = type(blocks) is nn.Sequential and "forward" not in blocks.__dict__
+    if resumable and not getattr(root, "grad_checkpointing", False) and 0 <= owners[0]:
+        if all(a < b for a, b in zip(owners, owners[1:])):  # one site per block, in order
+            shortcut.blocks, shortcut.site_blocks = blocks, owners
     return shortcut
+
+
+def _blocks(root: Module) -> List[Module]:
+    return list(root.blocks if isinstance(root, TimmVisionTransformer) else root.encoder.layers)
+
+
+def _shared_work(
+    root: Module, first: Module, positions: Positions, replaced: Dict[Module, Callable]
+) -> Optional[SharedWork]:
+    """Where the nodes' common work ends for a first site ``first`` at ``positions``, or ``None``."""
+    blocks = _blocks(root)
+    block = next((b for b in blocks if any(m is first for m in b.modules())), None)
+    if block is None or block in replaced or "forward" in block.__dict__:
+        return None
+    if isinstance(root, TimmVisionTransformer):
+        if type(block) is not TimmBlock or getattr(root, "grad_checkpointing", False):
+            return None
+        start = root.patch_embed
+    elif type(block) is TorchvisionBlock:
+        start = blocks[0]
+    else:
+        return None
+    if "forward" in start.__dict__:
+        return None
+    if first is _mlp_activation(block):
+        span = None
+        if isinstance(positions, list) and positions == list(range(positions[0], positions[0] + len(positions))):
+            span = (positions[0], positions[0] + len(positions))
+        return SharedWork(start, block, _repeat_at_activation(_block_parts(block), span))
+    original = type(block).forward
+
+    def repeat(x: Tensor, n: int) -> Tensor:  # a first site elsewhere in its block: repeat at its input
+        return original(block, x.repeat(n, *[1] * (x.dim() - 1)))
+
+    return SharedWork(start, block, repeat)
+
+
+def _mlp_activation(block: Module) -> Optional[Module]:
+    """The activation of a standard MLP (timm's ``Mlp``, torchvision's ``MLPBlock``): only its next layer reads it."""
+    mlp = getattr(block, "mlp", None)
+    if type(mlp) is TimmMlp:
+        return mlp.act
+    if type(mlp) is TorchvisionMlp:
+        return mlp[1]
+    return None
+
+
+@dataclass
+class _BlockParts:
+    """A pre-norm block with an MLP, ``y = x + attention(x)``, ``out = y + contract(act(expand(y)))``."""
+
+    attend: Callable[[Tensor], Tensor]  # x -> y
+    expand: Callable[[Tensor], Tensor]  # y -> the MLP's first layer's output
+    act: Module  # the MLP's activation: the site
+    contract: Callable[[Tensor], Tensor]  # the activation's output -> the branch's output, token by token
+    add: Callable[[Tensor, Tensor], Tensor]  # (y, branch output) -> block output
+
+
+def _block_parts(block: Module) -> _BlockParts:
+    mlp = block.mlp
+    if type(block) is TimmBlock:
+        return _BlockParts(
+            attend=lambda x: x + block.drop_path1(block.ls1(block.attn(block.norm1(x)))),
+            expand=lambda y: mlp.fc1(block.norm2(y)),
+            act=mlp.act,
+            contract=lambda a: mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(a)))),
+            add=lambda y, branch: y + block.drop_path2(block.ls2(branch)),
+        )
+    return _BlockParts(
+        attend=lambda x: block.dropout(block.self_attention(*[block.ln_1(x)] * 3, need_weights=False)[0]) + x,
+        expand=lambda y: mlp[0](block.ln_2(y)),
+        act=mlp[1],
+        contract=lambda a: mlp[4](mlp[3](mlp[2](a))),
+        add=lambda y, branch: y + branch,
+    )
+
+
+def _repeat_at_activation(parts: _BlockParts, span: Optional[Tuple[int, int]]) -> Callable[[Tensor, int], Tensor]:
+    """The block on one copy up to its MLP's first layer, then on ``n`` copies.
+
+    With the site's token set a span ``[start, stop)``, the tokens outside it hold the
+    clean activation at every node, so they finish the block once, and only the span
+    runs the rest of the MLP per node. The site then sees its first ``stop`` tokens
+    only, which hold the token set.
+    """
+
+    def repeat(x: Tensor, n: int) -> Tensor:
+        y = parts.attend(x)
+        hidden = parts.expand(y)
+        if span is None:
+            substituted = parts.act(hidden.repeat(n, 1, 1))  # the site's hook writes each node's values
+            return parts.add(y.repeat(n, 1, 1), parts.contract(substituted))
+        start, stop = span
+        substituted = parts.act(hidden[:, :stop].repeat(n, 1, 1))[:, start:stop]
+        out = parts.add(y, parts.contract(parts.act.forward(hidden))).repeat(n, 1, 1)  # .forward: no hooks
+        out[:, start:stop] = parts.add(y[:, start:stop].repeat(n, 1, 1), parts.contract(substituted))
+        return out
+
+    return repeat
 
 
 def _readout_forward(root: Module, layers: Sequence[Module], positions: List[Positions]):
@@ -163,6 +356,50 @@ def _torchvision_block_forward(block: Module, r: int) -> Callable:
         return x + block.mlp(block.ln_2(x))
 
     return forward
+
+
+def write_in_place(output: Tensor, positions: Positions, values: Tensor, own_gradient: bool) -> Tensor:
+    """``write_tokens`` into ``output`` itself, for a site that the plan allows it.
+
+    ``own_gradient``: the gradient that reaches ``output`` is a tensor that nothing else
+    reads, so the backward pass may block the token set in it in place.
+    """
+    if positions is None:
+        return values[:, 0].to(output.dtype)
+    values = values.to(output.dtype)
+    if isinstance(positions, Tensor):
+        rows = torch.arange(output.shape[0], device=output.device)
+        output[rows, positions.to(output.device)] = values[:, 0]
+    elif positions == list(range(positions[0], positions[0] + len(positions))):
+        if own_gradient:
+            return _OverwriteSpan.apply(output, values, positions[0], positions[0] + len(positions))
+        output[:, positions[0] : positions[0] + len(positions)] = values  # a view: no indexing
+    else:
+        output[:, positions] = values
+    return output
+
+
+class _OverwriteSpan(torch.autograd.Function):
+    """``output[:, start:stop] = values`` in place; the backward zeroes that span of the gradient in place.
+
+    Autograd's own in-place write copies the whole gradient to zero the span in the copy.
+    """
+
+    @staticmethod
+    def forward(ctx, output: Tensor, values: Tensor, start: int, stop: int) -> Tensor:
+        ctx.span = (start, stop)
+        ctx.mark_dirty(output)
+        output[:, start:stop] = values
+        return output
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor):
+        start, stop = ctx.span
+        if not gradient.is_contiguous():  # e.g. an expanded tensor: not ours to write
+            gradient = gradient.contiguous()
+        values_gradient = gradient[:, start:stop].clone()
+        gradient[:, start:stop] = 0
+        return gradient, values_gradient, None, None
 
 
 def observed_calls() -> Tuple[Dict[Module, int], Callable[[Module], None]]:
