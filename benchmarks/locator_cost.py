@@ -4,16 +4,19 @@ One *unit* is what one integrated-gradients pass costs: the model's forward pass
 ``n_steps`` interpolated copies of one image and the backward pass of the explained score
 to those inputs. The locator over ``L`` layers is timed on one image and divided by
 ``L`` units; exact greedy search runs ``L + 1`` passes, so the generic path sits near 1
-unit per layer. The library's model-family shortcuts (readout-only last block, in-place
-writes; see ``captum_neuronpath/_core/shortcuts.py``) are timed in the same run with the
-shortcuts on and off. The reference is a straightforward implementation of the same search
+unit per layer. The library's model-family shortcuts (shared work before the first site,
+greedy steps that start at the block whose layer changed, readout-only last block,
+in-place writes; see ``captum_neuronpath/_core/shortcuts.py``) are timed in the same run
+with the shortcuts on and off. The reference is a straightforward implementation of the same search
 that, like the authors' code, takes one backward pass per path layer at every greedy step
 (its cost grows with the square of the depth). All of them find the same path; the script
 checks it.
 
 Timings on a shared machine drift, so the unit and the locators are timed in interleaved
 rounds (unit, locator, locator without shortcuts, unit, ...) and each ratio is the median
-over the rounds of the ratio within a round. Every number printed is measured in this
+over the rounds of the ratio within a round. Within a round the unit is timed over
+``L + 1`` consecutive passes, as long as the locator runs, so that both see the same
+drift. Every number printed is measured in this
 run, on this machine:
 
     python benchmarks/locator_cost.py                       # ViT-Ti/16 at 224 px + depth and width sweeps
@@ -128,19 +131,21 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
         with shortcuts.generic_only():
             locator.attribute(image, **preset)
 
+    num_layers = len(layers)
+    repeats = num_layers + 1  # the unit timed over as many passes as the locator runs
+
+    def units() -> None:
+        for _ in range(repeats):
+            unit(model, image, target, n_steps)
+
     times = interleaved(
-        {
-            "unit": lambda: unit(model, image, target, n_steps),
-            "locator": lambda: locator.attribute(image, **preset),
-            "generic": without_shortcuts,
-        },
+        {"unit": units, "locator": lambda: locator.attribute(image, **preset), "generic": without_shortcuts},
         rounds,
     )
-    num_layers = len(layers)
-    row = dict(model=name, layers=num_layers, unit_s=statistics.median(times["unit"]),
+    row = dict(model=name, layers=num_layers, unit_s=statistics.median(times["unit"]) / repeats,
                locator_s=statistics.median(times["locator"]),
-               units_per_layer=ratio(times, "locator", "unit") / num_layers,
-               generic_units_per_layer=ratio(times, "generic", "unit") / num_layers,
+               units_per_layer=ratio(times, "locator", "unit") * repeats / num_layers,
+               generic_units_per_layer=ratio(times, "generic", "unit") * repeats / num_layers,
                shortcut_gain=ratio(times, "generic", "locator"))  # fmt: skip
     if reference:
         reference_path, reference_jas = reference_locator(model, layers, image, target, n_steps)

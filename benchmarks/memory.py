@@ -7,7 +7,12 @@ needs (activations kept for the backward pass). The step timed is the deepest on
 earlier layers hold a path neuron), which is the largest; every step of ``NeuronPath``
 costs about the same.
 
+With ``--whole-path`` it measures a whole ``NeuronPath.attribute()`` instead, with the
+model-family shortcuts on and off: with them, each greedy step keeps the autograd graph of
+the blocks before the layer that changed, for the next step to start from.
+
     python benchmarks/memory.py [--model vit_base_patch16_224] [--n-steps 20]
+    python benchmarks/memory.py --whole-path
 """
 
 import argparse
@@ -35,13 +40,56 @@ torch.save(scores, sys.argv[5])
 print(json.dumps(dict(base_mb=base / 1024, peak_mb=peak / 1024)))
 """
 
+WHOLE_PATH = r"""
+import contextlib, json, resource, sys, timm, torch
+import captum_neuronpath as cnp
+from captum_neuronpath._core import shortcuts
+name, n_steps, batch_size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.manual_seed(0)
+model = timm.create_model(name).eval()
+images = torch.randn(batch_size, 3, 224, 224)
+with torch.no_grad():
+    model(images)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+with shortcuts.generic_only() if mode == "generic" else contextlib.nullcontext():
+    result = locator.attribute(images, target=0, n_steps=n_steps, method="riemann_left")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+torch.save(result.path, sys.argv[5])
+print(json.dumps(dict(base_mb=base / 1024, peak_mb=peak / 1024)))
+"""
+
+
+def child(script: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def whole_path(args: argparse.Namespace) -> None:
+    import torch
+
+    print(f"{args.model}, 224 px, n_steps={args.n_steps}, batch of {args.batch_size}, NeuronPath.attribute()\n")
+    print("| shortcuts | peak memory of the search (MiB per image) | same path |")
+    print("| --- | --- | --- |")
+    paths = {}
+    for mode in ["generic", "shortcuts"]:
+        out = f"/tmp/memory_path_{mode}.pt"
+        result = child(WHOLE_PATH, args.model, str(args.n_steps), str(args.batch_size), mode, out)
+        paths[mode] = torch.load(out)
+        per_image = (result["peak_mb"] - result["base_mb"]) / args.batch_size
+        same = torch.equal(paths[mode], paths["generic"])
+        print(f"| {'on' if mode == 'shortcuts' else 'off'} | {per_image:.0f} | {same} |")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--whole-path", action="store_true", help="a whole NeuronPath search, shortcuts on and off")
     args = parser.parse_args()
+    if args.whole_path:
+        return whole_path(args)
     import torch
 
     print(f"{args.model}, 224 px, n_steps={args.n_steps}, batch of {args.batch_size}, deepest greedy step\n")
@@ -50,11 +98,7 @@ def main() -> None:
     reference = None
     for internal in ["none", "10", "4", "1"]:
         out = f"/tmp/memory_scores_{internal}.pt"
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, args.model, str(args.n_steps), str(args.batch_size), internal, out],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = child(CHILD, args.model, str(args.n_steps), str(args.batch_size), internal, out)
         scores = torch.load(out)
         reference = scores if reference is None else reference
         change = float((scores - reference).abs().max() / reference.abs().max())
