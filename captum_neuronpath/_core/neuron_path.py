@@ -102,9 +102,10 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         costs one pass per layer at ``refine_candidates`` times the batch;
                         sweeps stop early when no path improves. The result's JAS is never
                         below the greedy path's. Needs ``top_k=1``. On the digits ViT's test
-                        images one sweep with one candidate raised the mean JAS by 5.8%
-                        for 1.9 times the greedy search's time, two sweeps by 6.3% for
-                        2.9 times; more candidates added nothing (``docs/performance.md``).
+                        images one sweep with one candidate raised the mean JAS by 10.2%
+                        for 2.1 times the greedy search's time (13.6% on a digits ViT
+                        trained with another seed); more candidates added nothing
+                        (``docs/performance.md``).
                         Default: ``0`` (the paper's greedy path)
             refine_candidates (int, optional): Swaps per layer scored exactly by the
                         refinement, the best predicted first.
