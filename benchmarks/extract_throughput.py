@@ -14,7 +14,7 @@ each with the default quadrature (3 Gauss-Legendre nodes) and the paper preset
 (``OMP_NUM_THREADS``; N is the number of CPU cores) and with ``torchrun
 --nproc_per_node N`` (one thread each, gloo). Every run uses ``--batch-size 8`` on CPU.
 
-    python benchmarks/extract_throughput.py --digits-images 16 --vit-images 4   # 16 minutes on 2 busy cores
+    python benchmarks/extract_throughput.py --digits-images 16 --vit-images 4   # 5 minutes on 2 idle cores
     python benchmarks/extract_throughput.py --digits-images 64 --vit-images 16 --json out.json
 """
 

@@ -269,11 +269,12 @@ def joint_score_and_gradients(
 
 @dataclass
 class Resume:
-    """What one pass of a :class:`GreedySearch` leaves for the next."""
+    """What one pass of a :class:`GreedySearch` takes from the previous one and leaves for the next."""
 
-    changed: int = 0  # the first site whose substitution differs from the previous pass
+    start: Optional[int] = None  # start at this site's block, from block_input (None: from the beginning)
+    keep: Optional[int] = None  # record the input of this site's block for the next pass
     values: Dict[int, Tensor] = field(default_factory=dict)  # site -> the leaf substituted there
-    block_inputs: Dict[int, Tensor] = field(default_factory=dict)  # block -> its input, with its autograd graph
+    block_input: Optional[Tensor] = None  # with its autograd graph
 
 
 class GreedySearch:
@@ -284,7 +285,7 @@ class GreedySearch:
     last step at the last layer only. Where the model-family shortcut can start a model
     at one of its blocks (see ``captum_neuronpath/_core/shortcuts.py``) and a pass runs
     all nodes at once, each pass starts at the block of the layer that changed, from the
-    block input that an earlier pass recorded, and reuses that pass's substituted values
+    block input that the previous pass recorded, and reuses that pass's substituted values
     (the leaves of the kept autograd graph); the blocks before it run once for the whole
     search. The numbers are those of independent passes.
     """
@@ -298,25 +299,26 @@ class GreedySearch:
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
         """:func:`candidate_scores` of step ``layer_index`` (the steps come in order)."""
-        resume = self._resume_from(layer_index - 1 if layer_index == self._steps else None)
+        in_order = layer_index == self._steps
+        resume = self._next_pass(layer_index - 1 if in_order and layer_index else None, keep=layer_index)
         self._steps = layer_index + 1
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
     def joint_score_and_gradients(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor]]:
         """:func:`joint_score_and_gradients` of the path the steps found; ends the search."""
-        resume = self._resume_from(self._steps - 1 if path.shape[1] == self._steps else None)
-        self._resume = None  # frees the kept graph
+        in_order = path.shape[1] == self._steps > 0
+        resume = self._next_pass(self._steps - 1 if in_order else None, keep=None)
+        self._resume = None  # the search ends: its kept graph goes with the last pass
         return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
                                          self.internal_batch_size, resume)  # fmt: skip
 
-    def _resume_from(self, changed: Optional[int]) -> Optional[Resume]:
+    def _next_pass(self, start: Optional[int], keep: Optional[int]) -> Optional[Resume]:
         if self._resume is None:
             return None
-        if changed is None or changed < 0:  # not the next step in order: start afresh
+        if start is None:  # not the next step in order: start afresh
             self._resume = Resume()
-        else:
-            self._resume.changed = changed
+        self._resume.start, self._resume.keep = start, keep
         return self._resume
 
 
@@ -423,7 +425,7 @@ def _substituted_pass(
     alpha = alpha.repeat_interleave(batch_size).view(-1, 1, 1)
     values = {}
     for index in sorted(scaled):
-        if resume is not None and index < resume.changed and index in resume.values:
+        if resume is not None and resume.start is not None and index < resume.start and index in resume.values:
             values[index] = resume.values[index]  # substituted in a block that this pass does not run again
             continue
         clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
@@ -448,7 +450,7 @@ def _substituted_pass(
     own_gradient = shortcut.own_gradient if shortcut is not None else frozenset()
     forwards = shortcut.pass_forwards(n_nodes, batch_size, min(values)) if shortcut is not None else None
     if resume is not None:
-        forwards[shortcut.blocks] = shortcut.resume_blocks(resume.block_inputs, shortcut.site_blocks[resume.changed])
+        forwards[shortcut.blocks] = shortcut.resume_blocks(resume)
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
     with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
         output = _run_forward(

@@ -79,18 +79,23 @@ class Shortcut:
     blocks: Optional[Module] = None  # the model's nn.Sequential of blocks, where a pass can start mid-model
     site_blocks: List[int] = field(default_factory=list)  # the block of each site, increasing
 
-    def resume_blocks(self, inputs: Dict[int, Tensor], first: int) -> Callable[[Tensor], Tensor]:
-        """A forward of :attr:`blocks` that starts at block ``first`` from ``inputs[first]``, if recorded.
+    def resume_blocks(self, resume) -> Callable[[Tensor], Tensor]:
+        """A forward of :attr:`blocks` for a pass of a greedy search (``engine.Resume``).
 
-        It records the input of every block it runs into ``inputs``.
+        It starts at the block of site ``resume.start`` from ``resume.block_input`` (or at
+        the first block), and records the input of the block of site ``resume.keep``.
         """
         blocks = list(self.blocks)
+        resumed = resume.start is not None and resume.block_input is not None
+        first = self.site_blocks[resume.start] if resumed else 0
+        keep = self.site_blocks[resume.keep] if resume.keep is not None else None
 
         def forward(x: Tensor) -> Tensor:
-            start = first if first in inputs else 0
-            hidden = inputs[start] if start else x
-            for index in range(start, len(blocks)):
-                inputs[index] = hidden
+            hidden = resume.block_input if resumed else x
+            resume.block_input = None  # only what the next pass starts from stays
+            for index in range(first, len(blocks)):
+                if index == keep:
+                    resume.block_input = hidden
                 hidden = blocks[index](hidden)
             return hidden
 
