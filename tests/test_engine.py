@@ -6,7 +6,14 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
 import captum_neuronpath as cnp
-from captum_neuronpath._core.engine import candidate_scores, clean_pass, joint_score, prepare, repeat_prepared
+from captum_neuronpath._core.engine import (
+    GreedySearch,
+    candidate_scores,
+    clean_pass,
+    joint_score,
+    prepare,
+    repeat_prepared,
+)
 from captum_neuronpath._utils.hooks import site_hooks
 from captum_neuronpath._utils.quadrature import quadrature
 
@@ -115,3 +122,24 @@ def test_torchvision_vit_with_its_zero_initialised_head_warns_and_scores_zero():
     with pytest.warns(UserWarning, match="untrained head initialised to zero"):
         result = locator.attribute(torch.randn(2, 3, 32, 32), target=torch.tensor([3, 7]))
     assert torch.equal(result.jas, torch.zeros(2)) and not result.layer_scores.any()
+
+
+def test_greedy_search_gives_each_passes_own_numbers_in_order_and_out_of_order(vit):
+    layers, forward = layers_of(vit), softmax_forward(vit)
+    prepared = prepare(forward, layers, 0, X, TARGET, None)
+    assert prepared.clean.shortcut is not None and prepared.clean.shortcut.blocks is not None  # it can restart
+    rule = quadrature(5, "gausslegendre")
+    search = GreedySearch(forward, layers, prepared, rule, None)
+    path = torch.empty(3, 0, 1, dtype=torch.long)
+    for t in [0, 1, 2, 1]:  # the last call leaves the order: the search starts afresh
+        prefix = path[:, :t]
+        scores = search.candidate_scores(t, prefix)
+        alone = candidate_scores(forward, layers, prepare(forward, layers, 0, X, TARGET, None), t, prefix, rule, None)
+        torch.testing.assert_close(scores, alone, rtol=1e-9, atol=1e-15)
+        if path.shape[1] == t:
+            path = torch.cat([path, scores.argmax(-1).view(-1, 1, 1)], dim=1)
+    search = GreedySearch(forward, layers, prepared, rule, None)
+    for t in range(3):
+        search.candidate_scores(t, path[:, :t])
+    jas, _ = search.joint_score_and_gradients(path)
+    torch.testing.assert_close(jas, joint_score(forward, layers, prepared, path, rule, None), rtol=1e-9, atol=0)

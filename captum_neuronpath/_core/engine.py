@@ -19,6 +19,9 @@
      ``sum_tokens (sum_S w̄) * (sum_S IG)`` with every neuron of the set scaled at once:
      the paper's product of two sums, which for one neuron is its integrated gradient.
 
+4. :class:`GreedySearch` runs the candidate scores of a whole greedy search and the JAS
+   of its path as a chain, so that each pass may start where the previous one changed.
+
 The docs' concepts page derives these from the paper's equations.
 """
 

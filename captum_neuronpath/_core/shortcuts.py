@@ -11,6 +11,10 @@ library knows it does less, and nothing else changes:
   holds for timm ``VisionTransformer`` with class-token pooling and torchvision
   ``VisionTransformer``, in evaluation mode, when every site inside the last block sits
   in its MLP (or is its attention output) at positions below ``r``.
+- *Greedy steps start mid-model.* A pass of a greedy search (``engine.GreedySearch``)
+  starts at the block of the layer whose substitution changed since the previous pass,
+  from that block's input as the previous pass recorded it (:meth:`Shortcut.resume_blocks`);
+  this needs the model's blocks in an ``nn.Sequential`` with one site per block, in order.
 - *Shared work once.* Everything before the first site (``layers[0]``) is the same at
   every quadrature node, so the patch embedding, the blocks before the first site's block
   and, when the first site is that block's MLP activation, its attention branch and first
