@@ -182,29 +182,37 @@ def plan(called: Dict[Module, int], layers: Sequence[Module], positions: List[Po
     readout = _readout_forward(root, layers, positions)
     if readout is not None:
         shortcut.forwards[readout[0]] = readout[1]
-    shortcut.shared = _shared_work(root, layers[0], positions[0], shortcut.forwards)
-    blocks = root.blocks if isinstance(root, TimmVisionTransformer) else root.encoder.layers
-    owners = [
-        next((i for i, b in enumerate(blocks) if any(m is module for m in b.modules())), -1) for module in modules
-    ]
-    resumable = type(blocks) is nn.Sequential and "forward" not in blocks.__dict__
-    if resumable and not getattr(root, "grad_checkpointing", False) and 0 <= owners[0]:
-        if all(a < b for a, b in zip(owners, owners[1:])):  # one site per block, in order
-            shortcut.blocks, shortcut.site_blocks = blocks, owners
+    container = _blocks(root)
+    blocks = list(container)
+    owners = [next((i for i, b in enumerate(blocks) if any(m is site for m in b.modules())), -1) for site in modules]
+    if owners[0] >= 0:
+        block = blocks[owners[0]]
+        shortcut.shared = _shared_work(root, blocks, block, layers[0], positions[0], shortcut.forwards)
+        resumable = type(container) is nn.Sequential and "forward" not in container.__dict__
+        if resumable and not getattr(root, "grad_checkpointing", False):
+            if all(a < b for a, b in zip(owners, owners[1:])):  # one site per block, in order
+                shortcut.blocks, shortcut.site_blocks = container, owners
     return shortcut
 
 
-def _blocks(root: Module) -> List[Module]:
-    return list(root.blocks if isinstance(root, TimmVisionTransformer) else root.encoder.layers)
+def _blocks(root: Module) -> Module:
+    """The container of ``root``'s blocks."""
+    return root.blocks if isinstance(root, TimmVisionTransformer) else root.encoder.layers
+
+
+def _span(positions: Positions) -> Optional[Tuple[int, int]]:
+    """``(start, stop)`` where ``positions`` is a run of consecutive tokens, else ``None``."""
+    if isinstance(positions, list) and positions == list(range(positions[0], positions[0] + len(positions))):
+        return positions[0], positions[0] + len(positions)
+    return None
 
 
 def _shared_work(
-    root: Module, first: Module, positions: Positions, replaced: Dict[Module, Callable]
-) -> Optional[SharedWork]:
-    """Where the nodes' common work ends for a first site ``first`` at ``positions``, or ``None``."""
-    blocks = _blocks(root)
-    block = next((b for b in blocks if any(m is first for m in b.modules())), None)
-    if block is None or block in replaced or "forward" in block.__dict__:
+    root: Module, blocks: List[Module], block: Module, first: Module, positions: Positions,
+    replaced: Dict[Module, Callable],
+) -> Optional[SharedWork]:  # fmt: skip
+    """Where the nodes' common work ends for a first site ``first`` in ``block`` at ``positions``, or ``None``."""
+    if block in replaced or "forward" in block.__dict__:
         return None
     if isinstance(root, TimmVisionTransformer):
         if type(block) is not TimmBlock or getattr(root, "grad_checkpointing", False):
@@ -217,10 +225,7 @@ def _shared_work(
     if "forward" in start.__dict__:
         return None
     if first is _mlp_activation(block):
-        span = None
-        if isinstance(positions, list) and positions == list(range(positions[0], positions[0] + len(positions))):
-            span = (positions[0], positions[0] + len(positions))
-        return SharedWork(start, block, _repeat_at_activation(_block_parts(block), span))
+        return SharedWork(start, block, _repeat_at_activation(_block_parts(block), _span(positions)))
     original = type(block).forward
 
     def repeat(x: Tensor, n: int) -> Tensor:  # a first site elsewhere in its block: repeat at its input
@@ -376,13 +381,14 @@ def write_in_place(output: Tensor, positions: Positions, values: Tensor, own_gra
     if positions is None:
         return values[:, 0].to(output.dtype)
     values = values.to(output.dtype)
+    span = _span(positions)
     if isinstance(positions, Tensor):
         rows = torch.arange(output.shape[0], device=output.device)
         output[rows, positions.to(output.device)] = values[:, 0]
-    elif positions == list(range(positions[0], positions[0] + len(positions))):
+    elif span is not None:
         if own_gradient:
-            return _OverwriteSpan.apply(output, values, positions[0], positions[0] + len(positions))
-        output[:, positions[0] : positions[0] + len(positions)] = values  # a view: no indexing
+            return _OverwriteSpan.apply(output, values, *span)
+        output[:, span[0] : span[1]] = values  # a view: no indexing
     else:
         output[:, positions] = values
     return output
