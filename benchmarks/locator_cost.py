@@ -4,13 +4,13 @@ One *unit* is what one integrated-gradients pass costs: the model's forward pass
 ``n_steps`` interpolated copies of one image and the backward pass of the explained score
 to those inputs. The locator over ``L`` layers is timed on one image and divided by
 ``L`` units; exact greedy search runs ``L + 1`` passes, so the generic path sits near 1
-unit per layer. The library's model-family shortcuts (shared work before the first site,
+unit per layer. The fast plans of the model families (shared work before the first site,
 greedy steps that start at the block whose layer changed, readout-only last block,
-in-place writes; see ``captum_neuronpath/_core/shortcuts.py``) are timed in the same run
-with the shortcuts on and off. The reference is a straightforward implementation of the same search
-that, like the authors' code, takes one backward pass per path layer at every greedy step
-(its cost grows with the square of the depth). All of them find the same path; the script
-checks it.
+in-place writes; see ``captum_neuronpath/_core/plan.py``) are timed in the same run
+with the plan on and off (``family_plan = False``, the generic path). The reference is a
+straightforward implementation of the same search that, like the authors' code, takes one
+backward pass per path layer at every greedy step (its cost grows with the square of the
+depth). All of them find the same path; the script checks it.
 
 Timings on a shared machine drift, so the unit and the locators are timed in interleaved
 rounds (unit, locator, locator without shortcuts, unit, ...) and each ratio is the median
@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 import captum_neuronpath as cnp
-from captum_neuronpath._core import shortcuts
 
 
 def seconds(function: Callable[[], object]) -> float:
@@ -122,14 +121,14 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
     locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), layers, token=0)
     preset = dict(target=target, n_steps=n_steps, method="riemann_left")
     result = locator.attribute(image, **preset)
-    with shortcuts.generic_only():
-        generic = locator.attribute(image, **preset)
+    generic_locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), layers, token=0)
+    generic_locator.family_plan = False
+    generic = generic_locator.attribute(image, **preset)
     assert torch.equal(result.path, generic.path), "the shortcuts changed the path"
     assert torch.allclose(result.jas, generic.jas, rtol=1e-4), "the shortcuts changed the JAS"
 
     def without_shortcuts() -> None:
-        with shortcuts.generic_only():
-            locator.attribute(image, **preset)
+        generic_locator.attribute(image, **preset)
 
     num_layers = len(layers)
     repeats = num_layers + 1  # the unit timed over as many passes as the locator runs

@@ -41,9 +41,8 @@ print(json.dumps(dict(base_mb=base / 1024, peak_mb=peak / 1024)))
 """
 
 WHOLE_PATH = r"""
-import contextlib, json, resource, sys, timm, torch
+import json, resource, sys, timm, torch
 import captum_neuronpath as cnp
-from captum_neuronpath._core import shortcuts
 name, n_steps, batch_size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 model = timm.create_model(name).eval()
@@ -52,8 +51,8 @@ with torch.no_grad():
     model(images)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
-with shortcuts.generic_only() if mode == "generic" else contextlib.nullcontext():
-    result = locator.attribute(images, target=0, n_steps=n_steps, method="riemann_left")
+locator.family_plan = mode != "generic"
+result = locator.attribute(images, target=0, n_steps=n_steps, method="riemann_left")
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 torch.save(result.path, sys.argv[5])
 print(json.dumps(dict(base_mb=base / 1024, peak_mb=peak / 1024)))

@@ -208,3 +208,42 @@ class InputOf:
 
 def inputs_of(modules: Sequence[nn.Module]) -> List[InputOf]:
     return [InputOf(module) for module in modules]
+
+
+class FlattenedOutputOf:
+    """The ``(B, ..., C)`` output of ``module`` as a brute-force site over ``(B, T, C)``: the
+    oracle's hooks see the middle axes flattened in row-major order, as the library reads them."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def register_forward_hook(self, hook):
+        def flattened(module, args, out):
+            replaced = hook(module, args, out.flatten(1, -2))
+            return None if replaced is None else replaced.reshape(out.shape)
+
+        return self.module.register_forward_hook(flattened)
+
+
+def oracle_sites(layers: Sequence[nn.Module], x, forward) -> List:
+    """The brute-force oracle's sites for the library's ``layers``: module outputs as they are,
+    ``ModuleInput`` sites as :class:`InputOf`, ``(B, H, W, C)`` outputs flattened."""
+    shapes = {}
+    handles = [
+        layer.register_forward_hook(lambda m, a, out, i=i: shapes.__setitem__(i, out.dim()))
+        for i, layer in enumerate(layers)
+        if not hasattr(layer, "module")
+    ]
+    try:
+        with torch.no_grad():
+            forward(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    sites = []
+    for i, layer in enumerate(layers):
+        if hasattr(layer, "module"):  # a ModuleInput
+            sites.append(InputOf(layer.module))
+        else:
+            sites.append(FlattenedOutputOf(layer) if shapes[i] > 3 else layer)
+    return sites

@@ -127,7 +127,7 @@ def test_torchvision_vit_with_its_zero_initialised_head_warns_and_scores_zero():
 def test_greedy_search_gives_each_passes_own_numbers_in_order_and_out_of_order(vit):
     layers, forward = layers_of(vit), softmax_forward(vit)
     prepared = prepare(forward, layers, 0, X, TARGET, None)
-    assert prepared.clean.shortcut is not None and prepared.clean.shortcut.blocks is not None  # it can restart
+    assert prepared.clean.plan is not None and prepared.clean.plan.blocks is not None  # it can restart
     rule = quadrature(5, "gausslegendre")
     search = GreedySearch(forward, layers, prepared, rule, None)
     path = torch.empty(3, 0, 1, dtype=torch.long)

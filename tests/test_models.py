@@ -1,7 +1,13 @@
 """vit_mlp_layers / vit_readout_token on each supported family, small random models."""
 
+import subprocess
+import sys
+
 import pytest
 import timm
+import timm.models.beit
+import timm.models.eva
+import timm.models.swin_transformer
 import torch
 import torchvision
 import transformers
@@ -10,7 +16,7 @@ from torch import nn
 
 import captum_neuronpath as cnp
 
-from helpers import small_vit
+from helpers import FlattenedOutputOf, brute_force_jas, oracle_sites, small_vit
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
 
@@ -162,3 +168,149 @@ def test_generic_names_agree_with_the_vit_functions_on_each_vision_family():
     for model in models:
         assert cnp.mlp_layers(model) == cnp.vit_mlp_layers(model)
         assert cnp.readout_token(model) == cnp.vit_readout_token(model)
+
+
+# --- Every family: its sites and readout, and a path's JAS against the brute force ---------------
+
+
+def _timm_gated(mlp_layer):
+    return lambda: small_vit(depth=2, seed=3, mlp_layer=mlp_layer)
+
+
+def _eva02():
+    torch.manual_seed(3)
+    return timm.models.eva.Eva(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=5,
+                               swiglu_mlp=True, scale_mlp=True, use_rot_pos_emb=True, ref_feat_shape=(4, 4))  # fmt: skip
+
+
+def _beit():
+    torch.manual_seed(3)
+    return timm.models.beit.Beit(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=5,
+                                 use_abs_pos_emb=False, use_rel_pos_bias=True)  # fmt: skip
+
+
+def _timm_swin():
+    torch.manual_seed(3)
+    return timm.models.swin_transformer.SwinTransformer(img_size=16, patch_size=2, window_size=4, embed_dim=16,
+                                                        depths=(1, 2), num_heads=(1, 2), num_classes=5)  # fmt: skip
+
+
+def _torchvision_swin():
+    torch.manual_seed(3)
+    return torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[2, 2], embed_dim=16, depths=[1, 2], num_heads=[1, 2], window_size=[4, 4], num_classes=5
+    )
+
+
+_HF_SMALL = dict(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                 num_attention_heads=2, intermediate_size=48)  # fmt: skip
+
+
+def _hf(cls, config, **extra):
+    def make():
+        torch.manual_seed(3)
+        return getattr(transformers, cls)(getattr(transformers, config)(**_HF_SMALL, **extra))
+
+    return make
+
+
+def _logits(model):
+    return lambda x: model(x).softmax(-1)
+
+
+def _hf_logits(model):
+    return lambda x: model(pixel_values=x).logits.softmax(-1)
+
+
+def _hf_pooled(model):
+    return lambda x: model(pixel_values=x).pooler_output.tanh().sum(-1)
+
+
+# name: (make, forward, expected sites (model -> modules, or the ModuleInputs' modules), readout)
+FAMILY_CASES = {
+    "timm-swiglu-packed": (_timm_gated(timm.layers.SwiGLUPacked), _logits,
+                           lambda m: [b.mlp.fc2 for b in m.blocks], 0),
+    "timm-swiglu": (_timm_gated(timm.layers.SwiGLU), _logits, lambda m: [b.mlp.fc2 for b in m.blocks], 0),
+    "timm-glu": (_timm_gated(timm.layers.GluMlp), _logits, lambda m: [b.mlp.fc2 for b in m.blocks], 0),
+    "timm-map-pool": (lambda: small_vit(depth=2, seed=3, global_pool="map"), _logits,
+                      lambda m: [b.mlp.act for b in m.blocks], slice(1, None)),
+    "timm-registers": (lambda: small_vit(depth=2, seed=3, reg_tokens=2), _logits,
+                       lambda m: [b.mlp.act for b in m.blocks], 0),
+    "timm-eva02": (_eva02, _logits, lambda m: [b.mlp.norm for b in m.blocks], slice(1, None)),  # sub-norm: before it
+    "timm-beit": (_beit, _logits, lambda m: [b.mlp.act for b in m.blocks], slice(1, None)),
+    "timm-swin": (_timm_swin, _logits, lambda m: [b.mlp.act for b in m.layers[-1].blocks], slice(None)),
+    "torchvision-swin": (_torchvision_swin, _logits, lambda m: [b.mlp[1] for b in m.features[-1]], slice(None)),
+    "hf-clip-vision": (_hf("CLIPVisionModel", "CLIPVisionConfig"), _hf_pooled,
+                       lambda m: [b.mlp.activation_fn for b in getattr(m, "vision_model", m).encoder.layers], 0),
+    "hf-dinov2": (_hf("Dinov2Model", "Dinov2Config"), _hf_pooled,
+                  lambda m: [b.mlp.activation_fn for b in m.encoder.layer], 0),
+    "hf-dinov2-classifier-swiglu": (_hf("Dinov2ForImageClassification", "Dinov2Config", num_labels=5,
+                                        use_swiglu_ffn=True), _hf_logits,
+                                    lambda m: [b.mlp.down_proj for b in m.dinov2.encoder.layer], slice(0, None)),
+    "hf-deit": (_hf("DeiTForImageClassification", "DeiTConfig", num_labels=5), _hf_logits,
+                lambda m: [b.mlp.activation_fn for b in m.deit.layers], 0),
+    "hf-deit-distilled": (_hf("DeiTForImageClassificationWithTeacher", "DeiTConfig", num_labels=5), _hf_logits,
+                          lambda m: [b.mlp.activation_fn for b in m.deit.layers], slice(0, 2)),
+    "hf-beit": (_hf("BeitForImageClassification", "BeitConfig", num_labels=5), _hf_logits,
+                lambda m: [b.mlp.activation_fn for b in m.beit.layers], slice(1, None)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_each_family_has_its_sites_and_readout_and_the_brute_force_jas(case):
+    make, forward_of, expected, readout = FAMILY_CASES[case]
+    model = make().double().eval()
+    forward = forward_of(model)
+    layers = cnp.mlp_layers(model)
+    assert [cnp_module(layer) for layer in layers] == expected(model)
+    assert cnp.readout_token(model) == cnp.vit_readout_token(model) == readout
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    target = None if forward_of is _hf_pooled else torch.tensor([1, 3])
+    result = cnp.NeuronPath(forward, layers, token=readout).attribute(x, target=target, n_steps=4)
+    reference = brute_force_jas(forward, oracle_sites(layers, x, forward), x, target, result.path.unsqueeze(-1),
+                                token=readout, n_steps=4, method="gausslegendre")  # fmt: skip
+    torch.testing.assert_close(result.jas, reference, rtol=1e-6, atol=1e-12)
+    assert (reference != 0).all()
+
+
+def cnp_module(layer):
+    return layer.module if isinstance(layer, cnp.ModuleInput) else layer
+
+
+def test_clip_model_gives_its_vision_towers_sites():
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(
+        vision_config=dict(_HF_SMALL), text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                        intermediate_size=48)
+    )  # fmt: skip
+    model = transformers.CLIPModel(config).eval()
+    assert cnp.mlp_layers(model) == [b.mlp.activation_fn for b in model.vision_model.encoder.layers]
+    assert cnp.readout_token(model) == 0
+
+
+def test_a_token_the_head_does_not_read_is_named_as_the_cause():
+    model = _beit().double().eval()  # its head averages the patch tokens: token 0 is not read
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"likely cause is the token.*token=slice\(1, None, None\)"):
+        cnp.NeuronPath(_logits(model), cnp.mlp_layers(model), token=0).attribute(x, target=1, n_steps=2)
+
+
+def test_channels_first_feature_maps_are_refused_and_channels_last_ones_read_flattened():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
+    with pytest.raises(ValueError, match=r"convolutional feature map \(B, C, H, W\).*permute\(0, 2, 3, 1\)"):
+        cnp.NeuronPath(conv.eval(), [conv[1]]).attribute(torch.randn(2, 3, 16, 16), target=0)
+    mlp = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 2))  # on (B, H, W, 3): channels last
+    forward = lambda x: mlp(x).mean((1, 2)).softmax(-1)  # noqa: E731
+    x = torch.randn(2, 4, 5, 3, dtype=torch.float64)
+    mlp.double().eval()
+    result = cnp.NeuronPath(forward, [mlp[1]], token=[0, 7, 19]).attribute(x, target=1, n_steps=4)
+    reference = brute_force_jas(forward, [FlattenedOutputOf(mlp[1])], x, 1, result.path.unsqueeze(-1),
+                                token=[0, 7, 19], n_steps=4, method="gausslegendre")  # fmt: skip
+    torch.testing.assert_close(result.jas, reference, rtol=1e-6, atol=1e-12)
+
+
+def test_import_loads_no_model_library():
+    code = "import captum_neuronpath, sys; print(sorted(m for m in ('timm', 'torchvision', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,6 @@
-"""The model-family shortcuts of the substituted pass give the generic path's results."""
+"""The model families' fast plans of the substituted pass give the generic path's results."""
+
+import copy
 
 import pytest
 import torch
@@ -6,7 +8,6 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
 import captum_neuronpath as cnp
-from captum_neuronpath._core import shortcuts
 from captum_neuronpath._core.engine import prepare
 
 from helpers import assert_unchanged, small_vit, snapshot, softmax_forward
@@ -34,6 +35,13 @@ X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3), dtype=
 TARGET = torch.tensor([0, 4])
 
 
+def _generic(attribution):
+    """``attribution`` on the generic path: a copy with its family plan turned off."""
+    generic = copy.copy(attribution)
+    generic.family_plan = False
+    return generic
+
+
 CASES = [(family, {}) for family in FAMILIES] + [("timm-mlp", dict(cnp.PAPER_QUADRATURE))]
 
 
@@ -43,13 +51,12 @@ def test_shortcut_gives_the_generic_path_and_jas(family, quadrature):
     model = make()
     layers = layers_of(model)
     forward = softmax_forward(model)
-    shortcut = prepare(forward, layers, 0, X, TARGET, None).clean.shortcut
+    shortcut = prepare(forward, layers, 0, X, TARGET, None).clean.plan
     assert shortcut is not None and len(shortcut.forwards) == 1  # the readout-only last block applies
     before = snapshot(model)
     locator = cnp.NeuronPath(forward, layers)
     fast = locator.attribute(X, target=TARGET, **quadrature)
-    with shortcuts.generic_only():
-        generic = locator.attribute(X, target=TARGET, **quadrature)
+    generic = _generic(locator).attribute(X, target=TARGET, **quadrature)
     assert torch.equal(fast.path, generic.path)
     torch.testing.assert_close(fast.jas, generic.jas, rtol=1e-6, atol=0)
     torch.testing.assert_close(fast.layer_scores, generic.layer_scores, rtol=1e-6, atol=1e-12)
@@ -65,10 +72,9 @@ def test_last_block_runs_its_mlp_for_the_class_token_only():
         cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(
             X, neuron_selector=[1, 2, 3], target=TARGET
         )
-        with shortcuts.generic_only():
-            cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(
-                X, neuron_selector=[1, 2, 3], target=TARGET
-            )
+        _generic(cnp.NeuronJointIntegratedGradients(softmax_forward(model), cnp.vit_mlp_layers(model))).attribute(
+            X, neuron_selector=[1, 2, 3], target=TARGET
+        )
     finally:
         handle.remove()
     assert tokens == [17, 1, 17, 17]  # clean pass, shortcut pass; clean pass, generic pass
@@ -87,21 +93,21 @@ def test_last_block_runs_its_mlp_for_the_class_token_only():
 def test_no_readout_shortcut_where_it_would_change_the_result(make, token):
     model = make()
     clean = prepare(softmax_forward(model), cnp.vit_mlp_layers(model), token, X, TARGET, None).clean
-    assert clean.shortcut is None or not clean.shortcut.forwards
+    assert clean.plan is None or not clean.plan.forwards
 
 
 def test_no_shortcut_when_another_model_runs_too():
     model = _timm_vit()
-    assert prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.shortcut is not None
+    assert prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.plan is not None
     other = _timm_vit()
     outside = prepare(lambda x: model(x) + other(x), cnp.vit_mlp_layers(other), 0, X, TARGET, None)
-    assert outside.clean.shortcut is None
+    assert outside.clean.plan is None
 
 
 def test_an_error_in_the_model_leaves_no_replaced_forward():
     model = _timm_vit()
     locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
-    prepared_shortcut = prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.shortcut
+    prepared_shortcut = prepare(softmax_forward(model), cnp.vit_mlp_layers(model), 0, X, TARGET, None).clean.plan
     assert prepared_shortcut is not None and prepared_shortcut.forwards
 
     def boom(module, args, out):
@@ -133,12 +139,11 @@ def test_shared_work_gives_the_generic_path_and_jas(family, case):
     layers_of, token, options = SHARED_CASES[case]
     layers = layers_of(model)
     forward = softmax_forward(model)
-    shortcut = prepare(forward, layers, token, X, TARGET, None).clean.shortcut
+    shortcut = prepare(forward, layers, token, X, TARGET, None).clean.plan
     assert shortcut is not None and shortcut.shared is not None
     locator = cnp.NeuronPath(forward, layers, token=token)
     fast = locator.attribute(X, target=TARGET, n_steps=5, **options)
-    with shortcuts.generic_only():
-        generic = locator.attribute(X, target=TARGET, n_steps=5, **options)
+    generic = _generic(locator).attribute(X, target=TARGET, n_steps=5, **options)
     assert torch.equal(fast.path, generic.path)
     torch.testing.assert_close(fast.jas, generic.jas, rtol=1e-6, atol=0)
     torch.testing.assert_close(fast.layer_scores, generic.layer_scores, rtol=1e-6, atol=1e-12)
@@ -185,8 +190,7 @@ def test_a_forward_func_that_varies_per_row_keeps_the_generic_path():
     seen = _rows_seen(model, dict(attention=model.blocks[0].attn), lambda: locator.attribute(X, [1, 2, 3], TARGET))
     assert seen["attention"] == [len(X), len(X) * 3]
     fast = locator.attribute(X, [1, 2, 3], TARGET)
-    with shortcuts.generic_only():
-        generic = locator.attribute(X, [1, 2, 3], TARGET)
+    generic = _generic(locator).attribute(X, [1, 2, 3], TARGET)
     torch.testing.assert_close(fast, generic, rtol=1e-6, atol=0)
 
 
@@ -200,6 +204,6 @@ def test_each_greedy_step_starts_at_the_block_that_changed(family):
     # The clean pass, then: step 0 runs every block, step 1 from block 0 (its layer 0 went from
     # the whole layer to one channel), step 2 from block 1, the final JAS from block 2.
     assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
-    with shortcuts.generic_only():
-        seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
+    locator.family_plan = False
+    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
     assert [len(calls) for calls in seen.values()] == [1 + 4] * 3

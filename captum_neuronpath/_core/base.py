@@ -23,7 +23,14 @@ class SiteAttribution:
 
     Mixed in before Captum's ``LayerAttribution``/``NeuronAttribution``/
     ``GradientAttribution``, whose attributes it sets (``layer`` is the list of layers).
+
+    ``family_plan``: where the model's family describes how its blocks run (timm and
+    torchvision Vision Transformers), the substituted passes do less work for the same
+    numbers (see the performance page). Set it to ``False`` on an instance to run every
+    pass of that instance on the generic path, e.g. to compare the two.
     """
+
+    family_plan: bool = True
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
         r"""
@@ -66,8 +73,9 @@ class SiteAttribution:
         rule = quadrature(n_steps, method)
         internal_batch_size = check_internal_batch_size(internal_batch_size)
         prepared = prepare(
-            self.forward_func, self.layers, self.token, inputs, target, additional_forward_args, check_target
-        )
+            self.forward_func, self.layers, self.token, inputs, target, additional_forward_args, check_target,
+            self.family_plan,
+        )  # fmt: skip
         return prepared, rule, internal_batch_size
 
     def _neuron_indices(self, prepared: Prepared, indices: Any, name: str, num_layers: Optional[int] = None) -> Tensor:

@@ -25,6 +25,7 @@
 The docs' concepts page derives these from the paper's equations.
 """
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -40,14 +41,16 @@ from captum._utils.common import (
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._core import shortcuts
+from captum_neuronpath import _models
+from captum_neuronpath._core.plan import Plan, make_plan, observed_calls
 from captum_neuronpath._utils.hooks import describe_layer, site_hooks
 from captum_neuronpath._utils.joint import channel_masks, joint_attribution_score, set_sum
 from captum_neuronpath._utils.quadrature import Quadrature
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import module_of
 from captum_neuronpath._utils.tokens import (
     Positions,
     TokenType,
+    channel_axis,
     read_tokens,
     repeat_positions,
     token_positions,
@@ -63,7 +66,9 @@ class CleanPass:
     activations: List[Tensor]  # per layer, (B, T_sel, C), detached
     positions: List[Positions]  # per layer, the resolved token set
     output: Tensor  # forward_func's output, before target selection
-    shortcut: Optional[shortcuts.Shortcut] = None  # what the substituted pass may skip for this model
+    plan: Optional[Plan] = None  # what the substituted pass may skip for this model
+    called: Dict[Module, int] = field(default_factory=dict)  # every module that ran, in order: number of calls
+    num_tokens: List[int] = field(default_factory=list)  # per layer, the positions of its output
 
 
 @dataclass
@@ -94,10 +99,12 @@ def prepare(
     target: Any,
     additional_forward_args: Any,
     check_target: bool = True,
+    family_plan: bool = True,
 ) -> Prepared:
     """Format and check the arguments every ``attribute()`` shares, then run the clean pass.
 
-    ``check_target=False`` is for a method that explains something else than the output.
+    ``check_target=False`` is for a method that explains something else than the output;
+    ``family_plan=False`` keeps every substituted pass on the generic path.
     """
     if not isinstance(inputs, (Tensor, tuple)):  # Captum's formatting would only assert
         raise TypeError(f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}")
@@ -105,7 +112,7 @@ def prepare(
     check_inputs(inputs)
     warn_if_training(forward_func, layers, stacklevel=6)  # the caller of attribute()
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
-    clean = clean_pass(forward_func, layers, token, inputs, additional_forward_args)
+    clean = clean_pass(forward_func, layers, token, inputs, additional_forward_args, family_plan)
     target = format_target(target, clean.output) if check_target else None
     dtype = inputs[0].dtype if inputs[0].is_floating_point() else clean.activations[0].dtype
     return Prepared(inputs, additional_forward_args, target, clean, dtype)
@@ -117,6 +124,7 @@ def clean_pass(
     token: TokenType,
     inputs: Tuple[Tensor, ...],
     additional_forward_args: Any,
+    family_plan: bool = True,
 ) -> CleanPass:
     """Each layer's activation at the token set, from one unmodified forward pass.
 
@@ -134,7 +142,7 @@ def clean_pass(
 
         return function
 
-    called, observe = shortcuts.observed_calls()
+    called, observe = observed_calls()
     with torch.no_grad(), site_hooks(layers, {i: record(i) for i in range(len(layers))}, observe=observe):
         try:
             output = _run_forward(forward_func, inputs, None, additional_forward_args)
@@ -161,16 +169,27 @@ def clean_pass(
     output = check_forward_output(output, inputs[0].shape[0])
     activations, positions = [], []
     for i, layer in enumerate(layers):
-        pos = token_positions(token, recorded[i].shape, describe_layer(i, layer))
+        axis = _channel_axis(layer, called) if recorded[i].dim() > 3 else "last"
+        pos = token_positions(token, recorded[i].shape, describe_layer(i, layer), axis)
         positions.append(pos)
         activations.append(read_tokens(recorded[i], pos))
     _check_shared_tokens(layers, [recorded[i].shape for i in range(len(layers))], token)
-    return CleanPass(activations, positions, output, shortcuts.plan(called, layers, positions))
+    plan = make_plan(called, layers, positions, _models.layout_of if family_plan else None)
+    num_tokens = [math.prod(recorded[i].shape[1:-1]) for i in range(len(layers))]
+    return CleanPass(activations, positions, output, plan, called, num_tokens)
+
+
+def _channel_axis(layer: Module, called: Dict[Module, int]) -> Optional[str]:
+    """:func:`channel_axis` of a site, with the module that ran before it in the clean pass."""
+    module = module_of(layer)
+    leaves = [m for m in called if next(m.children(), None) is None]
+    index = next((i for i, m in enumerate(leaves) if m is module), 0)
+    return channel_axis(module, leaves[index - 1] if index > 0 else None, module is not layer)
 
 
 def _check_shared_tokens(layers: Sequence[Module], shapes: List[torch.Size], token: TokenType) -> None:
     """The JAS adds activations of different layers token by token: they must share the tokens."""
-    counts = [shape[1] for shape in shapes if len(shape) == 3]
+    counts = [math.prod(shape[1:-1]) for shape in shapes if len(shape) >= 3]
     if len(set(counts)) > 1:
         listed = ", ".join(
             f"{describe_layer(i, layer)}: {shape[1]}" for i, (layer, shape) in enumerate(zip(layers, shapes))
@@ -188,7 +207,7 @@ def _explain_dtype_mismatch(
 ) -> None:
     """Raise a ``TypeError`` from ``error`` when the inputs' dtype is the likely cause."""
     modules = [forward_func] if isinstance(forward_func, Module) else []
-    modules += [layer.module if isinstance(layer, ModuleInput) else layer for layer in layers]
+    modules += [module_of(layer) for layer in layers]
     model_dtype = next(
         (p.dtype for m in modules for p in m.parameters() if p.is_floating_point()),
         None,
@@ -285,8 +304,8 @@ class GreedySearch:
 
     Step ``t`` substitutes what step ``t - 1`` did, except at layer ``t - 1`` (now one
     channel, before the whole layer) and layer ``t``; the final JAS differs from the
-    last step at the last layer only. Where the model-family shortcut can start a model
-    at one of its blocks (see ``captum_neuronpath/_core/shortcuts.py``) and a pass runs
+    last step at the last layer only. Where the model's fast plan can start it at one of
+    its blocks (see ``captum_neuronpath/_core/plan.py``) and a pass runs
     all nodes at once, each pass starts at the block of the layer that changed, from the
     block input that the previous pass recorded, and reuses that pass's substituted values
     (the leaves of the kept autograd graph); the blocks before it run once for the whole
@@ -337,7 +356,9 @@ def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
             [a.repeat(times, 1, 1) for a in clean.activations],
             [repeat_positions(p, times) for p in clean.positions],
             clean.output.repeat(times, *[1] * (clean.output.dim() - 1)),
-            clean.shortcut,
+            clean.plan,
+            clean.called,
+            clean.num_tokens,
         ),
     )
 
@@ -393,14 +414,36 @@ def _integrated_gradients(
     elif unreached:
         index = unreached[0]
         why = "no gradient flows back to them" if index in absent else "their gradient is zero for every example"
-        raise ValueError(
-            f"the substituted values of {describe_layer(index, layers[index])} do not reach the output of "
-            f"forward_func ({why}) while other layers' values do, so every attribution through them would be 0. "
+        cause = _unread_token(prepared.clean, index) or (
             "This happens when a later substitution overwrites them, e.g. whole block outputs at every token, "
             "or the residual stream at the readout token. Use sites inside the residual branches, such as "
             "cnp.mlp_layers(model)"
         )
+        raise ValueError(
+            f"the substituted values of {describe_layer(index, layers[index])} do not reach the output of "
+            f"forward_func ({why}) while other layers' values do, so every attribution through them would be "
+            f"0. {cause}"
+        )
     return integrated
+
+
+def _unread_token(clean: CleanPass, index: int) -> Optional[str]:
+    """Why layer ``index``'s values are lost where the cause is the token: the head reads other tokens."""
+    readout = _models.readout_of_called(clean.called)
+    positions = clean.positions[index]
+    if readout is None or positions is None:
+        return None
+    read = set(
+        range(clean.num_tokens[index])[readout] if isinstance(readout, slice) else [readout % clean.num_tokens[index]]
+    )
+    given = set(positions.tolist() if isinstance(positions, Tensor) else positions)
+    if given <= read:
+        return None
+    return (
+        f"The likely cause is the token: this model's head reads token={readout!r}, and the token set "
+        f"passed holds positions it does not read ({sorted(given - read)[:5]}), whose values after the "
+        f"last substitution cannot reach the output; pass token=cnp.readout_token(model) ({readout!r})"
+    )
 
 
 def _substituted_pass(
@@ -420,8 +463,8 @@ def _substituted_pass(
     """
     clean = prepared.clean
     n_nodes, batch_size = len(alphas), prepared.batch_size
-    shortcut = clean.shortcut if shortcuts.enabled() else None
-    if shortcut is None or shortcut.blocks is None:
+    plan = clean.plan
+    if plan is None or plan.blocks is None:
         resume = None
     reference = clean.activations[0]
     alpha = torch.tensor(alphas, dtype=reference.dtype, device=reference.device)
@@ -443,17 +486,15 @@ def _substituted_pass(
                     f"{describe_layer(index, layers[index])} changed its output between the clean and the "
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
-            if index in in_place:
-                return shortcuts.write_in_place(value, positions[index], values[index], index in own_gradient)
-            return write_tokens(value, positions[index], values[index])
+            return write_tokens(value, positions[index], values[index], index in in_place, index in own_gradient)
 
         return function
 
-    in_place = shortcut.in_place if shortcut is not None else frozenset()
-    own_gradient = shortcut.own_gradient if shortcut is not None else frozenset()
-    forwards = shortcut.pass_forwards(n_nodes, batch_size, min(values)) if shortcut is not None else None
+    in_place = plan.in_place if plan is not None else frozenset()
+    own_gradient = plan.own_gradient if plan is not None else frozenset()
+    forwards = plan.pass_forwards(n_nodes, batch_size, min(values)) if plan is not None else None
     if resume is not None:
-        forwards[shortcut.blocks] = shortcut.resume_blocks(resume)
+        forwards[plan.blocks] = plan.resume_blocks(resume)
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
     with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
         output = _run_forward(

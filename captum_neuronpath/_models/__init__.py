@@ -1,24 +1,171 @@
-"""Model-family knowledge: which modules are a model's neurons and which tokens its head
-reads. Vision Transformers live in :mod:`.vision`, language models in :mod:`.language`
-(one table entry per family); the functions here serve both.
+"""Model-family knowledge: which modules are a model's neurons, which tokens its head reads,
+and how its blocks run (the fast plan's :class:`~captum_neuronpath._core.plan.Layout`).
+
+One module per model library: :mod:`.timm_models`, :mod:`.torchvision_models`,
+:mod:`.hugging_face_vision` (vision families, one :class:`.family.VisionFamily` each) and
+:mod:`.language` (Hugging Face language models). A library's module is imported only once
+the library itself is, since a model of it cannot exist before: ``import
+captum_neuronpath`` imports none of them.
 """
 
-from typing import List, Union
+import importlib
+import sys
+from typing import Dict, Iterator, List, Optional, Union
 
 from torch.nn import Module
 
-from captum_neuronpath._models import language, vision
+from captum_neuronpath._core.plan import Layout
+from captum_neuronpath._models import language
+from captum_neuronpath._models.family import VisionFamily
 from captum_neuronpath._models.language import last_token
-from captum_neuronpath._models.vision import vit_attention_layers, vit_mlp_layers, vit_readout_token
 
 __all__ = ["last_token", "mlp_layers", "readout_token", "vit_attention_layers", "vit_mlp_layers", "vit_readout_token"]
 
+#: library -> (its module here, the families it describes, for error messages)
+_LIBRARIES = {
+    "timm": ("timm_models", "timm VisionTransformer (ViT, DeiT, MAE, DINOv2, gated MLPs), Beit, Eva, SwinTransformer"),
+    "torchvision": ("torchvision_models", "torchvision VisionTransformer, SwinTransformer"),
+    "transformers": ("hugging_face_vision", "Hugging Face ViT, DeiT, BEiT, DINOv2, CLIP vision"),
+}
+_VISION = "; ".join(description for _, description in _LIBRARIES.values())
+_VIT = "a supported Vision Transformer"
 
-def _unsupported(model: object, what: str) -> TypeError:
-    return TypeError(
-        f"{type(model).__name__} is not of a supported model family ({vision._SUPPORTED}; {language.SUPPORTED}); "
-        f"pass {what} yourself instead"
-    )
+
+def _vision_families() -> Iterator[VisionFamily]:
+    for library, (module, _) in _LIBRARIES.items():
+        if library in sys.modules:
+            yield from importlib.import_module(f"captum_neuronpath._models.{module}").FAMILIES
+
+
+def _vision(model: object):
+    """``(family, network)`` of a vision model, or ``None``."""
+    for family in _vision_families():
+        network = family.network(model)
+        if network is not None:
+            return family, network
+    return None
+
+
+def _unsupported(model: object, what: str, families: str, kind: str = "of a supported model family") -> TypeError:
+    return TypeError(f"{type(model).__name__} is not {kind} ({families}); pass {what} yourself instead")
+
+
+def vit_mlp_layers(model: Module) -> List[Module]:
+    r"""
+    The neuron sites of a Vision Transformer: the hidden units of each block's MLP (e.g.
+    3072 per block in ViT-B), input side first.
+
+    - A plain MLP (``fc1``, activation, ``fc2``): its activation's output, the hidden
+      units after GELU.
+    - A gated MLP (timm ``SwiGLU``, ``SwiGLUPacked``, ``GluMlp``; DINOv2's SwiGLU): the
+      gating product as it enters the last linear layer, before any sub-norm, as a
+      :class:`~captum_neuronpath.ModuleInput` site.
+    - Swin (timm and torchvision ``SwinTransformer``): the blocks of the last stage, the
+      one the head reads (the stages have different numbers of positions, so one path
+      cannot cross them). For another stage, pass its blocks yourself, e.g.
+      ``[block.mlp.act for block in model.layers[1].blocks]`` (timm) or
+      ``[block.mlp[1] for block in model.features[3]]`` (torchvision).
+
+    Args:
+
+        model (torch.nn.Module): A timm ``VisionTransformer`` (ViT, DeiT, MAE, DINOv2,
+                    register tokens, any MLP above), ``Beit``, ``Eva`` or
+                    ``SwinTransformer``; a torchvision ``VisionTransformer`` or
+                    ``SwinTransformer``; a Hugging Face ViT, DeiT, BEiT, DINOv2 or CLIP
+                    vision model (``CLIPModel``: its vision tower), with or without its head.
+
+    Returns:
+        *list[torch.nn.Module]*: one site per block, to pass as ``layers``.
+
+    Raises:
+        TypeError: for any other model; pass the list of modules yourself instead.
+
+    Examples::
+
+        >>> import timm, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", depth=4)
+        >>> len(cnp.vit_mlp_layers(model))
+        4
+        >>> from timm.layers import SwiGLUPacked
+        >>> gated = timm.create_model("vit_tiny_patch16_224", depth=2, mlp_layer=SwiGLUPacked)
+        >>> cnp.vit_mlp_layers(gated)[0].module is gated.blocks[0].mlp.fc2
+        True
+    """
+    found = _vision(model)
+    if found is None:
+        raise _unsupported(model, "layers (a list of modules, e.g. each block's MLP activation)", _VISION, _VIT)
+    family, network = found
+    return family.mlp_sites(network)
+
+
+def vit_attention_layers(model: Module) -> List[Module]:
+    r"""
+    Each block's attention output projection, input side first: the other neuron sites of
+    a Vision Transformer (``C`` = the embedding width per block). Like the MLP neurons they
+    sit inside a residual branch, so substituting them leaves the residual stream intact.
+
+    For torchvision, whose ``nn.MultiheadAttention`` applies its projection without calling
+    the module, the site is the dropout right after attention (the identity in eval mode),
+    which outputs the same values.
+
+    Args:
+
+        model (torch.nn.Module): A model :func:`vit_mlp_layers` supports, except Swin
+                    (whose attention runs per window, not per image).
+
+    Returns:
+        *list[torch.nn.Module]*: one module per block, to pass as ``layers``.
+
+    Raises:
+        TypeError: for any other model; pass the list of modules yourself instead.
+
+    Examples::
+
+        >>> import timm, captum_neuronpath as cnp
+        >>> model = timm.create_model("vit_tiny_patch16_224", depth=4)
+        >>> cnp.vit_attention_layers(model)[0] is model.blocks[0].attn.proj
+        True
+    """
+    found = _vision(model)
+    if found is None or found[0].attention_sites is None:
+        what = "layers (a list of modules, e.g. each block's attention output projection)"
+        raise _unsupported(model, what, _VISION + "; not Swin, whose attention runs per window", _VIT)
+    family, network = found
+    return family.attention_sites(network)
+
+
+def vit_readout_token(model: Module) -> Union[int, slice]:
+    r"""
+    The token set a Vision Transformer's head reads: ``0`` (the class token) for
+    class-token models, ``slice(0, 2)`` for DeiT with a distillation token, the pooled
+    tokens (``slice(num_prefix_tokens, None)`` unless the model pools the prefix tokens
+    too) for global-pool models such as fine-tuned MAE, BEiT and EVA-02,
+    ``slice(0, None)`` for DINOv2's classifier (the class token and the mean of the patch
+    tokens) and ``slice(None)`` (every position) for Swin.
+
+    Args:
+
+        model (torch.nn.Module): A model :func:`vit_mlp_layers` supports.
+
+    Returns:
+        *int* or *slice*: the ``token`` argument for the attribution classes.
+
+    Raises:
+        TypeError: for an unsupported model, or a timm model without pooling
+                    (``global_pool=''``); pass ``token`` yourself instead.
+
+    Examples::
+
+        >>> import timm, captum_neuronpath as cnp
+        >>> cnp.vit_readout_token(timm.create_model("vit_tiny_patch16_224"))
+        0
+        >>> cnp.vit_readout_token(timm.create_model("vit_tiny_patch16_224", global_pool="avg"))
+        slice(1, None, None)
+    """
+    found = _vision(model)
+    if found is None:
+        raise _unsupported(model, "token (the positions the head reads)", _VISION, _VIT)
+    return found[0].readout(model)
 
 
 def mlp_layers(model: Module) -> List[Module]:
@@ -59,11 +206,12 @@ def mlp_layers(model: Module) -> List[Module]:
         >>> [site.module is block.mlp.down_proj for site, block in zip(cnp.mlp_layers(llama), llama.model.layers)]
         [True, True]
     """
-    if vision.is_vision_transformer(model):
+    if _vision(model) is not None:
         return vit_mlp_layers(model)
     found = language.find_family(model)
     if found is None:
-        raise _unsupported(model, "layers (a list of modules, e.g. each block's MLP activation)")
+        what = "layers (a list of modules, e.g. each block's MLP activation)"
+        raise _unsupported(model, what, f"{_VISION}; {language.SUPPORTED}")
     return language.neuron_sites(*found)
 
 
@@ -99,9 +247,44 @@ def readout_token(model: Module) -> Union[int, slice]:
         >>> cnp.readout_token(transformers.BertForSequenceClassification(config))
         0
     """
-    if vision.is_vision_transformer(model):
+    if _vision(model) is not None:
         return vit_readout_token(model)
     found = language.find_family(model)
     if found is None:
-        raise _unsupported(model, "token (the positions the head reads)")
+        raise _unsupported(model, "token (the positions the head reads)", f"{_VISION}; {language.SUPPORTED}")
     return language.readout(found[0], model)
+
+
+_layouts: Dict[type, bool] = {}  # types whose family has no layout: skipped at once
+
+
+def layout_of(module: Module) -> Optional[Layout]:
+    """The fast plan's layout of ``module`` where its family has one (for ``_core.plan.make_plan``)."""
+    if _layouts.get(type(module)) is False:
+        return None
+    for family in _vision_families():
+        if family.layout is not None and family.network(module) is module:
+            layout = family.layout(module)
+            if layout is not None:
+                return layout
+    _layouts[type(module)] = False
+    return None
+
+
+def readout_of_called(called: Dict[Module, int]):
+    """The token set the head of the first module of a known family in ``called`` reads, else ``None``."""
+    for module in called:
+        found = _vision(module)
+        if found is None:
+            found = language.find_family(module)
+            if found is None:
+                continue
+            try:
+                return language.readout(found[0], module)
+            except TypeError:
+                return None
+        try:
+            return found[0].readout(module)
+        except TypeError:
+            return None
+    return None

@@ -115,15 +115,8 @@ def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
 
 def neuron_sites(family: Family, blocks: List[Module]) -> List[Module]:
     """One neuron site per block, input side first."""
-    sites = []
-    for block in blocks:
-        module = _attribute(block, family.neuron)
-        if family.neuron_is_input:
-            site = ModuleInput(module)
-            site.training = module.training  # the site is in the mode of the module it reads
-            module = site
-        sites.append(module)
-    return sites
+    modules = [_attribute(block, family.neuron) for block in blocks]
+    return [ModuleInput(module) for module in modules] if family.neuron_is_input else modules
 
 
 def readout(family: Family, model: Module) -> int:

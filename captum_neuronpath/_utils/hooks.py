@@ -3,8 +3,8 @@
 Every hook the library registers goes through :func:`site_hooks`, which registers them
 inside its ``try`` and removes them on every exit, errors included, so a model always
 leaves an attribution exactly as it came in. The same holds for the two other things it
-can put on a model: a replacement ``forward`` of a module (the model-family shortcuts of
-``captum_neuronpath/_core/shortcuts.py``) and an observer of every module call.
+can put on a model: a replacement ``forward`` of a module (the fast plans of
+``captum_neuronpath/_core/plan.py``) and an observer of every module call.
 """
 
 from contextlib import contextmanager

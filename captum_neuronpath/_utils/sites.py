@@ -41,3 +41,8 @@ class ModuleInput(Module):
 
     def extra_repr(self) -> str:
         return "the input of this module"
+
+
+def module_of(layer: Module) -> Module:
+    """The module whose hooks read a site: ``layer`` itself, or the module of a :class:`ModuleInput`."""
+    return layer.module if isinstance(layer, ModuleInput) else layer

@@ -1,5 +1,8 @@
 """Token sets: which positions of a layer's ``(B, T, C)`` output carry the neurons.
 
+A ``(B, ..., C)`` output with the channel last (``(B, H, W, C)`` in Swin's MLPs) has its
+positions in the middle axes, flattened in row-major order.
+
 A token set is an ``int`` (one token), a ``slice`` or a sequence of ints (several
 tokens), ``None`` for layers whose output is ``(B, C)``, or a ``(B,)`` integer tensor:
 one position per example (the last real token of each padded sequence, say). Every
@@ -10,13 +13,35 @@ Resolved against a layer's output, a token set becomes a :data:`Positions`: ``No
 a list of non-negative positions shared by the batch, or a ``(B,)`` LongTensor.
 """
 
-from typing import List, Sequence, Union
+import math
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 TokenType = Union[int, slice, Sequence[int], Tensor, None]
 Positions = Union[None, List[int], Tensor]
+
+
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+                   nn.GroupNorm)  # fmt: skip
+_CHANNELS_LAST = (nn.Linear, nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))
+
+
+def channel_axis(module: nn.Module, previous: Optional[nn.Module], is_input: bool) -> Optional[str]:
+    """Where the channel of ``module``'s ``(B, ?, ?, ?)`` output is: ``"last"``, ``"first"`` or ``None`` (unknown).
+
+    A linear layer or layer norm computes over the last axis (and reads its input so),
+    a convolution or a feature-map norm over the second; an elementwise module (an
+    activation, a dropout) keeps the layout of ``previous``, the module that ran before it.
+    ``is_input``: the site is ``module``'s input.
+    """
+    for candidate in (module,) if is_input else (module, previous):
+        if isinstance(candidate, _CHANNELS_LAST):
+            return "last"
+        if isinstance(candidate, _CHANNELS_FIRST):
+            return "first"
+    return None
 
 
 def check_token(token: TokenType) -> TokenType:
@@ -77,10 +102,12 @@ def expand_per_example(value: Tensor, batch_size: int, name: str) -> Tensor:
     )
 
 
-def token_positions(token: TokenType, output_shape: torch.Size, where: str) -> Positions:
+def token_positions(token: TokenType, output_shape: torch.Size, where: str, axis: Optional[str] = "last") -> Positions:
     """Resolve ``token`` against a layer output's shape; ``None`` means the whole ``(B, C)``.
 
-    ``where`` names the layer in error messages.
+    A ``(B, ..., C)`` output has its positions in the middle axes, flattened row-major;
+    ``axis`` (see :func:`channel_axis`) says whether a 4-D or larger output has its channel
+    last, which is required. ``where`` names the layer in error messages.
     """
     if token is None:
         if len(output_shape) != 2:
@@ -89,19 +116,23 @@ def token_positions(token: TokenType, output_shape: torch.Size, where: str) -> P
                 f"{tuple(output_shape)}; pass token as an int, slice or sequence of positions"
             )
         return None
-    if len(output_shape) == 4:
+    if len(output_shape) > 3 and axis != "last":
+        known = "a convolutional feature map (B, C, H, W)" if axis == "first" else "a feature map whose channel axis"
         raise ValueError(
-            f"{where} outputs a convolutional feature map of shape {tuple(output_shape)}, which is not "
-            "supported: a neuron is a channel of a (B, T, C) or (B, C) output. Wrap the layer so that it "
-            "returns (B, H*W, C) (x.flatten(2).transpose(1, 2)) and pass the spatial positions as the token set"
+            f"{where} outputs {known} of shape {tuple(output_shape)}"
+            + ("" if axis == "first" else " cannot be told from the modules that compute it")
+            + ": a neuron is a channel of a (B, T, C), (B, ..., C) with the channel last, or (B, C) output. For a "
+            "(B, C, H, W) output, wrap the layer so that it returns (B, H*W, C) (x.flatten(2).transpose(1, 2)) "
+            "or (B, H, W, C) (x.permute(0, 2, 3, 1)); a (B, H, W, C) output is read as it is once its module, "
+            "or the module before it, is a linear layer or layer norm. Pass the positions as the token set"
         )
     shown = "a (B,) tensor" if isinstance(token, Tensor) else repr(token)
-    if len(output_shape) != 3:
+    if len(output_shape) < 3:
         raise ValueError(
             f"token={shown} needs a layer output of shape (B, T, C), but {where} outputs shape "
             f"{tuple(output_shape)}" + ("; pass token=None" if len(output_shape) == 2 else "")
         )
-    num_tokens = output_shape[1]
+    num_tokens = math.prod(output_shape[1:-1])
     if isinstance(token, Tensor):
         positions = expand_per_example(token, output_shape[0], "token")
         low, high = int(positions.min()), int(positions.max())
@@ -129,28 +160,74 @@ def repeat_positions(positions: Positions, times: int) -> Positions:
     return positions.repeat(times) if isinstance(positions, Tensor) else positions
 
 
+def span(positions: Positions) -> Optional[Tuple[int, int]]:
+    """``(start, stop)`` where ``positions`` is a run of consecutive tokens, else ``None``."""
+    if isinstance(positions, list) and positions == list(range(positions[0], positions[0] + len(positions))):
+        return positions[0], positions[0] + len(positions)
+    return None
+
+
 def read_tokens(output: Tensor, positions: Positions) -> Tensor:
-    """The output at the token set, as ``(B, T_sel, C)``."""
+    """The output at the token set, as ``(B, T_sel, C)``; a ``(B, ..., C)`` output is read flattened."""
     if positions is None:
         return output.unsqueeze(1)
+    if output.dim() > 3:
+        output = output.flatten(1, -2)
     if isinstance(positions, Tensor):
         rows = torch.arange(output.shape[0], device=output.device)
         return output[rows, positions.to(output.device)].unsqueeze(1)
     return output[:, positions]
 
 
-def write_tokens(output: Tensor, positions: Positions, values: Tensor) -> Tensor:
-    """A copy of ``output`` whose token set holds ``values`` (``(B, T_sel, C)``).
+def write_tokens(
+    output: Tensor, positions: Positions, values: Tensor, in_place: bool = False, own_gradient: bool = False
+) -> Tensor:
+    """``output`` whose token set holds ``values`` (``(B, T_sel, C)``).
 
-    The copy keeps the autograd link to ``values`` only, so gradients reaching the
-    token set flow to ``values`` and not to what computed ``output`` there.
+    The result keeps the autograd link to ``values`` only at the token set, so gradients
+    reaching it there flow to ``values`` and not to what computed ``output``. By default it
+    is a copy; ``in_place`` writes into ``output`` itself, for a site whose module neither
+    keeps its output for the backward pass nor returns a view of its input.
+    ``own_gradient``: the gradient that reaches ``output`` is a tensor that nothing else
+    reads, so the backward pass may block the token set in it in place.
     """
     if positions is None:
         return values[:, 0].to(output.dtype)
-    replaced = output.clone()
+    values = values.to(output.dtype)
+    if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
+        return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
+    replaced = output if in_place else output.clone()
+    run = span(positions)
     if isinstance(positions, Tensor):
         rows = torch.arange(output.shape[0], device=output.device)
-        replaced[rows, positions.to(output.device)] = values[:, 0].to(output.dtype)
+        replaced[rows, positions.to(output.device)] = values[:, 0]
+    elif run is not None:
+        if in_place and own_gradient:
+            return _OverwriteSpan.apply(output, values, *run)
+        replaced[:, run[0] : run[1]] = values  # a view: no indexing
     else:
-        replaced[:, positions] = values.to(output.dtype)
+        replaced[:, positions] = values
     return replaced
+
+
+class _OverwriteSpan(torch.autograd.Function):
+    """``output[:, start:stop] = values`` in place; the backward zeroes that span of the gradient in place.
+
+    Autograd's own in-place write copies the whole gradient to zero the span in the copy.
+    """
+
+    @staticmethod
+    def forward(ctx, output: Tensor, values: Tensor, start: int, stop: int) -> Tensor:
+        ctx.span = (start, stop)
+        ctx.mark_dirty(output)
+        output[:, start:stop] = values
+        return output
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor):
+        start, stop = ctx.span
+        if not gradient.is_contiguous():  # e.g. an expanded tensor: not ours to write
+            gradient = gradient.contiguous()
+        values_gradient = gradient[:, start:stop].clone()
+        gradient[:, start:stop] = 0
+        return gradient, values_gradient, None, None

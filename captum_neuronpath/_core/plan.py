@@ -1,0 +1,285 @@
+"""Fast plans of the substituted pass: the same numbers, less work, for models whose family
+describes itself (``captum_neuronpath/_models/``).
+
+The generic substituted pass runs the whole model at every quadrature node and writes
+the substituted values into a copy of each site's output. A model family can tell the
+engine, through a :class:`Layout`, where its blocks are and how one block computes; the
+plan made from it does less, and nothing else changes:
+
+- *Readout-only last block.* After the last block only the tokens the head reads
+  (``r`` leading positions, e.g. the class token) reach the output, so the last block
+  runs its queries and everything after them for those tokens only (the family gives
+  that forward); it applies when every site inside the last block is in the modules the
+  family names, at positions below ``r``.
+- *Greedy steps start mid-model.* A pass of a greedy search (``engine.GreedySearch``)
+  starts at the block of the layer whose substitution changed since the previous pass,
+  from that block's input as the previous pass recorded it (:meth:`Plan.resume_blocks`);
+  this needs the blocks in an ``nn.Sequential`` with one site per block, in order.
+- *Shared work once.* Everything before the first site is the same at every quadrature
+  node, so the model runs it once per example and repeats the batch to ``n_steps`` copies
+  right before the first site (when that site is its block's MLP activation, only the
+  token set runs the rest of that MLP per node). The first time a plan is used it checks
+  that the model's input rows really are such copies (a ``forward_func`` that adds noise
+  per row keeps the generic path).
+- *In-place writes.* A site whose module neither keeps its output for the backward pass
+  nor returns a view of its input (``nn.GELU``, ``nn.Linear``) gets the substituted
+  values written into its output directly instead of into a copy. Where the site is an
+  MLP's activation, whose output only the next linear layer reads, the backward pass
+  also blocks the gradient at the token set in place instead of in a copy of the
+  gradient.
+
+A plan is made once per ``attribute()`` call from the modules that the clean pass saw
+run: it applies only when exactly one model with a layout ran, once, in evaluation mode,
+and every site is inside it. Anything else keeps the generic path, and so does every
+attribution object whose ``family_plan`` attribute is ``False``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import Module
+
+from captum_neuronpath._utils.sites import module_of
+from captum_neuronpath._utils.tokens import Positions, span
+
+#: Sites whose output may be overwritten in place: their backward does not need their
+#: output and their output is a fresh tensor, not a view of their input.
+_IN_PLACE_TYPES = (nn.GELU, nn.Linear)
+
+
+@dataclass
+class BlockParts:
+    """A pre-norm block, ``y = x + attend(x)``, ``out = add(y, contract(act(expand(y))))``.
+
+    ``act`` is ``None`` (and so are the functions) where the block's MLP is not one whose
+    activation only its next linear layer reads.
+    """
+
+    act: Optional[Module] = None  # the MLP's activation: only ``contract`` reads its output
+    attend: Optional[Callable[[Tensor], Tensor]] = None  # x -> y
+    expand: Optional[Callable[[Tensor], Tensor]] = None  # y -> the MLP's first layer's output
+    contract: Optional[Callable[[Tensor], Tensor]] = None  # the activation's output -> the branch's output
+    add: Optional[Callable[[Tensor, Tensor], Tensor]] = None  # (y, branch output) -> block output
+
+
+@dataclass
+class Layout:
+    """What a model family tells the engine about one model (its ``root``)."""
+
+    root: Module
+    blocks: Module  # the container of the blocks, in the order they run
+    start: Module  # its first input is the model's batch: the nodes' shared work starts there
+    #: A block's parts where the block is exactly of the family's type, else ``None`` (no
+    #: shared work starts in it).
+    parts: Callable[[Module], Optional[BlockParts]]
+    #: ``(last block, the modules in it a site may be in, r -> its readout-only forward)``, or ``None``.
+    readout: Optional[Tuple[Module, Sequence[Module], Callable[[int], Callable]]] = None
+    num_readout: int = 1  # the leading tokens the head reads
+    checkpointing: bool = False  # gradient checkpointing: the blocks must run as the model runs them
+
+
+@dataclass
+class SharedWork:
+    """Where the quadrature nodes' common work starts and where the batch is repeated."""
+
+    start: Module  # its input is the model's first batch-first tensor: deduplicated there
+    block: Module  # the block holding layers[0]: repeated there
+    repeat: Callable[[Tensor, int], Tensor]  # block's forward on one copy, returning n copies
+    verified: bool = False  # whether a pass has seen the input rows repeat
+
+
+@dataclass
+class Plan:
+    """What the substituted pass may do differently for one model."""
+
+    forwards: Dict[Module, Callable] = field(default_factory=dict)  # replacement forward per module, every pass
+    in_place: FrozenSet[int] = frozenset()  # indices of sites written in place
+    own_gradient: FrozenSet[int] = frozenset()  # in-place sites whose gradient arrives in a tensor of its own
+    shared: Optional[SharedWork] = None
+    blocks: Optional[Module] = None  # the model's nn.Sequential of blocks, where a pass can start mid-model
+    site_blocks: List[int] = field(default_factory=list)  # the block of each site, increasing
+
+    def resume_blocks(self, resume) -> Callable[[Tensor], Tensor]:
+        """A forward of :attr:`blocks` for a pass of a greedy search (``engine.Resume``).
+
+        It starts at the block of site ``resume.start`` from ``resume.block_input`` (or at
+        the first block), and records the input of the block of site ``resume.keep``.
+        """
+        blocks = list(self.blocks)
+        resumed = resume.start is not None and resume.block_input is not None
+        first = self.site_blocks[resume.start] if resumed else 0
+        keep = self.site_blocks[resume.keep] if resume.keep is not None else None
+
+        def forward(x: Tensor) -> Tensor:
+            hidden = resume.block_input if resumed else x
+            resume.block_input = None  # only what the next pass starts from stays
+            for index in range(first, len(blocks)):
+                if index == keep:
+                    resume.block_input = hidden
+                hidden = blocks[index](hidden)
+            return hidden
+
+        return forward
+
+    def pass_forwards(self, n_nodes: int, batch_size: int, first_site: int) -> Dict[Module, Callable]:
+        """The replacement forwards of one pass over ``n_nodes`` copies of a ``batch_size`` batch."""
+        forwards = dict(self.forwards)
+        shared = self.shared
+        if shared is None or n_nodes == 1 or first_site != 0:
+            return forwards
+        start_forward = forwards.get(shared.start, type(shared.start).forward.__get__(shared.start))
+        block_forward = forwards.get(shared.block, type(shared.block).forward.__get__(shared.block))
+
+        def start(x: Tensor, *args, **kwargs) -> Tensor:
+            if x.shape[0] == n_nodes * batch_size and self._repeats(x, n_nodes, batch_size):
+                x = x[:batch_size]
+                if shared.start is shared.block:
+                    return shared.repeat(x, n_nodes)
+            return start_forward(x, *args, **kwargs)
+
+        def block(x: Tensor, *args, **kwargs) -> Tensor:
+            if x.shape[0] == batch_size and not args and not kwargs:  # one copy: the start deduplicated it
+                return shared.repeat(x, n_nodes)
+            return block_forward(x, *args, **kwargs)
+
+        forwards[shared.start] = start
+        if shared.block is not shared.start:
+            forwards[shared.block] = block
+        return forwards
+
+    def _repeats(self, x: Tensor, n_nodes: int, batch_size: int) -> bool:
+        """Whether ``x`` is ``n_nodes`` copies of its first rows; checked once per plan (a host sync)."""
+        shared = self.shared
+        if not shared.verified:
+            first = x[:batch_size]
+            if not torch.equal(x.view(n_nodes, *first.shape), first.unsqueeze(0).expand(n_nodes, *first.shape)):
+                self.shared = None  # this forward_func does not give every node the same input
+                return False
+            shared.verified = True
+        return True
+
+
+LayoutOf = Callable[[Module], Optional[Layout]]
+
+
+def make_plan(
+    called: Dict[Module, int], layers: Sequence[Module], positions: List[Positions], layout_of: Optional[LayoutOf]
+) -> Optional[Plan]:
+    """The plan for the model that ran in the clean pass (``called``: module -> calls), if any.
+
+    ``layout_of`` gives a module's :class:`Layout` where its family has one (``None``: the
+    generic path).
+    """
+    if layout_of is None:
+        return None
+    layouts = [layout for layout in map(layout_of, called) if layout is not None]
+    if len(layouts) != 1 or called[layouts[0].root] != 1:
+        return None
+    layout = layouts[0]
+    root = layout.root
+    if any(m.training for m in root.modules()):
+        return None
+    inside = {id(m) for m in root.modules()}
+    modules = [module_of(layer) for layer in layers]
+    if not all(id(m) in inside for m in modules):
+        return None
+    blocks = list(layout.blocks)
+    block_parts = [layout.parts(block) for block in blocks]
+    activations = {id(parts.act) for parts in block_parts if parts is not None and parts.act is not None}
+    plan = Plan(
+        in_place=frozenset(
+            i for i, layer in enumerate(layers) if layer is module_of(layer) and type(layer) in _IN_PLACE_TYPES
+        ),
+        own_gradient=frozenset(
+            i for i, layer in enumerate(layers) if type(layer) is nn.GELU and id(layer) in activations
+        ),
+    )
+    readout = _readout_forward(layout, layers, positions)
+    if readout is not None:
+        plan.forwards[readout[0]] = readout[1]
+    owners = [next((i for i, b in enumerate(blocks) if any(m is site for m in b.modules())), -1) for site in modules]
+    if owners[0] >= 0:
+        block = blocks[owners[0]]
+        plan.shared = _shared_work(layout, block, block_parts[owners[0]], layers[0], positions[0], plan.forwards)
+        container = layout.blocks
+        resumable = type(container) is nn.Sequential and "forward" not in container.__dict__
+        if resumable and not layout.checkpointing and all(a < b for a, b in zip(owners, owners[1:])):
+            plan.blocks, plan.site_blocks = container, owners  # one site per block, in order
+    return plan
+
+
+def _shared_work(
+    layout: Layout, block: Module, parts: Optional[BlockParts], first: Module, positions: Positions,
+    replaced: Dict[Module, Callable],
+) -> Optional[SharedWork]:  # fmt: skip
+    """Where the nodes' common work ends for a first site ``first`` in ``block`` at ``positions``, or ``None``."""
+    if parts is None or layout.checkpointing or block in replaced or "forward" in block.__dict__:
+        return None
+    if "forward" in layout.start.__dict__:
+        return None
+    if parts.act is not None and first is parts.act:
+        return SharedWork(layout.start, block, _repeat_at_activation(parts, span(positions)))
+    original = type(block).forward
+
+    def repeat(x: Tensor, n: int) -> Tensor:  # a first site elsewhere in its block: repeat at its input
+        return original(block, x.repeat(n, *[1] * (x.dim() - 1)))
+
+    return SharedWork(layout.start, block, repeat)
+
+
+def _repeat_at_activation(parts: BlockParts, span: Optional[Tuple[int, int]]) -> Callable[[Tensor, int], Tensor]:
+    """The block on one copy up to its MLP's first layer, then on ``n`` copies.
+
+    With the site's token set a span ``[start, stop)``, the tokens outside it hold the
+    clean activation at every node, so they finish the block once, and only the span
+    runs the rest of the MLP per node. The site then sees its first ``stop`` tokens
+    only, which hold the token set.
+    """
+
+    def repeat(x: Tensor, n: int) -> Tensor:
+        y = parts.attend(x)
+        hidden = parts.expand(y)
+        if span is None:
+            substituted = parts.act(hidden.repeat(n, 1, 1))  # the site's hook writes each node's values
+            return parts.add(y.repeat(n, 1, 1), parts.contract(substituted))
+        start, stop = span
+        substituted = parts.act(hidden[:, :stop].repeat(n, 1, 1))[:, start:stop]
+        out = parts.add(y, parts.contract(parts.act.forward(hidden))).repeat(n, 1, 1)  # .forward: no hooks
+        out[:, start:stop] = parts.add(y[:, start:stop].repeat(n, 1, 1), parts.contract(substituted))
+        return out
+
+    return repeat
+
+
+def _readout_forward(layout: Layout, layers: Sequence[Module], positions: List[Positions]):
+    """``(last block, its readout-only forward)``, or ``None`` where it does not apply."""
+    if layout.readout is None or layout.checkpointing:
+        return None
+    block, allowed, make = layout.readout
+    if "forward" in block.__dict__:  # someone already replaced this block's forward
+        return None
+    in_block = {id(m) for m in block.modules()}
+    allowed_ids = {id(m) for a in allowed for m in a.modules()}
+    for layer, pos in zip(layers, positions):
+        module = module_of(layer)
+        if id(module) not in in_block:
+            continue
+        if id(module) not in allowed_ids or pos is None or _max_position(pos) >= layout.num_readout:
+            return None
+    return block, make(layout.num_readout)
+
+
+def _max_position(positions: Positions) -> int:
+    return int(positions.max()) if isinstance(positions, Tensor) else max(positions)
+
+
+def observed_calls() -> Tuple[Dict[Module, int], Callable[[Module], None]]:
+    """A dict of module -> number of calls, and the observer that fills it."""
+    called: Dict[Module, int] = {}
+
+    def observe(module: Module) -> None:
+        called[module] = called.get(module, 0) + 1
+
+    return called, observe

@@ -1,0 +1,36 @@
+"""What the library knows of one family of vision models, in one record."""
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Union
+
+from torch.nn import Module
+
+from captum_neuronpath._core.plan import Layout
+
+
+@dataclass(frozen=True)
+class VisionFamily:
+    """One family of vision models: where its neurons are, what its head reads, how it runs.
+
+    ``network`` finds the family's network in a model (the model itself, or the backbone
+    or vision tower of a model with a head); the sites are that network's, the readout is
+    the model's own (its head decides).
+    """
+
+    name: str  # as listed in error messages
+    network: Callable[[object], Optional[Module]]
+    mlp_sites: Callable[[Module], List[Module]]
+    readout: Callable[[Module], Union[int, slice]]
+    attention_sites: Optional[Callable[[Module], List[Module]]] = None  # None: not supported
+    layout: Optional[Callable[[Module], Optional[Layout]]] = None  # the fast plan's layout, for the network
+
+
+def blocks_of(owner: Module, *paths: str) -> Optional[List[Module]]:
+    """The blocks at the first dotted path of ``paths`` that ``owner`` has, or ``None``."""
+    for path in paths:
+        found: object = owner
+        for name in path.split("."):
+            found = getattr(found, name, None)
+        if isinstance(found, Module):
+            return list(found)
+    return None

@@ -1,0 +1,98 @@
+"""Hugging Face vision transformers: ViT, DeiT (with its distillation token), BEiT, DINOv2 and
+CLIP's vision tower. Imported only once transformers is.
+"""
+
+from typing import Callable, List, Optional, Tuple, Union
+
+import transformers
+from torch.nn import Module
+
+from captum_neuronpath._models.family import VisionFamily, blocks_of
+from captum_neuronpath._utils.sites import ModuleInput
+
+
+def _blocks(network: Module) -> List[Module]:
+    return blocks_of(network, "layers", "encoder.layer", "encoder.layers")  # transformers >= 5, < 5, CLIP
+
+
+def _mlp_site(block: Module) -> Module:
+    mlp = getattr(block, "mlp", None)
+    if mlp is None:  # transformers < 5
+        return block.intermediate.intermediate_act_fn
+    if hasattr(mlp, "down_proj"):  # a gated MLP (DINOv2's SwiGLU): the gating product
+        return ModuleInput(mlp.down_proj)
+    return mlp.activation_fn
+
+
+def _attention_site(block: Module) -> Module:
+    if hasattr(block, "self_attn"):  # CLIP
+        return block.self_attn.out_proj
+    attention = block.attention
+    return attention.o_proj if hasattr(attention, "o_proj") else attention.output.dense
+
+
+def _network(*pairs: Tuple[str, Optional[str]]) -> Callable[[object], Optional[Module]]:
+    """Finds the network in models of the classes named (class name, attribute of the network or None)."""
+
+    def network(model: object) -> Optional[Module]:
+        for name, attribute in pairs:
+            cls = getattr(transformers, name, None)
+            if cls is not None and isinstance(model, cls):
+                # CLIPVisionModel holds its vision_model below transformers 5 and is it from 5 on
+                return getattr(model, attribute, model) if attribute else model
+        return None
+
+    return network
+
+
+def _family(name: str, pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
+    return VisionFamily(
+        name=name,
+        network=_network(*pairs),
+        mlp_sites=lambda network: [_mlp_site(block) for block in _blocks(network)],
+        attention_sites=lambda network: [_attention_site(block) for block in _blocks(network)],
+        readout=readout,
+    )
+
+
+def _beit_readout(model: Module) -> Union[int, slice]:
+    return slice(1, None) if model.config.use_mean_pooling else 0  # the pooler averages the patch tokens
+
+
+FAMILIES = (
+    _family(
+        "Hugging Face ViTModel, ViTForImageClassification",
+        [("ViTForImageClassification", "vit"), ("ViTModel", None)],
+        lambda model: 0,
+    ),
+    _family(
+        "Hugging Face DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher",
+        [
+            ("DeiTForImageClassificationWithTeacher", "deit"),
+            ("DeiTForImageClassification", "deit"),
+            ("DeiTModel", None),
+        ],
+        # the distilled model averages its class and distillation heads
+        lambda model: slice(0, 2) if type(model).__name__.endswith("WithTeacher") else 0,
+    ),  # fmt: skip
+    _family(
+        "Hugging Face BeitModel, BeitForImageClassification",
+        [("BeitForImageClassification", "beit"), ("BeitModel", None)],
+        _beit_readout,
+    ),
+    _family(
+        "Hugging Face Dinov2Model, Dinov2ForImageClassification",
+        [("Dinov2ForImageClassification", "dinov2"), ("Dinov2Model", None)],
+        # the classifier reads the class token and the mean of the patch tokens
+        lambda model: slice(0, None) if type(model).__name__.endswith("ForImageClassification") else 0,
+    ),
+    _family(
+        "Hugging Face CLIPVisionModel, CLIPVisionModelWithProjection, CLIPModel (its vision tower)",
+        [
+            ("CLIPVisionModel", "vision_model"),
+            ("CLIPVisionModelWithProjection", "vision_model"),
+            ("CLIPModel", "vision_model"),
+        ],
+        lambda model: 0,  # the pooled output is the class token's
+    ),  # fmt: skip
+)

@@ -1,0 +1,71 @@
+"""torchvision's Vision Transformers: ``VisionTransformer`` and ``SwinTransformer``; the fast
+plan's layout of a ``VisionTransformer``. Imported only once torchvision is.
+"""
+
+from typing import Callable, Optional
+
+from torch import Tensor
+from torch.nn import Module
+from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.vision_transformer import EncoderBlock, MLPBlock, VisionTransformer
+
+from captum_neuronpath._core.plan import BlockParts, Layout
+from captum_neuronpath._models.family import VisionFamily
+
+
+def _layout(model: Module) -> Optional[Layout]:
+    if type(model) is not VisionTransformer:
+        return None
+    blocks = model.encoder.layers
+    last = blocks[-1]
+    readout = None
+    if type(last) is EncoderBlock and last.self_attention.batch_first:
+        readout = (last, [last.mlp, last.dropout], lambda r: _readout_forward(last, r))
+    return Layout(root=model, blocks=blocks, start=blocks[0], parts=_block_parts, readout=readout)
+
+
+def _block_parts(block: Module) -> Optional[BlockParts]:
+    if type(block) is not EncoderBlock:
+        return None
+    mlp = block.mlp
+    if type(mlp) is not MLPBlock:
+        return BlockParts()
+    return BlockParts(
+        act=mlp[1],
+        attend=lambda x: block.dropout(block.self_attention(*[block.ln_1(x)] * 3, need_weights=False)[0]) + x,
+        expand=lambda y: mlp[0](block.ln_2(y)),
+        contract=lambda a: mlp[4](mlp[3](mlp[2](a))),
+        add=lambda y, branch: y + branch,
+    )
+
+
+def _readout_forward(block: EncoderBlock, r: int) -> Callable:
+    """torchvision's ``EncoderBlock.forward`` with the queries and everything after them at the first ``r`` tokens."""
+
+    def forward(input: Tensor) -> Tensor:
+        x = block.ln_1(input)
+        x, _ = block.self_attention(x[:, :r], x, x, need_weights=False)
+        x = block.dropout(x) + input[:, :r]
+        return x + block.mlp(block.ln_2(x))
+
+    return forward
+
+
+FAMILIES = (
+    VisionFamily(
+        name="torchvision VisionTransformer",
+        network=lambda model: model if isinstance(model, VisionTransformer) else None,
+        mlp_sites=lambda model: [block.mlp[1] for block in model.encoder.layers],
+        # nn.MultiheadAttention applies its projection without calling the module: the dropout
+        # right after it (the identity in evaluation mode) outputs the same values
+        attention_sites=lambda model: [block.dropout for block in model.encoder.layers],
+        readout=lambda model: 0,
+        layout=_layout,
+    ),
+    VisionFamily(
+        name="torchvision SwinTransformer (the last stage's blocks)",
+        network=lambda model: model if isinstance(model, SwinTransformer) else None,
+        mlp_sites=lambda model: [block.mlp[1] for block in model.features[-1]],
+        readout=lambda model: slice(None),  # the head averages every position
+    ),
+)
