@@ -1,14 +1,19 @@
-"""Effect of reduced precision (torch.autocast, bfloat16) on JAS and paths.
+"""Reduced precision (``torch.autocast``, bfloat16): the same paths, and what it costs.
 
 Locates the paths of the digits ViT's first 200 test images in float32 and under
-``torch.autocast(device, dtype=torch.bfloat16)``, and reports how many paths agree, the
-relative JAS difference and the time of each, measured in this run. The inputs, the
-substituted values and the results stay float32; autocast lowers the matrix products.
+``torch.autocast(device, dtype=torch.bfloat16)``, at the library's default quadrature and
+at the paper preset, and reports the share of identical whole paths, the agreement per
+layer, the relative JAS difference (median and 90th percentile) and the time of each. The
+library computes its nodes, sums, JAS and scores in float32 whatever autocast is in force
+(the concepts page's precision policy); only the model's layers run in bfloat16. Then it
+times the paper preset on ViT-Ti/16 at 224 px (random weights, one image) in float32 and
+in bfloat16, in interleaved rounds. Every number is measured in this run:
 
-    python benchmarks/autocast.py [--device cuda]
+    python benchmarks/autocast.py [--device cuda] [--images 200] [--rounds 3]
 """
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -17,36 +22,70 @@ import captum_neuronpath as cnp
 from captum_neuronpath import digits
 
 
+def _timed(function, device):
+    start = time.perf_counter()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def agreement(model, images, labels, device, quadrature):
+    locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+    run = lambda: locator.attribute(images, target=labels, **quadrature)  # noqa: E731
+    full, full_seconds = _timed(run, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        low, low_seconds = _timed(run, device)
+    assert low.jas.dtype == torch.float32
+    same = (low.path == full.path).all(-1).double().mean()
+    per_layer = (low.path == full.path).double().mean(0)
+    relative = ((low.jas - full.jas) / full.jas.abs()).abs()
+    return dict(same=float(same), per_layer=[float(v) for v in per_layer], median=float(relative.median()),
+                p90=float(relative.quantile(0.9)), float32_s=full_seconds, bfloat16_s=low_seconds)  # fmt: skip
+
+
+def vit_ti_times(device, rounds):
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224").to(device).eval()
+    image = torch.randn(1, 3, 224, 224, device=device)
+    target = int(model(image).argmax())
+    locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
+    run = lambda: locator.attribute(image, target=target, **cnp.PAPER_QUADRATURE)  # noqa: E731
+    run()  # warm-up
+    times = {"float32": [], "bfloat16": []}
+    for _ in range(rounds):
+        times["float32"].append(_timed(run, device)[1])
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            times["bfloat16"].append(_timed(run, device)[1])
+    ratios = [b / f for f, b in zip(times["float32"], times["bfloat16"])]
+    return statistics.median(times["float32"]), statistics.median(times["bfloat16"]), statistics.median(ratios)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--n-steps", type=int, default=20)
-    parser.add_argument("--method", default="riemann_left")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the ViT-Ti/16 timing")
     args = parser.parse_args()
     device = torch.device(args.device)
     model = digits.digits_vit().to(device)
     _, (images, labels) = digits.digits_split()
-    images, labels = images[:200].to(device), labels[:200].to(device)
-    locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model))
-
-    def run():
-        start = time.perf_counter()
-        result = locator.attribute(images, target=labels, n_steps=args.n_steps, method=args.method)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return result, time.perf_counter() - start
-
-    full, full_seconds = run()
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        low, low_seconds = run()
-    same = (low.path == full.path).all(-1).double().mean()
-    per_layer = (low.path == full.path).double().mean(0)
-    relative = ((low.jas.float() - full.jas) / full.jas.abs()).abs()
-    print(f"digits ViT on {device}, {len(images)} images, n_steps={args.n_steps}, {args.method}")
-    print(f"float32: {full_seconds:.1f} s; bfloat16 autocast: {low_seconds:.1f} s")
-    print(f"identical paths: {100 * float(same):.0f}%; per layer: {[round(100 * float(v)) for v in per_layer]}%")
-    print(f"JAS relative difference: median {float(relative.median()):.2e}, 90th percentile "
-          f"{float(relative.quantile(0.9)):.2e}")  # fmt: skip
+    images, labels = images[: args.images].to(device), labels[: args.images].to(device)
+    print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads\n")
+    print(f"digits ViT, {len(images)} test images, float32 against bfloat16 autocast:\n")
+    print("| quadrature | identical paths | per layer | JAS rel. diff. median | 90th pct. | float32 (s) "
+          "| bfloat16 (s) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, quadrature in [("default (3-node Gauss-Legendre)", {}), ("paper preset", dict(cnp.PAPER_QUADRATURE))]:
+        r = agreement(model, images, labels, device, quadrature)
+        layers = ", ".join(f"{100 * v:.1f}%" for v in r["per_layer"])
+        print(f"| {name} | {100 * r['same']:.1f}% | {layers} | {r['median']:.1e} | {r['p90']:.1e} | "
+              f"{r['float32_s']:.1f} | {r['bfloat16_s']:.1f} |")  # fmt: skip
+    f32, bf16, ratio = vit_ti_times(device, args.rounds)
+    print(f"\nViT-Ti/16 @224, paper preset, one image, median of {args.rounds} interleaved rounds: float32 "
+          f"{f32:.2f} s, bfloat16 {bf16:.2f} s (bfloat16 / float32 = {ratio:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -247,3 +247,17 @@ def oracle_sites(layers: Sequence[nn.Module], x, forward) -> List:
         else:
             sites.append(FlattenedOutputOf(layer) if shapes[i] > 3 else layer)
     return sites
+
+
+class MemoryBound(nn.Module):
+    """``model`` on a device that holds at most ``rows`` rows: a larger batch raises
+    ``torch.OutOfMemoryError``, as CUDA does when a pass does not fit."""
+
+    def __init__(self, model: nn.Module, rows: int) -> None:
+        super().__init__()
+        self.model, self.rows = model, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.rows:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated: {x.shape[0]} rows > {self.rows})")
+        return self.model(x)

@@ -18,6 +18,7 @@ from captum_neuronpath._utils.hooks import site_hooks
 from captum_neuronpath._utils.quadrature import quadrature
 
 from helpers import (
+    MemoryBound,
     all_hooks,
     brute_force_jas,
     brute_force_layer_scores,
@@ -143,3 +144,31 @@ def test_greedy_search_gives_each_passes_own_numbers_in_order_and_out_of_order(v
         search.candidate_scores(t, path[:, :t])
     jas, _ = search.joint_score_and_gradients(path)
     torch.testing.assert_close(jas, joint_score(forward, layers, prepared, path, rule, None), rtol=1e-9, atol=0)
+
+
+def test_out_of_memory_in_a_pass_names_internal_batch_size_and_the_rows(vit):
+    vit = vit.float()
+    bounded = MemoryBound(vit, rows=8)  # 4 examples x 4 nodes do not fit, 2 nodes per pass do
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    locator = cnp.NeuronPath(softmax_forward(bounded), layers_of(vit))
+    expected = r"16 rows \(4 quadrature nodes x 4 examples.*internal_batch_size=8"
+    with pytest.raises(torch.OutOfMemoryError, match=expected) as caught:
+        locator.attribute(x, target=0, n_steps=4)
+    assert "simulated" in str(caught.value.__cause__)  # the model's own error is kept
+    fitted = locator.attribute(x, target=0, n_steps=4, internal_batch_size=8)
+    reference = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=0, n_steps=4)
+    assert torch.equal(fitted.path, reference.path)
+    torch.testing.assert_close(fitted.jas, reference.jas, rtol=1e-5, atol=0)
+
+
+def test_results_are_computed_in_float32_under_bfloat16_autocast(vit):
+    vit = vit.float()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prepared = prepare(softmax_forward(vit), layers_of(vit), 0, x, TARGET[:1].repeat(3), None)
+        result = cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(x, target=0)
+    assert prepared.dtype == torch.float32
+    assert all(a.dtype == torch.float32 for a in prepared.clean.activations)
+    assert result.jas.dtype == result.layer_scores.dtype == torch.float32
+    full = cnp.NeuronJointIntegratedGradients(softmax_forward(vit), layers_of(vit)).attribute(x, result.path, 0)
+    torch.testing.assert_close(result.jas, full, rtol=0.05, atol=1e-7)  # the model's bfloat16 rounding only

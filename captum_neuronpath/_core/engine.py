@@ -79,8 +79,18 @@ class Prepared:
     additional_forward_args: Any
     target: Any
     clean: CleanPass
-    dtype: torch.dtype  # the dtype results are returned in
+    dtype: torch.dtype  # the dtype results are computed and returned in (see :func:`compute_dtype`)
     output_independent: bool = False  # set when no substituted site received any gradient
+    _nodes: Dict[Tuple[int, str], Tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+    def nodes(self, rule: Quadrature) -> Tuple[Tensor, Tensor]:
+        """The rule's ``(alphas, step sizes)`` as tensors on the activations' device, made once per call."""
+        key = (rule.n_steps, rule.method)
+        if key not in self._nodes:
+            device = self.clean.activations[0].device
+            alphas, step_sizes = (torch.tensor(v, dtype=self.dtype) for v in (rule.alphas, rule.step_sizes))
+            self._nodes[key] = (alphas.to(device, non_blocking=True), step_sizes.to(device, non_blocking=True))
+        return self._nodes[key]
 
     @property
     def batch_size(self) -> int:
@@ -114,8 +124,20 @@ def prepare(
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
     clean = clean_pass(forward_func, layers, token, inputs, additional_forward_args, family_plan)
     target = format_target(target, clean.output) if check_target else None
-    dtype = inputs[0].dtype if inputs[0].is_floating_point() else clean.activations[0].dtype
-    return Prepared(inputs, additional_forward_args, target, clean, dtype)
+    return Prepared(inputs, additional_forward_args, target, clean, clean.activations[0].dtype)
+
+
+def compute_dtype(inputs: Tuple[Tensor, ...], activations: Sequence[Tensor]) -> torch.dtype:
+    """The precision policy: what the library computes in, whatever the model runs in.
+
+    The quadrature nodes and weights, the substituted values, the sums of gradients over
+    nodes and chunks, the JAS and the candidate scores are float64 where the inputs or the
+    activations are, else float32: a model run in bfloat16 or float16 (under
+    ``torch.autocast`` or converted) only runs its own layers in that precision.
+    """
+    if inputs[0].dtype == torch.float64 or any(a.dtype == torch.float64 for a in activations):
+        return torch.float64
+    return torch.float32
 
 
 def clean_pass(
@@ -167,12 +189,13 @@ def clean_pass(
             f"in the order {order} (indices into layers): pass [layers[i] for i in {order}]"
         )
     output = check_forward_output(output, inputs[0].shape[0])
+    dtype = compute_dtype(inputs, list(recorded.values()))
     activations, positions = [], []
     for i, layer in enumerate(layers):
         axis = _channel_axis(layer, called) if recorded[i].dim() > 3 else "last"
         pos = token_positions(token, recorded[i].shape, describe_layer(i, layer), axis)
         positions.append(pos)
-        activations.append(read_tokens(recorded[i], pos))
+        activations.append(read_tokens(recorded[i], pos).to(dtype))
     _check_shared_tokens(layers, [recorded[i].shape for i in range(len(layers))], token)
     plan = make_plan(called, layers, positions, _models.layout_of if family_plan else None)
     num_tokens = [math.prod(recorded[i].shape[1:-1]) for i in range(len(layers))]
@@ -392,6 +415,7 @@ def _integrated_gradients(
     """
     batch_size = prepared.batch_size
     nodes_per_pass = rule.n_steps if internal_batch_size is None else max(1, internal_batch_size // batch_size)
+    alphas, step_sizes = prepared.nodes(rule)
     if nodes_per_pass < rule.n_steps:  # keeping graphs across passes would defeat the memory bound
         resume = None
     totals: Dict[int, Tensor] = {}
@@ -399,7 +423,7 @@ def _integrated_gradients(
     for start in range(0, rule.n_steps, nodes_per_pass):
         stop = min(start + nodes_per_pass, rule.n_steps)
         chunk = _substituted_pass(
-            forward_func, layers, prepared, scaled, rule.alphas[start:stop], rule.step_sizes[start:stop], resume
+            forward_func, layers, prepared, scaled, alphas[start:stop], step_sizes[start:stop], resume
         )
         for index, gradient in chunk.items():
             if gradient is None:
@@ -408,7 +432,8 @@ def _integrated_gradients(
                 totals[index] = gradient if index not in totals else totals[index] + gradient
     reference = prepared.clean.activations
     integrated = {i: totals[i] if i in totals else torch.zeros_like(reference[i]) for i in sorted(scaled)}
-    unreached = [i for i, gradient in integrated.items() if not torch.any(gradient)]
+    reached = torch.stack([gradient.ne(0).any() for gradient in integrated.values()]).tolist()  # one sync
+    unreached = [i for i, hit in zip(integrated, reached) if not hit]
     if len(unreached) == len(integrated):
         prepared.output_independent = True
     elif unreached:
@@ -451,8 +476,8 @@ def _substituted_pass(
     layers: Sequence[Module],
     prepared: Prepared,
     scaled: Dict[int, Tensor],
-    alphas: Sequence[float],
-    step_sizes: Sequence[float],
+    alphas: Tensor,
+    step_sizes: Tensor,
     resume: Optional[Resume] = None,
 ) -> Dict[int, Optional[Tensor]]:
     """One forward and backward pass over the nodes ``alphas``: ``sum_k s_k dF/dw`` per layer.
@@ -466,9 +491,7 @@ def _substituted_pass(
     plan = clean.plan
     if plan is None or plan.blocks is None:
         resume = None
-    reference = clean.activations[0]
-    alpha = torch.tensor(alphas, dtype=reference.dtype, device=reference.device)
-    alpha = alpha.repeat_interleave(batch_size).view(-1, 1, 1)
+    alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
     values = {}
     for index in sorted(scaled):
         if resume is not None and resume.start is not None and index < resume.start and index in resume.values:
@@ -497,18 +520,26 @@ def _substituted_pass(
         forwards[plan.blocks] = plan.resume_blocks(resume)
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
     with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
-        output = _run_forward(
-            forward_func,
-            expanded_inputs,
-            _expand_target(prepared.target, n_nodes),
-            _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
-        )
-        # The clean pass checked that the selected output is one score per example.
-        keep = resume is not None  # the next pass backpropagates through this pass's first blocks again
-        grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True, retain_graph=keep)
+        try:
+            output = _run_forward(
+                forward_func,
+                expanded_inputs,
+                _expand_target(prepared.target, n_nodes),
+                _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
+            )
+            # The clean pass checked that the selected output is one score per example.
+            keep = resume is not None  # the next pass backpropagates through this pass's first blocks again
+            grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True, retain_graph=keep)
+        except torch.OutOfMemoryError as error:
+            rows = n_nodes * batch_size
+            raise torch.OutOfMemoryError(
+                f"out of memory in a substituted pass over {rows} rows ({n_nodes} quadrature nodes x {batch_size} "
+                f"examples; the model's error is above): pass internal_batch_size={max(batch_size, rows // 2)} or "
+                "less to run fewer rows per pass (the numbers do not change), or attribute fewer examples at once"
+            ) from error
     if resume is not None:
         resume.values = values
-    weights = torch.tensor(step_sizes, dtype=reference.dtype, device=reference.device).view(-1, 1, 1, 1)
+    weights = step_sizes.view(-1, 1, 1, 1)
     return {
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
         for index, grad in zip(values, grads)
