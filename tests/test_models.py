@@ -226,6 +226,21 @@ def _hf_pooled(model):
     return lambda x: model(pixel_values=x).pooler_output.tanh().sum(-1)
 
 
+def _clip_model():
+    torch.manual_seed(3)
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
+    return transformers.CLIPModel(transformers.CLIPConfig(vision_config=dict(_HF_SMALL), text_config=text))
+
+
+def _clip_image_features(model):
+    def forward(x):
+        features = model.get_image_features(pixel_values=x)
+        features = features if isinstance(features, torch.Tensor) else features.pooler_output
+        return features.tanh().sum(-1)
+
+    return forward
+
+
 # name: (make, forward, expected sites (model -> modules, or the ModuleInputs' modules), readout)
 FAMILY_CASES = {
     "timm-swiglu-packed": (_timm_gated(timm.layers.SwiGLUPacked), _logits,
@@ -240,6 +255,12 @@ FAMILY_CASES = {
     "timm-beit": (_beit, _logits, lambda m: [b.mlp.act for b in m.blocks], slice(1, None)),
     "timm-swin": (_timm_swin, _logits, lambda m: [b.mlp.act for b in m.layers[-1].blocks], slice(None)),
     "torchvision-swin": (_torchvision_swin, _logits, lambda m: [b.mlp[1] for b in m.features[-1]], slice(None)),
+    "timm-avg-no-class-token": (lambda: small_vit(depth=2, seed=3, class_token=False, global_pool="avg"), _logits,
+                                lambda m: [b.mlp.act for b in m.blocks], slice(0, None)),
+    "hf-vit": (_hf("ViTForImageClassification", "ViTConfig", num_labels=5), _hf_logits,
+               lambda m: [b.mlp.activation_fn for b in m.vit.layers], 0),
+    "hf-clip-model": (_clip_model, _clip_image_features,
+                      lambda m: [b.mlp.activation_fn for b in m.vision_model.encoder.layers], 0),
     "hf-clip-vision": (_hf("CLIPVisionModel", "CLIPVisionConfig"), _hf_pooled,
                        lambda m: [b.mlp.activation_fn for b in getattr(m, "vision_model", m).encoder.layers], 0),
     "hf-dinov2": (_hf("Dinov2Model", "Dinov2Config"), _hf_pooled,
@@ -265,7 +286,7 @@ def test_each_family_has_its_sites_and_readout_and_the_brute_force_jas(case):
     assert [cnp_module(layer) for layer in layers] == expected(model)
     assert cnp.readout_token(model) == cnp.vit_readout_token(model) == readout
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    target = None if forward_of is _hf_pooled else torch.tensor([1, 3])
+    target = None if forward_of in (_hf_pooled, _clip_image_features) else torch.tensor([1, 3])
     result = cnp.NeuronPath(forward, layers, token=readout).attribute(x, target=target, n_steps=4)
     reference = brute_force_jas(forward, oracle_sites(layers, x, forward), x, target, result.path.unsqueeze(-1),
                                 token=readout, n_steps=4, method="gausslegendre")  # fmt: skip
@@ -275,17 +296,6 @@ def test_each_family_has_its_sites_and_readout_and_the_brute_force_jas(case):
 
 def cnp_module(layer):
     return layer.module if isinstance(layer, cnp.ModuleInput) else layer
-
-
-def test_clip_model_gives_its_vision_towers_sites():
-    torch.manual_seed(0)
-    config = transformers.CLIPConfig(
-        vision_config=dict(_HF_SMALL), text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                        intermediate_size=48)
-    )  # fmt: skip
-    model = transformers.CLIPModel(config).eval()
-    assert cnp.mlp_layers(model) == [b.mlp.activation_fn for b in model.vision_model.encoder.layers]
-    assert cnp.readout_token(model) == 0
 
 
 def test_a_token_the_head_does_not_read_is_named_as_the_cause():
