@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Type
 
 import torch
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import LayerAttribution
 from matplotlib.figure import Figure
 
 from captum_neuronpath import digits, visualization

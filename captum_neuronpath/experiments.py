@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 
 import captum.attr
 import torch
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import LayerAttribution
 from torch import Tensor
 from torch.nn import Module
 from tqdm import tqdm

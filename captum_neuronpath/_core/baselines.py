@@ -10,8 +10,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr import InternalInfluence
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import InternalInfluence, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
@@ -154,7 +153,7 @@ class ActivationPath(_PathBaseline):
         forward_func (Callable): The model or a function of its inputs whose output,
                     selected with ``target``, gives one score per example.
         layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
                     Default: ``0``
 
     Examples::
@@ -185,7 +184,7 @@ class LayerMethodPath(_PathBaseline):
         forward_func (Callable): The model or a function of its inputs whose output,
                     selected with ``target``, gives one score per example.
         layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
                     Default: ``0``
 
     Examples::
@@ -206,16 +205,6 @@ class LayerMethodPath(_PathBaseline):
         layers: Sequence[Module],
         token: TokenType = 0,
     ) -> None:
-        r"""
-        Args:
-
-            layer_method (type): A Captum layer attribution class built as
-                        ``layer_method(forward_func, layer)``.
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
-        """
         if not (isinstance(layer_method, type) and issubclass(layer_method, LayerAttribution)):
             raise TypeError(
                 f"layer_method must be a Captum LayerAttribution class such as captum.attr.LayerConductance, "
@@ -299,7 +288,7 @@ class InfluencePatternPath(LayerMethodPath):
         forward_func (Callable): The model or a function of its inputs whose output,
                     selected with ``target``, gives one score per example.
         layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
                     Default: ``0``
 
     Examples::
@@ -314,48 +303,41 @@ class InfluencePatternPath(LayerMethodPath):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
-        r"""
-        Args:
-
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
-        """
         super().__init__(InternalInfluence, forward_func, layers, token)
 
     @log_usage()
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
-        baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = DEFAULT_N_STEPS,
         method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
+        *,
+        baselines: BaselineType = None,
     ) -> NeuronPathResult:
         r"""
         Args:
 
             inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
-            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
-                        is interpolated from.
-                        Default: ``None`` (zeros)
             target (int, tuple, Tensor or list, optional): Captum's output selection.
                         Default: ``None``
             additional_forward_args (Any, optional): Further arguments of
                         ``forward_func`` after the inputs.
                         Default: ``None``
-            internal_batch_size (int, optional): Rows per forward pass.
-                        Default: ``None``
-            top_k (int, optional): Channels kept per layer.
-                        Default: ``1``
             n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
                         Default: ``3`` (the library's quadrature, as every class)
             method (str, optional): Quadrature method, for both.
                         Default: ``"gausslegendre"``
+            internal_batch_size (int, optional): Rows per forward pass.
+                        Default: ``None``
+            top_k (int, optional): Channels kept per layer.
+                        Default: ``1``
+            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
+                        is interpolated from (a keyword argument).
+                        Default: ``None`` (zeros)
 
         Returns:
             :class:`NeuronPathResult` with ``path`` and ``jas``.
@@ -386,7 +368,7 @@ class RandomPath(_PathBaseline):
         forward_func (Callable): The model or a function of its inputs whose output,
                     selected with ``target``, gives one score per example.
         layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
+        token (int, slice, sequence of int, Tensor or None, optional): The token set.
                     Default: ``0``
         seed (int, optional): Seed of the draws.
                     Default: ``0``
@@ -402,16 +384,6 @@ class RandomPath(_PathBaseline):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0, seed: int = 0) -> None:
-        r"""
-        Args:
-
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
-            seed (int, optional): Seed of the draws.
-                        Default: ``0``
-        """
         super().__init__(forward_func, layers, token)
         self.seed = check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
         self._generator: Optional[torch.Generator] = None

@@ -4,8 +4,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
 from captum._utils.typing import BaselineType, TensorOrTupleOfTensorsGeneric
-from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from captum.attr._utils.attribution import GradientAttribution
+from captum.attr import GradientAttribution, IntegratedGradients, LayerIntegratedGradients
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
@@ -147,17 +146,6 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         token: TokenType = 0,
         input_layer: Optional[Module] = None,
     ) -> None:
-        r"""
-        Args:
-
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The layers the path runs through.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
-            input_layer (torch.nn.Module, optional): A layer whose output is
-                        interpolated in place of the inputs (a token embedding).
-                        Default: ``None``
-        """
         if input_layer is not None and not isinstance(input_layer, Module):
             raise TypeError(f"input_layer must be a torch.nn.Module, got {type(input_layer).__name__}")
         super().__init__(forward_func, layers, token)
