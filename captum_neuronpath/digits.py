@@ -149,4 +149,5 @@ def digits_vit(
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"digits_vit_d{depth}_e{epochs}_s{seed}.safetensors"
-    return cached_model(path, lambda: build_digits_vit(depth), lambda: train_digits_vit(depth, epochs, seed, log), log)
+    build, train = lambda: build_digits_vit(depth), lambda: train_digits_vit(depth, epochs, seed, log)
+    return cached_model(path, build, train, log, f"the digits ViT ({epochs} epochs)")

@@ -179,6 +179,5 @@ def modular_addition_gpt2(
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"modular_addition_gpt2_p{p}_n{steps}_s{seed}.safetensors"
-    return cached_model(
-        path, lambda: build_modular_addition_gpt2(p), lambda: train_modular_addition_gpt2(p, steps, seed, log), log
-    )
+    build, train = lambda: build_modular_addition_gpt2(p), lambda: train_modular_addition_gpt2(p, steps, seed, log)
+    return cached_model(path, build, train, log, f"the modular-addition GPT-2 ({steps} steps)")

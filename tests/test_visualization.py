@@ -145,7 +145,7 @@ def test_effect_bars_come_from_plain_data():
 def test_effects_of_a_table_label_the_factor(digits_vit, expected):
     _, inputs = expected
     table = paper_table(digits_vit, inputs["images"][:4], inputs["labels"][:4], methods=["Activation", "Random"],
-                        n_steps=4, factor=3.0, n_bootstrap=10, progress=False)  # fmt: skip
+                        n_steps=4, factor=3.0, n_bootstrap=10, show_progress=False)  # fmt: skip
     effects = table.effects("accuracy")
     assert list(effects) == ["Activation", "Random"]
     assert list(effects["Random"]) == ["removal (path set to 0)", "enhancement (path x3)"]

@@ -43,10 +43,15 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def cached_model(
-    path: Path, build: Callable[[], Module], train: Callable[[], Module], log: Optional[Callable[[str], None]]
+    path: Path,
+    build: Callable[[], Module],
+    train: Callable[[], Module],
+    log: Optional[Callable[[str], None]],
+    description: str,
 ) -> Module:
     """The model whose weights are cached at ``path``: built and loaded when the file exists,
-    else trained, then cached atomically. Returned in eval mode."""
+    else trained (telling ``log`` that ``description`` is being trained), then cached
+    atomically. Returned in eval mode."""
     from safetensors.torch import load_file, save
 
     if path.exists():
@@ -54,7 +59,7 @@ def cached_model(
         model.load_state_dict(load_file(path))
         return model.eval()
     if log is not None:
-        log(f"training once, then caching the weights at {path}")
+        log(f"training {description} once; caching it at {path}")
     model = train().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     # Own contiguous copies: safetensors refuses tied weights (a GPT-2's) and strided views.
