@@ -111,8 +111,18 @@ def _random_shift(images: Tensor, generator: torch.Generator, pad: int = 4) -> T
 
 
 def accuracy(model: Module, images: Tensor, labels: Tensor) -> float:
-    """Top-1 accuracy of the classifier ``model`` on ``images``, in ``[0, 1]``
-    (:func:`~captum_neuronpath.metrics.accuracy`)."""
+    r"""
+    Top-1 accuracy of ``model`` on ``images``, in eval mode (:func:`~captum_neuronpath.metrics.accuracy`).
+
+    Args:
+
+        model (torch.nn.Module): A classifier returning logits.
+        images (Tensor): ``(N, C, H, W)`` inputs.
+        labels (Tensor): ``(N,)`` classes.
+
+    Returns:
+        *float* in ``[0, 1]``.
+    """
     return metrics.accuracy(model, (images, labels), batch_size=max(len(images), 1))
 
 

@@ -150,9 +150,22 @@ def accuracy(
     model: Module, data: Data, batch_size: int = 64, readout: Optional[Callable[[Any], Tensor]] = None
 ) -> float:
     r"""
-    The fraction of examples, in ``[0, 1]``, whose prediction (the argmax of the model's
-    output, or of ``readout(output)``) equals the label, with the model in eval mode; its
-    mode is restored afterwards.
+    The fraction of examples whose prediction (the argmax of the model's output, or of
+    ``readout(output)``) equals the label, with the model in eval mode; its mode is
+    restored afterwards.
+
+    Args:
+
+        model (torch.nn.Module): The classifier.
+        data: ``(inputs, labels)`` tensors or an iterable of such batches.
+        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
+                    Default: ``64``
+        readout (Callable, optional): Maps the model's output to ``(B, num_classes)``
+                    scores, e.g. ``lambda output: output.logits[:, -1]``.
+                    Default: ``None`` (the output itself)
+
+    Returns:
+        *float* in ``[0, 1]``.
 
     Examples::
 

@@ -146,8 +146,20 @@ def _train(p: int, steps: int, seed: int, log: Optional[Callable[[str], None]]) 
 
 
 def accuracy(model: Module, ids: Tensor, answers: Tensor) -> float:
-    """How often the causal language model's most likely next token after ``ids`` is the
-    answer, in ``[0, 1]`` (:func:`~captum_neuronpath.metrics.accuracy` of the last position's logits)."""
+    r"""
+    How often the model's most likely next token after ``ids`` is the answer, in eval mode
+    (:func:`~captum_neuronpath.metrics.accuracy` of the last position's logits).
+
+    Args:
+
+        model (torch.nn.Module): A causal language model whose output has ``.logits``
+                    ``(N, T, V)``.
+        ids (Tensor): ``(N, T)`` token ids.
+        answers (Tensor): ``(N,)`` the expected next tokens.
+
+    Returns:
+        *float* in ``[0, 1]``.
+    """
     return metrics.accuracy(model, (ids, answers), max(len(ids), 1), readout=lambda output: output.logits[:, -1])
 
 

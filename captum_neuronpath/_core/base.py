@@ -27,7 +27,23 @@ class SiteAttribution:
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
-        """Check and hold the arguments that each public class documents in its own docstring."""
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example, e.g.
+                        ``lambda x: model(x).softmax(-1)`` as in the paper.
+            layers (list[torch.nn.Module]): The neuron sites, input side first: modules
+                        whose output channels are the neurons (e.g.
+                        ``cnp.mlp_layers(model)``), or :class:`ModuleInput` for a
+                        module's input.
+            token (int, slice, sequence of int, Tensor or None, optional): The token
+                        positions that carry the neurons in each layer's ``(B, T, C)``
+                        output: one position, a token set, a ``(B,)`` tensor of one
+                        position per example (e.g. ``cnp.last_token(attention_mask)``),
+                        or ``None`` for ``(B, C)`` outputs.
+                        Default: ``0`` (the class token)
+        """
         check_forward_func(forward_func)
         self.layers: List[Module] = check_layers(layers)
         self.token = check_token(token)

@@ -148,14 +148,6 @@ class ActivationPath(_PathBaseline):
     The paper's Activation baseline: in every layer the channel with the largest clean
     activation, summed over the token set.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -176,17 +168,6 @@ class LayerMethodPath(_PathBaseline):
     A path from any Captum layer attribution method: in every layer the channel whose
     attribution, summed over the token set, is largest.
 
-    Args:
-
-        layer_method (type): A Captum layer attribution class built as
-                    ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
-                    ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum, captum_neuronpath as cnp
@@ -205,6 +186,18 @@ class LayerMethodPath(_PathBaseline):
         layers: Sequence[Module],
         token: TokenType = 0,
     ) -> None:
+        r"""
+        Args:
+
+            layer_method (type): A Captum layer attribution class built as
+                        ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
+                        ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+        """
         if not (isinstance(layer_method, type) and issubclass(layer_method, LayerAttribution)):
             raise TypeError(
                 f"layer_method must be a Captum LayerAttribution class such as captum.attr.LayerConductance, "
@@ -283,14 +276,6 @@ class InfluencePatternPath(LayerMethodPath):
     normally) is chosen. This is Captum's ``InternalInfluence`` at each layer, read at
     the token set, with the same ``n_steps`` and ``method`` as the path's JAS.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -303,6 +288,15 @@ class InfluencePatternPath(LayerMethodPath):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+        """
         super().__init__(InternalInfluence, forward_func, layers, token)
 
     @log_usage()
@@ -363,16 +357,6 @@ class RandomPath(_PathBaseline):
     within a layer when ``top_k > 1``), independently per example and layer. The same
     seed and batch give the same paths.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-        seed (int, optional): Seed of the draws.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -384,6 +368,17 @@ class RandomPath(_PathBaseline):
     """
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], token: TokenType = 0, seed: int = 0) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
+            layers (list[torch.nn.Module]): The neuron layers, input side first.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+            seed (int, optional): Seed of the draws.
+                        Default: ``0``
+        """
         super().__init__(forward_func, layers, token)
         self.seed = check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
         self._generator: Optional[torch.Generator] = None

@@ -34,16 +34,6 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
     One forward and one backward pass at ``B * n_steps`` rows give every candidate's
     score.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example, e.g.
-                    ``lambda x: model(x).softmax(-1)`` as in the paper.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int, Tensor or None, optional): The token positions
-                    that carry the neurons; ``None`` for ``(B, C)`` outputs.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()

@@ -33,19 +33,6 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
     ``approximation_parameters``. For a single neuron this is its integrated gradient;
     for several it is the paper's product of sums, not the sum of per-neuron scores.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example, e.g.
-                    ``lambda x: model(x).softmax(-1)`` as in the paper.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int, Tensor or None, optional): The token positions
-                    that carry the neurons in each layer's ``(B, T, C)`` output: one
-                    position, a token set, a ``(B,)`` tensor of one position per example
-                    (e.g. ``cnp.last_token(attention_mask)``), or ``None`` for ``(B, C)``
-                    outputs.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()

@@ -39,15 +39,6 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
     model(x).softmax(-1)``, ``target = labels`` this is the paper's setting and
     reproduces the authors' paths.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int, Tensor or None, optional): The token positions
-                    that carry the neurons, e.g. ``cnp.vit_readout_token(model)``.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()

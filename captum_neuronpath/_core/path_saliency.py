@@ -118,16 +118,6 @@ class PathSaliency(SiteAttribution, GradientAttribution):
     Captum's ``LayerIntegratedGradients`` does (the baseline is then the embedding of the
     ``baselines`` ids, token 0 by default).
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs.
-        layers (list[torch.nn.Module]): The layers the path runs through.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-        input_layer (torch.nn.Module, optional): A layer whose output is interpolated
-                    in place of the inputs, e.g. ``model.get_input_embeddings()``.
-                    Default: ``None`` (the inputs)
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -146,6 +136,17 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         token: TokenType = 0,
         input_layer: Optional[Module] = None,
     ) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The model or a function of its inputs.
+            layers (list[torch.nn.Module]): The layers the path runs through.
+            token (int, slice, sequence of int, Tensor or None, optional): The token set.
+                        Default: ``0``
+            input_layer (torch.nn.Module, optional): A layer whose output is interpolated
+                        in place of the inputs, e.g. ``model.get_input_embeddings()``.
+                        Default: ``None`` (the inputs)
+        """
         if input_layer is not None and not isinstance(input_layer, Module):
             raise TypeError(f"input_layer must be a torch.nn.Module, got {type(input_layer).__name__}")
         super().__init__(forward_func, layers, token)
