@@ -98,7 +98,7 @@ def test_layer_method_path_is_the_argmax_of_the_captum_attribution(vit, layer_me
 
 
 def test_layer_method_must_be_a_captum_layer_attribution(vit):
-    with pytest.raises(TypeError, match="layer_method"):
+    with pytest.raises(TypeError, match="layer_method must be a Captum LayerAttribution class .*, got 'LayerConductance'"):
         cnp.LayerMethodPath("LayerConductance", softmax_forward(vit), layers_of(vit))
 
 

@@ -166,7 +166,7 @@ def test_agreement_figures():
     same, reversed_, chance = ax.get_lines()
     assert set(same.get_xdata()) == {1.0} and set(reversed_.get_xdata()) == {40.0}
     assert chance.get_ydata()[-1] == 1.0 and "chance" in chance.get_label()
-    with pytest.raises(ValueError, match="field"):
+    with pytest.raises(ValueError, match=r"field must be one of \('second_top_in_first', 'first_top_in_second'\), got 'spearman'"):
         vis.visualize_top_neuron_ranks(agreement, field="spearman", use_pyplot=False)
 
 
