@@ -30,12 +30,6 @@ def result():
     )
 
 
-def test_chosen_scores_are_the_scores_of_the_path(result):
-    scores = result.chosen_scores()
-    assert scores.shape == (3, 3)
-    assert torch.equal(scores, result.layer_scores.max(-1).values)
-
-
 def test_path_diagram_overlays_every_path(result):
     fig, ax = vis.visualize_path(result, labels=["a", "b", "c"], num_neurons=64, use_pyplot=False)
     assert len(ax.get_lines()) == 3
