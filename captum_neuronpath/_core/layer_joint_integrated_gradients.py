@@ -33,7 +33,6 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
 
     One forward and one backward pass at ``B * n_steps`` rows give every candidate's
     score.
-
     """
 
     @log_usage()

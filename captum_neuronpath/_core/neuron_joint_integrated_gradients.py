@@ -32,7 +32,6 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
     with quadrature nodes and weights :math:`(\alpha_k, s_k)` from Captum's
     ``approximation_parameters``. For a single neuron this is its integrated gradient;
     for several it is the paper's product of sums, not the sum of per-neuron scores.
-
     """
 
     @log_usage()

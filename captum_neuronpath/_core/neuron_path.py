@@ -38,7 +38,6 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
     With ``n_steps=20, method="riemann_left"`` and ``forward_func = lambda x:
     model(x).softmax(-1)``, ``target = labels`` this is the paper's setting and
     reproduces the authors' paths.
-
     """
 
     @log_usage()
