@@ -188,6 +188,18 @@ def _locator(
     raise TypeError(f"{_accepted()}; got {type(entry).__name__} {entry!r}")
 
 
+def _explained(
+    model: Module, layers: Optional[Sequence[Module]], token: Optional[TokenType]
+) -> Tuple[Callable[[Tensor], Tensor], List[Module], TokenType]:
+    """The explained score (the softmax probability), and the layers and token set, a ViT's by default."""
+
+    def forward(x: Tensor) -> Tensor:
+        return model(x).softmax(-1)
+
+    layers = vit_mlp_layers(model) if layers is None else list(layers)
+    return forward, layers, vit_readout_token(model) if token is None else token
+
+
 def _locators(
     methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
 ) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
@@ -402,12 +414,7 @@ def paper_table(
         >>> [row.method for row in table.rows]
         ['Neuron Path', 'Random', 'LayerGradientXActivation']
     """
-    layers = vit_mlp_layers(model) if layers is None else list(layers)
-    token = vit_readout_token(model) if token is None else token
-
-    def forward(x: Tensor) -> Tensor:
-        return model(x).softmax(-1)
-
+    forward, layers, token = _explained(model, layers, token)
     locators = _locators(methods, forward, layers, token, seed)
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
     data = (images, labels)
@@ -558,12 +565,7 @@ def method_agreement(
         >>> found.agreement["LayerConductance"].spearman.shape
         torch.Size([3, 2])
     """
-    layers = vit_mlp_layers(model) if layers is None else list(layers)
-    token = vit_readout_token(model) if token is None else token
-
-    def forward(x: Tensor) -> Tensor:
-        return model(x).softmax(-1)
-
+    forward, layers, token = _explained(model, layers, token)
     locators = _locators(methods, forward, layers, token, seed=0)
     for name, locator in locators.items():
         if not isinstance(locator, (ActivationPath, LayerMethodPath)):
