@@ -92,6 +92,7 @@ def _batches(data: Data, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
         yield from data
 
 
+@torch.no_grad()  # around each step of the generator, not while the caller holds a batch
 def _outputs(
     forward_func: Callable,
     data: Data,
@@ -102,18 +103,17 @@ def _outputs(
 ) -> Iterator[Tuple[Tensor, Tensor]]:
     """``(outputs, labels)`` of each batch without gradients, clean or with each example's own path intervened."""
     start = 0
-    with torch.no_grad():
-        for inputs, labels in _batches(data, batch_size):
-            if paths is None:
+    for inputs, labels in _batches(data, batch_size):
+        if paths is None:
+            outputs = forward_func(inputs)
+        else:
+            batch_paths = paths[start : start + len(inputs)]
+            if len(batch_paths) != len(inputs):
+                raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+            with intervene(layers, batch_paths.to(inputs.device), **intervention):
                 outputs = forward_func(inputs)
-            else:
-                batch_paths = paths[start : start + len(inputs)]
-                if len(batch_paths) != len(inputs):
-                    raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
-                with intervene(layers, batch_paths.to(inputs.device), **intervention):
-                    outputs = forward_func(inputs)
-            yield outputs, labels.to(outputs.device)
-            start += len(inputs)
+        yield outputs, labels.to(outputs.device)
+        start += len(inputs)
     if paths is not None and start != len(paths):
         raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
 
