@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Type
 
 import torch
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import LayerAttribution
 from matplotlib.figure import Figure
 
 from captum_neuronpath import digits, visualization
-from captum_neuronpath._core.neuron_path import NeuronPath
+from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._models import vit_mlp_layers
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
@@ -27,6 +27,7 @@ from captum_neuronpath.metrics import class_similarity, most_similar_classes, ne
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
 PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
+WIDTH = digits.NUM_NEURONS  # neurons per layer of the digits ViT
 
 
 def _log(message: str) -> None:
@@ -81,10 +82,10 @@ def run_demo(
             model, images, labels, list(captum_methods), n_steps=n_steps, method=method, batch_size=batch_size,
             layer_scores=table.layer_scores["Neuron Path"],
         )  # fmt: skip
-        print("\nAgreement with the greedy scores, over every image and layer (ranks: 0 = best of 256):\n")
+        print(f"\nAgreement with the greedy scores, over every image and layer (ranks: 0 = best of {WIDTH}):\n")
         print(agreement.to_markdown())
 
-    frequency = neuron_frequency(table.paths["Neuron Path"], labels, num_channels=256, num_classes=10)
+    frequency = neuron_frequency(table.paths["Neuron Path"], labels, num_channels=WIDTH, num_classes=10)
     similarity = class_similarity(frequency)
     nearest = most_similar_classes(similarity, k=1)[:, 0]
     print("\nInter-class: most similar class by neuron-path frequency")
@@ -118,39 +119,33 @@ def run_demo(
             for name, result in agreement.agreement.items()
         }
     write_atomically(out / "results.json", json.dumps(results).encode())
-    figures = write_figures(
-        out / "figures", model, images, labels, table, frequency, similarity, curves, n_steps, method, agreement
-    )
+    figures = write_figures(out / "figures", labels, table, frequency, similarity, curves, agreement)
     print(f"\nwrote {out / 'results.json'} and {len(figures)} figures in {out / 'figures'}")
     return results
 
 
 def write_figures(
     folder: Path,
-    model: torch.nn.Module,
-    images: torch.Tensor,
     labels: torch.Tensor,
     table: PaperTable,
     frequency: torch.Tensor,
     similarity: torch.Tensor,
     curves: Dict[str, object],
-    n_steps: int,
-    method: str,
     agreement: Optional[MethodAgreement] = None,
 ) -> Dict[str, Path]:
     """Render the demo's figures as PNG files; returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     first_class = int(labels[0])
-    result = NeuronPath(lambda x: model(x).softmax(-1), vit_mlp_layers(model)).attribute(
-        images[:3], target=labels[:3], n_steps=n_steps, method=method
+    result = NeuronPathResult(
+        table.paths["Neuron Path"][:3], table.jas["Neuron Path"][:3], table.layer_scores["Neuron Path"][:3]
     )
     drawn = {
         "path_methods": visualization.visualize_path(
-            {name: paths[0] for name, paths in table.paths.items()}, num_neurons=256,
+            {name: paths[0] for name, paths in table.paths.items()}, num_neurons=WIDTH,
             title=f"Paths of each method, first test image (label {first_class})", use_pyplot=False,
         ),
         "path_images": visualization.visualize_path(
-            result, labels=[f"image {i} (label {int(labels[i])})" for i in range(3)], num_neurons=256,
+            result, labels=[f"image {i} (label {int(labels[i])})" for i in range(3)], num_neurons=WIDTH,
             title="Neuron paths of three test images, with greedy scores", use_pyplot=False,
         ),
         "layer_scores": visualization.visualize_layer_scores(
@@ -184,11 +179,11 @@ def write_figures(
         figure = Figure(figsize=(13.0, 4.6), layout="constrained")
         axes = figure.subplots(1, 2)
         visualization.visualize_rank_agreement(agreement.agreement, plt_fig_axis=(figure, axes[0]))
-        visualization.visualize_top_neuron_ranks(agreement.agreement, 256, plt_fig_axis=(figure, axes[1]))
+        visualization.visualize_top_neuron_ranks(agreement.agreement, WIDTH, plt_fig_axis=(figure, axes[1]))
         drawn["agreement"] = (figure, axes[0])
         methods = {"Neuron Path": agreement.path[0], **{name: top[0] for name, top in agreement.top.items()}}
         drawn["path_captum_methods"] = visualization.visualize_path(
-            methods, num_neurons=256, use_pyplot=False,
+            methods, num_neurons=WIDTH, use_pyplot=False,
             title=f"Neuron path and each method's top neurons, first test image (label {first_class})",
         )  # fmt: skip
     written = {}

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, U
 
 import captum.attr
 import torch
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import LayerAttribution
 from torch import Tensor
 from torch.nn import Module
 from tqdm import tqdm
@@ -30,6 +30,7 @@ from captum_neuronpath._core.baselines import (
 )
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
+from captum_neuronpath._utils.joint import best_channel
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath.metrics import (
@@ -187,6 +188,18 @@ def _locator(
     raise TypeError(f"{_accepted()}; got {type(entry).__name__} {entry!r}")
 
 
+def _explained(
+    model: Module, layers: Optional[Sequence[Module]], token: Optional[TokenType]
+) -> Tuple[Callable[[Tensor], Tensor], List[Module], TokenType]:
+    """The explained score (the softmax probability), and the layers and token set, a ViT's by default."""
+
+    def forward(x: Tensor) -> Tensor:
+        return model(x).softmax(-1)
+
+    layers = vit_mlp_layers(model) if layers is None else list(layers)
+    return forward, layers, vit_readout_token(model) if token is None else token
+
+
 def _locators(
     methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
 ) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
@@ -339,7 +352,7 @@ def paper_table(
     batch_size: int = 32,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> PaperTable:
     r"""
     Reproduce the paper's Table 1 on ``model`` and a labelled image set, with any Captum
@@ -382,7 +395,7 @@ def paper_table(
                     Default: ``1000``
         seed (int, optional): Seed of the random null and the bootstrap.
                     Default: ``0``
-        progress (bool, optional): Show a progress bar on stderr.
+        show_progress (bool, optional): Show a progress bar on stderr.
                     Default: ``True``
 
     Returns:
@@ -397,21 +410,16 @@ def paper_table(
         ...                           patch_size=8, depth=2, num_classes=3).eval()
         >>> table = paper_table(model, torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]),
         ...                     methods=["Neuron Path", "Random", LayerGradientXActivation],
-        ...                     n_steps=4, n_bootstrap=10, progress=False)
+        ...                     n_steps=4, n_bootstrap=10, show_progress=False)
         >>> [row.method for row in table.rows]
         ['Neuron Path', 'Random', 'LayerGradientXActivation']
     """
-    layers = vit_mlp_layers(model) if layers is None else list(layers)
-    token = vit_readout_token(model) if token is None else token
-
-    def forward(x: Tensor) -> Tensor:
-        return model(x).softmax(-1)
-
+    forward, layers, token = _explained(model, layers, token)
     locators = _locators(methods, forward, layers, token, seed)
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
     data = (images, labels)
     clean = explained_scores(forward, data, batch_size=batch_size)
-    bar = tqdm(total=len(locators) * len(images), desc="paper table", unit="img", disable=not progress)
+    bar = tqdm(total=len(locators) * len(images), desc="paper table", unit="img", disable=not show_progress)
     paths, jas, changes, summaries, layer_scores = {}, {}, {}, {}, {}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
@@ -507,7 +515,7 @@ def method_agreement(
     n_steps: int = PAPER_QUADRATURE["n_steps"],
     method: str = PAPER_QUADRATURE["method"],
     batch_size: int = 32,
-    progress: bool = True,
+    show_progress: bool = True,
     layer_scores: Optional[Tensor] = None,
 ) -> MethodAgreement:
     r"""
@@ -534,7 +542,7 @@ def method_agreement(
                     Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
         batch_size (int, optional): Images per attribution call.
                     Default: ``32``
-        progress (bool, optional): Show a progress bar on stderr.
+        show_progress (bool, optional): Show a progress bar on stderr.
                     Default: ``True``
         layer_scores (Tensor, optional): The greedy candidate scores ``(N, L, C)`` of
                     these images when already computed with the same settings, e.g.
@@ -553,23 +561,18 @@ def method_agreement(
         >>> model = timm.create_model("vit_tiny_patch16_224", img_size=32,
         ...                           patch_size=8, depth=2, num_classes=3).eval()
         >>> found = method_agreement(model, torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]),
-        ...                          [LayerConductance], n_steps=4, progress=False)
+        ...                          [LayerConductance], n_steps=4, show_progress=False)
         >>> found.agreement["LayerConductance"].spearman.shape
         torch.Size([3, 2])
     """
-    layers = vit_mlp_layers(model) if layers is None else list(layers)
-    token = vit_readout_token(model) if token is None else token
-
-    def forward(x: Tensor) -> Tensor:
-        return model(x).softmax(-1)
-
+    forward, layers, token = _explained(model, layers, token)
     locators = _locators(methods, forward, layers, token, seed=0)
     for name, locator in locators.items():
         if not isinstance(locator, (ActivationPath, LayerMethodPath)):
             raise ValueError(f"method_agreement compares per-neuron scores; methods cannot hold {name!r}")
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
     runs = len(locators) + (layer_scores is None)
-    bar = tqdm(total=runs * len(images), desc="agreement", unit="img", disable=not progress)
+    bar = tqdm(total=runs * len(images), desc="agreement", unit="img", disable=not show_progress)
     if layer_scores is None:
         greedy = NeuronPath(forward, layers, token=token)
         found = []
@@ -581,7 +584,7 @@ def method_agreement(
         raise ValueError(
             f"layer_scores must be (N, L, C) = ({len(images)}, {len(layers)}, C), got {tuple(layer_scores.shape)}"
         )
-    path = layer_scores.nan_to_num(float("-inf")).argmax(-1)
+    path = best_channel(layer_scores)
     scores: Dict[str, Tensor] = {}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
@@ -591,7 +594,7 @@ def method_agreement(
             bar.update(len(x))
         scores[name] = torch.cat(parts)
     bar.close()
-    top = {name: values.nan_to_num(float("-inf")).argmax(-1) for name, values in scores.items()}
+    top = {name: best_channel(values) for name, values in scores.items()}
     agreement = {name: rank_agreement(layer_scores, values) for name, values in scores.items()}
     settings = dict(n_steps=n_steps, method=method, n_examples=len(images))
     return MethodAgreement(layer_scores, path, scores, top, agreement, settings)

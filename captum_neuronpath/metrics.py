@@ -7,7 +7,7 @@ examples, and the rank agreement of two methods' per-neuron scores.
 batches (a ``DataLoader``); ``paths`` holds one path per example in the same order.
 """
 
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -92,6 +92,32 @@ def _batches(data: Data, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
         yield from data
 
 
+@torch.no_grad()  # around each step of the generator, not while the caller holds a batch
+def _outputs(
+    forward_func: Callable,
+    data: Data,
+    layers: Optional[Sequence[Module]],
+    paths: Optional[Tensor],
+    batch_size: int,
+    intervention: Dict[str, object],
+) -> Iterator[Tuple[Tensor, Tensor]]:
+    """``(outputs, labels)`` of each batch without gradients, clean or with each example's own path intervened."""
+    start = 0
+    for inputs, labels in _batches(data, batch_size):
+        if paths is None:
+            outputs = forward_func(inputs)
+        else:
+            batch_paths = paths[start : start + len(inputs)]
+            if len(batch_paths) != len(inputs):
+                raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+            with intervene(layers, batch_paths.to(inputs.device), **intervention):
+                outputs = forward_func(inputs)
+        yield outputs, labels.to(outputs.device)
+        start += len(inputs)
+    if paths is not None and start != len(paths):
+        raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
+
+
 def correct_predictions(
     forward_func: Callable,
     data: Data,
@@ -116,22 +142,45 @@ def correct_predictions(
         >>> correct_predictions(lambda x: x, (torch.eye(3), torch.tensor([0, 2, 2])))
         tensor([ True, False,  True])
     """
-    correct, start = [], 0
-    with torch.no_grad():
-        for inputs, labels in _batches(data, batch_size):
-            if paths is None:
-                outputs = forward_func(inputs)
-            else:
-                batch_paths = paths[start : start + len(inputs)]
-                if len(batch_paths) != len(inputs):
-                    raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
-                with intervene(layers, batch_paths.to(inputs.device), **intervention):
-                    outputs = forward_func(inputs)
-            correct.append((outputs.argmax(-1) == labels.to(outputs.device)).cpu())
-            start += len(inputs)
-    if paths is not None and start != len(paths):
-        raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
-    return torch.cat(correct)
+    outputs = _outputs(forward_func, data, layers, paths, batch_size, intervention)
+    return torch.cat([(output.argmax(-1) == labels).cpu() for output, labels in outputs])
+
+
+def accuracy(
+    model: Module, data: Data, batch_size: int = 64, readout: Optional[Callable[[Any], Tensor]] = None
+) -> float:
+    r"""
+    The fraction of examples whose prediction (the argmax of the model's output, or of
+    ``readout(output)``) equals the label, with the model in eval mode; its mode is
+    restored afterwards.
+
+    Args:
+
+        model (torch.nn.Module): The classifier.
+        data: ``(inputs, labels)`` tensors or an iterable of such batches.
+        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
+                    Default: ``64``
+        readout (Callable, optional): Maps the model's output to ``(B, num_classes)``
+                    scores, e.g. ``lambda output: output.logits[:, -1]``.
+                    Default: ``None`` (the output itself)
+
+    Returns:
+        *float* in ``[0, 1]``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_neuronpath.metrics import accuracy
+        >>> accuracy(torch.nn.Identity(), (torch.eye(4), torch.tensor([0, 1, 0, 3])))
+        0.75
+    """
+    training = model.training
+    model.eval()
+    try:
+        forward = model if readout is None else (lambda inputs: readout(model(inputs)))
+        return float(correct_predictions(forward, data, batch_size=batch_size).double().mean())
+    finally:
+        model.train(training)
 
 
 def explained_scores(
@@ -171,24 +220,15 @@ def explained_scores(
         >>> explained_scores(lambda x: x, (torch.tensor([[0.9, 0.1], [0.3, 0.7]]), torch.tensor([0, 0])))
         tensor([0.9000, 0.3000], dtype=torch.float64)
     """
-    scores, start = [], 0
-    with torch.no_grad():
-        for inputs, labels in _batches(data, batch_size):
-            if paths is None:
-                outputs = forward_func(inputs)
-            else:
-                with intervene(layers, paths[start : start + len(inputs)].to(inputs.device), **intervention):
-                    outputs = forward_func(inputs)
-            if outputs.dim() == 2:
-                outputs = outputs.gather(1, labels.to(outputs.device).long().view(-1, 1)).squeeze(1)
-            elif outputs.dim() != 1:
-                raise ValueError(
-                    f"forward_func must return (B, num_classes) or (B,) scores, got shape {tuple(outputs.shape)}"
-                )
-            scores.append(outputs.detach().double().cpu())
-            start += len(inputs)
-    if paths is not None and start != len(paths):
-        raise ValueError(f"paths holds {len(paths)} paths but data holds {start} examples")
+    scores = []
+    for outputs, labels in _outputs(forward_func, data, layers, paths, batch_size, intervention):
+        if outputs.dim() == 2:
+            outputs = outputs.gather(1, labels.long().view(-1, 1)).squeeze(1)
+        elif outputs.dim() != 1:
+            raise ValueError(
+                f"forward_func must return (B, num_classes) or (B,) scores, got shape {tuple(outputs.shape)}"
+            )
+        scores.append(outputs.detach().double().cpu())
     return torch.cat(scores)
 
 
@@ -501,18 +541,13 @@ def pruning_curve(
     Returns:
         :class:`PruningCurve` with the fractions and the accuracy (%) at each.
     """
-    accuracy = [
-        100.0
-        * float(
-            correct_predictions(
-                forward_func, data, layers, paths, batch_size, mode="prune", token=token, p=fraction, seed=seed
-            )
-            .double()
-            .mean()
+    kept = [
+        correct_predictions(
+            forward_func, data, layers, paths, batch_size, mode="prune", token=token, p=fraction, seed=seed
         )
         for fraction in fractions
     ]
-    return PruningCurve(list(fractions), accuracy)
+    return PruningCurve(list(fractions), [100.0 * float(correct.double().mean()) for correct in kept])
 
 
 def neuron_frequency(paths: Tensor, labels: Tensor, num_channels: int, num_classes: Optional[int] = None) -> Tensor:

@@ -5,10 +5,9 @@ Each sequence is three tokens, ``a b =`` with ``a, b`` in ``[0, p)`` and ``=`` t
 ordered pairs are split at random (seed 0) into 80% for training and 20% for testing; as
 the split is over ordered pairs, a test pair's swap ``b a =`` is often a training pair.
 The model is a Hugging Face ``GPT2LMHeadModel`` built from a config (2 blocks, 64-wide
-tokens, 4 heads, 256 MLP neurons per block, no dropout), trained full-batch in 200 steps,
-about 10 seconds of CPU time (measured single-threaded), and cached like
-:mod:`captum_neuronpath.digits`. Needs
-transformers (``pip install 'captum-neuronpath[hf]'``).
+tokens, 4 heads, 256 MLP neurons per block, no dropout), trained full-batch in 200 steps
+and cached like :mod:`captum_neuronpath.digits`. Needs transformers
+(``pip install 'captum-neuronpath[hf]'``).
 """
 
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._utils.files import write_atomically
+from captum_neuronpath import metrics
+from captum_neuronpath._utils.files import cached_model
 from captum_neuronpath.digits import default_cache_dir
 
 P = 31
@@ -102,11 +102,8 @@ def train_modular_addition_gpt2(
     r"""
     Train the task's GPT-2 from scratch on the training pairs: full batch, AdamW (weight
     decay 1.0) with a one-cycle schedule peaking at 3e-3, cross entropy of the answer at
-    the last position, on one CPU thread (torch's thread count is restored afterwards):
-    the matrices are small, and under CPU contention one thread was four times faster than
-    two. Deterministic on a given machine. Measured test accuracy
-    (:func:`accuracy`) after 200 steps: 1.0, 0.984 and 1.0 with seeds 0, 1 and 2; after
-    400 steps, 1.0 with each.
+    the last position, on one CPU thread (torch's thread count is restored afterwards),
+    as the matrices are small. Deterministic on a given machine.
 
     Args:
 
@@ -150,8 +147,8 @@ def _train(p: int, steps: int, seed: int, log: Optional[Callable[[str], None]]) 
 
 def accuracy(model: Module, ids: Tensor, answers: Tensor) -> float:
     r"""
-    How often the model's most likely next token after ``ids`` is the answer, evaluated
-    in eval mode; the model's mode is restored afterwards.
+    How often the model's most likely next token after ``ids`` is the answer, in eval mode
+    (:func:`~captum_neuronpath.metrics.accuracy` of the last position's logits).
 
     Args:
 
@@ -163,13 +160,7 @@ def accuracy(model: Module, ids: Tensor, answers: Tensor) -> float:
     Returns:
         *float* in ``[0, 1]``.
     """
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return float((model(ids).logits[:, -1].argmax(-1) == answers).double().mean())
-    finally:
-        model.train(training)
+    return metrics.accuracy(model, (ids, answers), max(len(ids), 1), readout=lambda output: output.logits[:, -1])
 
 
 def modular_addition_gpt2(
@@ -198,18 +189,7 @@ def modular_addition_gpt2(
     Returns:
         The model, a ``GPT2LMHeadModel`` in eval mode.
     """
-    from safetensors.torch import load_file, save
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"modular_addition_gpt2_p{p}_n{steps}_s{seed}.safetensors"
-    model = build_modular_addition_gpt2(p)
-    if path.exists():
-        model.load_state_dict(load_file(path))
-        return model.eval()
-    if log is not None:
-        log(f"training the modular-addition GPT-2 once ({steps} steps, about 10 s); caching it at {path}")
-    model = train_modular_addition_gpt2(p, steps, seed, log)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # tied weights: own copies
-    write_atomically(path, save(state))
-    return model
+    build, train = lambda: build_modular_addition_gpt2(p), lambda: train_modular_addition_gpt2(p, steps, seed, log)
+    return cached_model(path, build, train, log, f"the modular-addition GPT-2 ({steps} steps)")

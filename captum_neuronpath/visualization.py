@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D
 from torch import Tensor
 
 from captum_neuronpath._core.result import NeuronPathResult
+from captum_neuronpath._utils.joint import best_channel
 from captum_neuronpath.metrics import PruningCurve, RankAgreement, most_similar_classes
 
 FigureAxis = Tuple[Figure, Axes]
@@ -223,7 +224,7 @@ def visualize_layer_scores(
         'layer'
     """
     scores = layer_scores.detach().cpu().double()
-    path = scores.nan_to_num(float("-inf")).argmax(-1) if path is None else torch.as_tensor(path).cpu().reshape(-1)
+    path = best_channel(scores) if path is None else torch.as_tensor(path).cpu().reshape(-1)
     figure, axis = _figure(plt_fig_axis, use_pyplot, (1.1 * scores.shape[0] + 2.5, 4.2))
     generator = np.random.default_rng(0)
     for layer, row in enumerate(scores):

@@ -79,6 +79,15 @@ def test_influence_pattern_baselines_change_the_path(vit):
     assert not torch.equal(zeros.path, shifted.path)
 
 
+def test_influence_pattern_takes_its_siblings_positional_order_and_baselines_as_a_keyword(vit):
+    locator = cnp.InfluencePatternPath(softmax_forward(vit), layers_of(vit))
+    positional = locator.attribute(X, TARGET, None, 7, "riemann_left", None, 2)  # target ... top_k, as ActivationPath
+    keywords = locator.attribute(X, target=TARGET, n_steps=7, method="riemann_left", top_k=2)
+    assert torch.equal(positional.path, keywords.path) and torch.equal(positional.jas, keywords.jas)
+    with pytest.raises(TypeError):  # baselines has no position
+        locator.attribute(X, TARGET, None, 7, "riemann_left", None, 2, X * 0.9)
+
+
 @pytest.mark.parametrize("layer_method", [LayerConductance, LayerIntegratedGradients, LayerGradientXActivation])
 def test_layer_method_path_is_the_argmax_of_the_captum_attribution(vit, layer_method):
     res = cnp.LayerMethodPath(layer_method, softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, n_steps=9)
@@ -89,7 +98,7 @@ def test_layer_method_path_is_the_argmax_of_the_captum_attribution(vit, layer_me
 
 
 def test_layer_method_must_be_a_captum_layer_attribution(vit):
-    with pytest.raises(TypeError, match="layer_method"):
+    with pytest.raises(TypeError, match="layer_method must be a Captum LayerAttribution class .*, got 'LayerConductance'"):
         cnp.LayerMethodPath("LayerConductance", softmax_forward(vit), layers_of(vit))
 
 

@@ -16,7 +16,7 @@ from captum_neuronpath.metrics import explained_scores, rank_agreement
 
 def test_paper_table_on_the_fixture_cases(digits_vit, expected):
     cases, inputs = expected
-    table = paper_table(digits_vit, inputs["images"], inputs["labels"], batch_size=6, n_bootstrap=50, progress=False)
+    table = paper_table(digits_vit, inputs["images"], inputs["labels"], batch_size=6, n_bootstrap=50, show_progress=False)
     assert [row.method for row in table.rows] == list(METHODS)
     # The located paths are the authors' (fixture cases in input order).
     order = inputs["dataset_indices"].tolist()
@@ -58,7 +58,7 @@ def few(expected):
 
 def test_score_change_equals_the_mean_probability_drop_by_hand(digits_vit, few):
     images, labels = few
-    table = paper_table(digits_vit, images, labels, methods=["Neuron Path"], n_steps=4, n_bootstrap=10, progress=False)
+    table = paper_table(digits_vit, images, labels, methods=["Neuron Path"], n_steps=4, n_bootstrap=10, show_progress=False)
     layers = cnp.vit_mlp_layers(digits_vit)
     with torch.no_grad():
         clean = digits_vit(images).softmax(-1)[torch.arange(5), labels]
@@ -81,7 +81,7 @@ def test_captum_class_rows_equal_layer_method_path(digits_vit, few):
 
     instance = cnp.LayerMethodPath(LayerConductance, forward, layers)
     table = paper_table(digits_vit, images, labels, methods=["Neuron Path", LayerGradientXActivation, instance],
-                        n_steps=4, n_bootstrap=10, progress=False)  # fmt: skip
+                        n_steps=4, n_bootstrap=10, show_progress=False)  # fmt: skip
     assert [row.method for row in table.rows] == ["Neuron Path", "LayerGradientXActivation", "LayerConductance"]
     direct = cnp.LayerMethodPath(LayerGradientXActivation, forward, layers).attribute(
         images, target=labels, n_steps=4, method="riemann_left"
@@ -108,14 +108,14 @@ def test_captum_class_rows_equal_layer_method_path(digits_vit, few):
 def test_unknown_methods_are_refused(digits_vit, few, methods, error, match):
     images, labels = few
     with pytest.raises(error, match=match):
-        paper_table(digits_vit, images, labels, methods=methods, n_steps=4, progress=False)
+        paper_table(digits_vit, images, labels, methods=methods, n_steps=4, show_progress=False)
 
 
 def test_a_layer_method_path_on_other_layers_is_refused(digits_vit, few):
     images, labels = few
     other = cnp.LayerMethodPath(LayerConductance, digits_vit, cnp.vit_mlp_layers(digits_vit)[:3])
     with pytest.raises(ValueError, match="table's layers"):
-        paper_table(digits_vit, images, labels, methods=[other], n_steps=4, progress=False)
+        paper_table(digits_vit, images, labels, methods=[other], n_steps=4, show_progress=False)
 
 
 def test_agreement_compares_greedy_scores_with_the_ranked_attribution(digits_vit, few):
@@ -126,7 +126,7 @@ def test_agreement_compares_greedy_scores_with_the_ranked_attribution(digits_vit
         return digits_vit(x).softmax(-1)
 
     found = method_agreement(digits_vit, images, labels, [LayerIntegratedGradients, "Activation"], n_steps=4,
-                             progress=False)  # fmt: skip
+                             show_progress=False)  # fmt: skip
     greedy = cnp.NeuronPath(forward, layers).attribute(images, target=labels, n_steps=4, method="riemann_left")
     assert torch.allclose(found.layer_scores, greedy.layer_scores) and torch.equal(found.path, greedy.path)
     lig = cnp.LayerMethodPath(LayerIntegratedGradients, forward, layers)
@@ -141,12 +141,12 @@ def test_agreement_compares_greedy_scores_with_the_ranked_attribution(digits_vit
     activation = cnp.ActivationPath(forward, layers).attribute(images, target=labels).path
     assert torch.equal(found.top["Activation"], activation)
     # Reusing a table's greedy scores gives the same agreement.
-    again = method_agreement(digits_vit, images, labels, ["Activation"], n_steps=4, progress=False,
+    again = method_agreement(digits_vit, images, labels, ["Activation"], n_steps=4, show_progress=False,
                              layer_scores=greedy.layer_scores)  # fmt: skip
     assert torch.equal(again.agreement["Activation"].spearman, found.agreement["Activation"].spearman)
     assert found.to_markdown().splitlines()[2].startswith("| LayerIntegratedGradients |")
     with pytest.raises(ValueError, match="per-neuron scores"):
-        method_agreement(digits_vit, images, labels, ["Random"], n_steps=4, progress=False)
+        method_agreement(digits_vit, images, labels, ["Random"], n_steps=4, show_progress=False)
 
 
 def test_captum_layer_methods_are_those_built_from_a_forward_function():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from captum_neuronpath.metrics import (
+    accuracy,
     accuracy_deviation,
     bootstrap_interval,
     class_similarity,
@@ -46,9 +47,23 @@ def test_correct_predictions_clean_and_intervened():
     assert removed.tolist() == [False, True, False, True]
 
 
-def test_paths_must_cover_the_data():
-    with pytest.raises(ValueError, match="paths"):
-        correct_predictions(model, (LOGITS, LABELS), LAYERS, PATHS[:3], mode="remove", token=None)
+@pytest.mark.parametrize("function", [correct_predictions, explained_scores])
+@pytest.mark.parametrize("paths", [PATHS[:3], torch.cat([PATHS, PATHS[:1]])], ids=["fewer", "more"])
+def test_paths_must_cover_the_data(function, paths):
+    with pytest.raises(ValueError, match=f"paths holds {len(paths)} paths but data holds"):
+        function(model, (LOGITS, LABELS), LAYERS, paths, mode="remove", token=None)
+
+
+def test_accuracy_in_eval_mode_through_a_readout_and_the_mode_restored():
+    class Logits(nn.Module):
+        def forward(self, x):
+            # Class 2 wins in training mode, the logits' own argmax in eval mode.
+            return {"logits": x + 10 * torch.eye(3)[2] * self.training}
+
+    classifier = Logits().train()
+    assert accuracy(classifier, (LOGITS, LABELS), batch_size=3, readout=lambda output: output["logits"]) == 0.75
+    assert classifier.training
+    assert accuracy(nn.Identity(), (LOGITS, LABELS)) == 0.75
 
 
 def test_pruning_curve_ends():

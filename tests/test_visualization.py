@@ -30,12 +30,6 @@ def result():
     )
 
 
-def test_chosen_scores_are_the_scores_of_the_path(result):
-    scores = result.chosen_scores()
-    assert scores.shape == (3, 3)
-    assert torch.equal(scores, result.layer_scores.max(-1).values)
-
-
 def test_path_diagram_overlays_every_path(result):
     fig, ax = vis.visualize_path(result, labels=["a", "b", "c"], num_neurons=64, use_pyplot=False)
     assert len(ax.get_lines()) == 3
@@ -145,7 +139,7 @@ def test_effect_bars_come_from_plain_data():
 def test_effects_of_a_table_label_the_factor(digits_vit, expected):
     _, inputs = expected
     table = paper_table(digits_vit, inputs["images"][:4], inputs["labels"][:4], methods=["Activation", "Random"],
-                        n_steps=4, factor=3.0, n_bootstrap=10, progress=False)  # fmt: skip
+                        n_steps=4, factor=3.0, n_bootstrap=10, show_progress=False)  # fmt: skip
     effects = table.effects("accuracy")
     assert list(effects) == ["Activation", "Random"]
     assert list(effects["Random"]) == ["removal (path set to 0)", "enhancement (path x3)"]
@@ -166,7 +160,7 @@ def test_agreement_figures():
     same, reversed_, chance = ax.get_lines()
     assert set(same.get_xdata()) == {1.0} and set(reversed_.get_xdata()) == {40.0}
     assert chance.get_ydata()[-1] == 1.0 and "chance" in chance.get_label()
-    with pytest.raises(ValueError, match="field"):
+    with pytest.raises(ValueError, match=r"field must be one of \('second_top_in_first', 'first_top_in_second'\), got 'spearman'"):
         vis.visualize_top_neuron_ranks(agreement, field="spearman", use_pyplot=False)
 
 

@@ -3,7 +3,8 @@
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from captum._utils.gradient import compute_gradients
-from captum.attr._utils.attribution import Attribution, GradientAttribution, InternalAttribution
+from captum.attr import Attribution, GradientAttribution
+from captum.attr._utils.attribution import InternalAttribution  # not exported by captum.attr
 from torch import Tensor
 from torch.nn import Module
 

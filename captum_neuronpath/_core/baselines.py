@@ -10,8 +10,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr import InternalInfluence
-from captum.attr._utils.attribution import LayerAttribution
+from captum.attr import InternalInfluence, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
@@ -149,14 +148,6 @@ class ActivationPath(_PathBaseline):
     The paper's Activation baseline: in every layer the channel with the largest clean
     activation, summed over the token set.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -176,17 +167,6 @@ class LayerMethodPath(_PathBaseline):
     r"""
     A path from any Captum layer attribution method: in every layer the channel whose
     attribution, summed over the token set, is largest.
-
-    Args:
-
-        layer_method (type): A Captum layer attribution class built as
-                    ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
-                    ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
 
     Examples::
 
@@ -210,8 +190,10 @@ class LayerMethodPath(_PathBaseline):
         Args:
 
             layer_method (type): A Captum layer attribution class built as
-                        ``layer_method(forward_func, layer)``.
-            forward_func (Callable): The model or a function of its inputs.
+                        ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
+                        ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
             layers (list[torch.nn.Module]): The neuron layers, input side first.
             token (int, slice, sequence of int, Tensor or None, optional): The token set.
                         Default: ``0``
@@ -294,14 +276,6 @@ class InfluencePatternPath(LayerMethodPath):
     normally) is chosen. This is Captum's ``InternalInfluence`` at each layer, read at
     the token set, with the same ``n_steps`` and ``method`` as the path's JAS.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -317,7 +291,8 @@ class InfluencePatternPath(LayerMethodPath):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs.
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
             layers (list[torch.nn.Module]): The neuron layers, input side first.
             token (int, slice, sequence of int, Tensor or None, optional): The token set.
                         Default: ``0``
@@ -328,34 +303,35 @@ class InfluencePatternPath(LayerMethodPath):
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
-        baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
         n_steps: int = DEFAULT_N_STEPS,
         method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
+        *,
+        baselines: BaselineType = None,
     ) -> NeuronPathResult:
         r"""
         Args:
 
             inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
-            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
-                        is interpolated from.
-                        Default: ``None`` (zeros)
             target (int, tuple, Tensor or list, optional): Captum's output selection.
                         Default: ``None``
             additional_forward_args (Any, optional): Further arguments of
                         ``forward_func`` after the inputs.
                         Default: ``None``
-            internal_batch_size (int, optional): Rows per forward pass.
-                        Default: ``None``
-            top_k (int, optional): Channels kept per layer.
-                        Default: ``1``
             n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
                         Default: ``3`` (the library's quadrature, as every class)
             method (str, optional): Quadrature method, for both.
                         Default: ``"gausslegendre"``
+            internal_batch_size (int, optional): Rows per forward pass.
+                        Default: ``None``
+            top_k (int, optional): Channels kept per layer.
+                        Default: ``1``
+            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
+                        is interpolated from (a keyword argument).
+                        Default: ``None`` (zeros)
 
         Returns:
             :class:`NeuronPathResult` with ``path`` and ``jas``.
@@ -381,16 +357,6 @@ class RandomPath(_PathBaseline):
     within a layer when ``top_k > 1``), independently per example and layer. The same
     seed and batch give the same paths.
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The neuron layers, input side first.
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
-        seed (int, optional): Seed of the draws.
-                    Default: ``0``
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -405,7 +371,8 @@ class RandomPath(_PathBaseline):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs.
+            forward_func (Callable): The model or a function of its inputs whose output,
+                        selected with ``target``, gives one score per example.
             layers (list[torch.nn.Module]): The neuron layers, input side first.
             token (int, slice, sequence of int, Tensor or None, optional): The token set.
                         Default: ``0``

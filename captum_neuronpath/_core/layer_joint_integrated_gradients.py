@@ -3,7 +3,7 @@
 from typing import Any, Optional, Sequence, Union
 
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
@@ -33,17 +33,6 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
 
     One forward and one backward pass at ``B * n_steps`` rows give every candidate's
     score.
-
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example, e.g.
-                    ``lambda x: model(x).softmax(-1)`` as in the paper.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int or None, optional): The token positions
-                    that carry the neurons; ``None`` for ``(B, C)`` outputs.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()
@@ -78,10 +67,8 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
-                        ``**cnp.PAPER_QUADRATURE``;
-                        3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
-                        the paper's rule to 2%: see the benchmarks)
+                        Default: ``3`` (the library's quadrature; the paper's is
+                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
             method (str, optional): Captum quadrature: ``riemann_left``,
                         ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
                         or ``gausslegendre``.

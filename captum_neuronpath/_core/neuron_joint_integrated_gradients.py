@@ -3,7 +3,7 @@
 from typing import Any, Optional, Sequence, Union
 
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr._utils.attribution import GradientAttribution, NeuronAttribution
+from captum.attr import GradientAttribution, NeuronAttribution
 from captum.log import log_usage
 from torch import Tensor
 
@@ -32,18 +32,6 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
     with quadrature nodes and weights :math:`(\alpha_k, s_k)` from Captum's
     ``approximation_parameters``. For a single neuron this is its integrated gradient;
     for several it is the paper's product of sums, not the sum of per-neuron scores.
-
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example, e.g.
-                    ``lambda x: model(x).softmax(-1)`` as in the paper.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int or None, optional): The token positions
-                    that carry the neurons in each layer's ``(B, T, C)`` output;
-                    ``None`` for ``(B, C)`` outputs.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()
@@ -78,10 +66,8 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
                         dimension is the batch are expanded with it.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
-                        ``**cnp.PAPER_QUADRATURE``;
-                        3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
-                        the paper's rule to 2%: see the benchmarks)
+                        Default: ``3`` (the library's quadrature; the paper's is
+                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
             method (str, optional): Captum quadrature: ``riemann_left``,
                         ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
                         or ``gausslegendre``.

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from captum._utils.progress import progress
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 
@@ -18,7 +18,7 @@ from captum_neuronpath._core.engine import (
     repeat_prepared,
 )
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath._utils.joint import stack_padded, top_channels
+from captum_neuronpath._utils.joint import channel_masks, extended_set_scores, set_sum, stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
 from captum_neuronpath._utils.validation import check_int, check_top_k
 
@@ -38,16 +38,6 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
     With ``n_steps=20, method="riemann_left"`` and ``forward_func = lambda x:
     model(x).softmax(-1)``, ``target = labels`` this is the paper's setting and
     reproduces the authors' paths.
-
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs whose output,
-                    selected with ``target``, gives one score per example.
-        layers (list[torch.nn.Module]): The layers whose output channels are the
-                    neurons, input side first, e.g. ``cnp.vit_mlp_layers(model)``.
-        token (int, slice, sequence of int or None, optional): The token positions
-                    that carry the neurons, e.g. ``cnp.vit_readout_token(model)``.
-                    Default: ``0`` (the class token)
     """
 
     @log_usage()
@@ -76,10 +66,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         ``forward_func`` after the inputs.
                         Default: ``None``
             n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the paper's is ``20`` with ``riemann_left``,
-                        ``**cnp.PAPER_QUADRATURE``;
-                        3 Gauss-Legendre nodes give the converged JAS to 1e-6 relative,
-                        the paper's rule to 2%: see the benchmarks)
+                        Default: ``3`` (the library's quadrature; the paper's is
+                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
             method (str, optional): Captum quadrature: ``riemann_left``,
                         ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
                         or ``gausslegendre``.
@@ -101,11 +89,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         batched pass, and a swap is kept only when the JAS rises. A sweep
                         costs one pass per layer at ``refine_candidates`` times the batch;
                         sweeps stop early when no path improves. The result's JAS is never
-                        below the greedy path's. Needs ``top_k=1``. On the digits ViT's test
-                        images one sweep with one candidate raised the mean JAS by 10.2%
-                        for 2.1 times the greedy search's time (13.6% on a digits ViT
-                        trained with another seed); more candidates added nothing
-                        (``docs/performance.md``).
+                        below the greedy path's. Needs ``top_k=1``. Its gain and cost are
+                        measured on the performance page.
                         Default: ``0`` (the paper's greedy path)
             refine_candidates (int, optional): Swaps per layer scored exactly by the
                         refinement, the best predicted first.
@@ -220,22 +205,16 @@ def _predicted_best_swaps(
 ) -> Tensor:
     """The ``count`` channels of ``layer`` whose swap into ``path`` gives the highest predicted JAS, ``(B, count)``.
 
-    With ``A`` and ``G`` the path's activation and gradient sums per token, swapping
-    channel ``o`` for ``c`` is predicted to give ``sum_tokens (A - a_o + a_c) * (G - g_o + g_c)``,
+    With ``A`` and ``G`` the activation and gradient sums per token of the path without
+    ``layer``, swapping in channel ``c`` is predicted to give ``sum_tokens (A + a_c) * (G + g_c)``,
     where ``g_c`` is channel ``c``'s gradient in the path's pass. The current channel
     ranks last; ties go to the lowest index.
     """
-    current = path[:, layer, :1].unsqueeze(1)  # (B, 1, 1)
+    others = channel_masks(path[:, :, :1], activations)
+    del others[layer]
     activation, gradient = activations[layer], gradients[layer]  # (B, T, C)
-    total_activation = sum(
-        a.gather(2, path[:, i, :1].unsqueeze(1).expand(-1, a.shape[1], 1)) for i, a in enumerate(activations)
+    predicted = extended_set_scores(
+        set_sum(activations, others, activation), set_sum(gradients, others, activation), activation, gradient
     )
-    total_gradient = sum(
-        g.gather(2, path[:, i, :1].unsqueeze(1).expand(-1, g.shape[1], 1)) for i, g in gradients.items()
-    )
-    index = current.expand(-1, activation.shape[1], 1)
-    rest_activation = total_activation - activation.gather(2, index)
-    rest_gradient = total_gradient - gradient.gather(2, index)
-    predicted = ((rest_activation + activation) * (rest_gradient + gradient)).sum(1)  # (B, C)
-    predicted = predicted.scatter(1, current[:, :, 0], float("-inf"))
+    predicted = predicted.scatter(1, path[:, layer, :1], float("-inf"))
     return top_channels(predicted, count)

@@ -4,8 +4,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
 from captum._utils.typing import BaselineType, TensorOrTupleOfTensorsGeneric
-from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from captum.attr._utils.attribution import GradientAttribution
+from captum.attr import GradientAttribution, IntegratedGradients, LayerIntegratedGradients
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
@@ -119,16 +118,6 @@ class PathSaliency(SiteAttribution, GradientAttribution):
     Captum's ``LayerIntegratedGradients`` does (the baseline is then the embedding of the
     ``baselines`` ids, token 0 by default).
 
-    Args:
-
-        forward_func (Callable): The model or a function of its inputs.
-        layers (list[torch.nn.Module]): The layers the path runs through.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
-        input_layer (torch.nn.Module, optional): A layer whose output is interpolated
-                    in place of the inputs, e.g. ``model.get_input_embeddings()``.
-                    Default: ``None`` (the inputs)
-
     Examples::
 
         >>> import timm, torch, captum_neuronpath as cnp
@@ -154,9 +143,9 @@ class PathSaliency(SiteAttribution, GradientAttribution):
             layers (list[torch.nn.Module]): The layers the path runs through.
             token (int, slice, sequence of int, Tensor or None, optional): The token set.
                         Default: ``0``
-            input_layer (torch.nn.Module, optional): A layer whose output is
-                        interpolated in place of the inputs (a token embedding).
-                        Default: ``None``
+            input_layer (torch.nn.Module, optional): A layer whose output is interpolated
+                        in place of the inputs, e.g. ``model.get_input_embeddings()``.
+                        Default: ``None`` (the inputs)
         """
         if input_layer is not None and not isinstance(input_layer, Module):
             raise TypeError(f"input_layer must be a torch.nn.Module, got {type(input_layer).__name__}")

@@ -1,7 +1,11 @@
-"""Files that a killed run must never leave half written."""
+"""Files that a killed run must never leave half written, and the cache of trained weights."""
 
 import os
 from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.nn import Module
 
 
 def fsync_directory(directory: Path) -> None:
@@ -36,3 +40,29 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
     partial.replace(path)
     fsync_directory(path.parent)
+
+
+def cached_model(
+    path: Path,
+    build: Callable[[], Module],
+    train: Callable[[], Module],
+    log: Optional[Callable[[str], None]],
+    description: str,
+) -> Module:
+    """The model whose weights are cached at ``path``: built and loaded when the file exists,
+    else trained (telling ``log`` that ``description`` is being trained), then cached
+    atomically. Returned in eval mode."""
+    from safetensors.torch import load_file, save
+
+    if path.exists():
+        model = build()
+        model.load_state_dict(load_file(path))
+        return model.eval()
+    if log is not None:
+        log(f"training {description} once; caching it at {path}")
+    model = train().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Own contiguous copies: safetensors refuses tied weights (a GPT-2's) and strided views.
+    state = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}
+    write_atomically(path, save(state))
+    return model

@@ -35,8 +35,21 @@ def set_sum(
 
 
 def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Tensor:
-    """Eq. (2)-(3): the per-token product of the two set sums, summed over tokens; ``(B,)``."""
-    return (activation_sum * gradient_sum).sum(-1)
+    """Eq. (2)-(3): the per-token product of the two set sums, summed over tokens (dimension 1).
+
+    ``(B, T_sel)`` sums give ``(B,)``; ``(B, T_sel, C)`` sums (one set per channel) give ``(B, C)``.
+    """
+    return (activation_sum * gradient_sum).sum(1)
+
+
+def extended_set_scores(set_activation: Tensor, set_gradient: Tensor, activation: Tensor, gradient: Tensor) -> Tensor:
+    """The JAS of a neuron set extended by each channel of one layer, ``(B, C)``.
+
+    ``set_activation`` and ``set_gradient`` are the set's sums ``(B, T_sel)``; ``activation``
+    and ``gradient`` the layer's values ``(B, T_sel, C)``: channel ``c`` scores
+    ``sum_t (A_t + a_tc) * (G_t + g_tc)``.
+    """
+    return joint_attribution_score(activation + set_activation.unsqueeze(-1), gradient + set_gradient.unsqueeze(-1))
 
 
 def stack_padded(scores: Sequence[Tensor]) -> Tensor:
@@ -44,6 +57,11 @@ def stack_padded(scores: Sequence[Tensor]) -> Tensor:
     width = max(s.shape[1] for s in scores)
     padded = [torch.nn.functional.pad(s, (0, width - s.shape[1]), value=float("nan")) for s in scores]
     return torch.stack(padded, dim=1)
+
+
+def best_channel(scores: Tensor) -> Tensor:
+    """The best channel (last dimension) of ``scores``, never a ``NaN`` padding entry; ties go to the lowest index."""
+    return scores.nan_to_num(float("-inf")).argmax(-1)
 
 
 def top_channels(scores: Tensor, top_k: int) -> Tensor:
