@@ -44,7 +44,7 @@ from torch.nn import Module
 from captum_neuronpath import _models
 from captum_neuronpath._core.plan import Plan, make_plan, observed_calls
 from captum_neuronpath._utils.hooks import describe_layer, site_hooks
-from captum_neuronpath._utils.joint import channel_masks, joint_attribution_score, set_sum
+from captum_neuronpath._utils.joint import channel_masks, extended_set_scores, joint_attribution_score, set_sum
 from captum_neuronpath._utils.quadrature import Quadrature
 from captum_neuronpath._utils.sites import module_of
 from captum_neuronpath._utils.tokens import (
@@ -274,9 +274,9 @@ def candidate_scores(
     scaled = dict(prefix_masks)
     scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
     gradients = _integrated_gradients(forward_func, layers, prepared, scaled, rule, internal_batch_size, resume)
-    prefix_activation = set_sum(activations, prefix_masks, candidate).unsqueeze(-1)
-    prefix_gradient = set_sum(gradients, prefix_masks, candidate).unsqueeze(-1)
-    return ((candidate + prefix_activation) * (gradients[layer_index] + prefix_gradient)).sum(1)
+    prefix_activation = set_sum(activations, prefix_masks, candidate)
+    prefix_gradient = set_sum(gradients, prefix_masks, candidate)
+    return extended_set_scores(prefix_activation, prefix_gradient, candidate, gradients[layer_index])
 
 
 def joint_score(
