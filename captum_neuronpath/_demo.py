@@ -1,10 +1,9 @@
 """``neuronpath demo``: the paper's experiments on the embedded digits ViT, offline."""
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, Optional, Sequence, Type
 
 import torch
 from captum.attr._utils.attribution import LayerAttribution
@@ -19,7 +18,6 @@ from captum_neuronpath.experiments import (
     METHODS,
     MethodAgreement,
     PaperTable,
-    captum_layer_method,
     method_agreement,
     paper_table,
 )
@@ -31,14 +29,6 @@ PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def captum_methods_argument(text: str) -> List[Type[LayerAttribution]]:
-    """``argparse`` type of ``--captum-methods``: comma-separated Captum layer class names."""
-    try:
-        return [captum_layer_method(name.strip()) for name in text.split(",") if name.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_demo(

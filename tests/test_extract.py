@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 import captum_neuronpath as cnp
 from captum_neuronpath._extract.distributed import assigned_batches
 from captum_neuronpath._extract.store import merge_records, read_records, shard_path
-from captum_neuronpath._loading import load_safetensors_data
+from captum_neuronpath._cli.loading import load_safetensors_data
 from captum_neuronpath._utils.files import write_atomically
-from captum_neuronpath.cli import main
+from captum_neuronpath._cli import main
 
 from conftest import DATA
 from extract_models import tiny_gpt2, tiny_vit
@@ -105,11 +105,14 @@ def test_records_hold_the_paths_of_the_api(data, reference):
         assert len(record["layer_scores"]) == 2 and len(record["layer_scores"][0]) == 3
         assert record["layer_scores"][0] == sorted(record["layer_scores"][0], reverse=True)
     meta = json.loads(Path(f"{reference}.meta.json").read_text())
-    assert meta["settings"]["n_steps"] == 4 and meta["settings"]["num_inputs"] == NUM_INPUTS
+    assert meta["settings"]["n_steps"] == 4
     assert set(meta["versions"]) >= {"torch", "captum", "timm", "captum_neuronpath"}
-    assert meta["fingerprints"]["model"].startswith("sha256:") and meta["fingerprints"]["data"].startswith("sha256:")
+    assert meta["fingerprints"]["model"].startswith("sha256:")
     (run,) = meta["runs"]
-    assert run["new_inputs"] == NUM_INPUTS and run["images_per_second"] > 0 and run["processes"] == 1
+    assert run["new_inputs"] == run["num_inputs"] == NUM_INPUTS and run["images_per_second"] > 0 and run["processes"] == 1
+    image = inputs[0][0].contiguous()
+    own = hashlib.sha256(f"{image.dtype}{tuple(image.shape)}".encode() + image.numpy().tobytes()).hexdigest()
+    assert records[0]["fingerprint"] == f"sha256:{own}" and len({r["fingerprint"] for r in records}) == NUM_INPUTS
 
 
 def test_reproduces_the_authors_paths_on_the_fixture_model(tmp_path):
@@ -241,32 +244,36 @@ def test_changed_settings_are_refused_and_overwrite_starts_again(data, reference
     assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["n_steps"] == 5
 
 
-def test_a_resume_with_another_model_or_other_data_is_refused(data, tmp_path, capsys):
-    """Same command line, but the checkpoint file or the data file was rewritten meanwhile."""
+def test_a_resume_with_another_model_is_refused_and_with_changed_inputs_recomputes_them(data, tmp_path, capsys):
+    """Same command line, but the checkpoint file or one image of the data file was rewritten meanwhile."""
     weights, images = tmp_path / "weights.safetensors", tmp_path / "images.safetensors"
     save_file(tiny_vit().state_dict(), weights)
     shutil.copy(data, images)
     out = tmp_path / "paths.jsonl"
     command = ["--data", images, "--out", out, *FAST, "--checkpoint", weights]
     assert main(["extract", *map(str, command)]) == 0
-    before = out.read_bytes()
+    before = _lines(out)
 
     state = tiny_vit().state_dict()
     state["head.bias"] = state["head.bias"] + 1e-3
     save_file(state, weights)
     message = _refused(capsys, *command)
-    assert "the model changed" in message and "data changed" not in message and "--overwrite" in message
+    assert "the model changed" in message and "--overwrite" in message
+    assert _lines(out) == before
     save_file(tiny_vit().state_dict(), weights)
 
     tensors = load_file(images)
-    tensors["images"][0, 0, 0, 0] += 1
+    tensors["images"][3, 0, 0, 0] += 1  # the second input of the second batch of 2
     save_file(tensors, images)
-    message = _refused(capsys, *command)
-    assert "the data changed" in message and "model changed" not in message and "--overwrite" in message
-    assert out.read_bytes() == before
-
-    assert main(["extract", *map(str, command), "--overwrite"]) == 0
-    assert _lines(out)[1:] == before.decode().splitlines()[1:] and _lines(out)[0] != before.decode().splitlines()[0]
+    capsys.readouterr()
+    assert main(["extract", *map(str, command)]) == 0
+    error = capsys.readouterr().err
+    assert f"resuming with {NUM_INPUTS - 2} of {NUM_INPUTS} inputs done; 1 changed or vanished since" in error
+    assert "2 new" in error  # input 3 and its batch companion 2
+    fresh = tmp_path / "fresh.jsonl"
+    assert main(["extract", *map(str, command[:2]), "--out", str(fresh), *map(str, command[4:])]) == 0
+    assert _lines(out) == _lines(fresh)
+    assert _lines(out)[:2] == before[:2] and _lines(out)[4:] == before[4:] and _lines(out)[3] != before[3]
 
 
 def test_a_run_that_wrote_no_record_does_not_block_the_corrected_command(data, reference, tmp_path):
@@ -363,19 +370,71 @@ def test_image_folder_with_timm_data_config_or_a_transform(tmp_path):
     assert runs["transform"] == records
 
 
-def test_image_folder_changes_and_broken_images_are_reported(tmp_path, capsys):
-    folder = _image_folder(tmp_path / "images")
-    out = tmp_path / "paths.jsonl"
-    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
-    Image.new("RGB", (16, 16)).save(folder / "bee" / "1.png")  # an image rewritten after the run
-    assert "the data changed" in _refused(capsys, "--data", folder, "--out", out, *FAST)
+def _fresh(capsys, folder: Path, out: Path, *extra) -> list:
+    """The records of an uninterrupted run on ``folder`` as it is now."""
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, *extra, "--overwrite"]) == 0
+    capsys.readouterr()
+    return _lines(out)
 
-    (folder / "bee" / "2.png").write_bytes(b"not an image")
-    message = _refused(capsys, "--data", folder, "--out", out, *FAST, "--overwrite")
-    assert f"image {folder / 'bee' / '2.png'} cannot be read" in message and "records so far are kept" in message
-    assert len(_lines(out)) == 4  # the batches before the broken image
-    (folder / "ant" / "0.png").write_bytes(b"")
-    assert f"image {folder / 'ant' / '0.png'} cannot be read" in _refused(capsys, "--data", folder, "--out", tmp_path / "b.jsonl", *FAST)
+
+def test_image_folder_inputs_that_changed_or_vanished_are_computed_again(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    before = _lines(out)
+    Image.new("RGB", (16, 16)).save(folder / "bee" / "1.png")  # input 4 rewritten after the run
+    capsys.readouterr()
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    error = capsys.readouterr().err
+    assert "resuming with 4 of 6 inputs done; 1 changed or vanished since; 2 to compute" in error and "2 new" in error
+    assert _lines(out)[:4] == before[:4] and _lines(out) == _fresh(capsys, folder, fresh)
+
+    (folder / "ant" / "1.png").unlink()  # input 1 vanished: every later input moves up one index
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    assert "resuming with 0 of 5 inputs done; 5 changed or vanished since" in capsys.readouterr().err
+    assert _lines(out) == _fresh(capsys, folder, fresh)
+
+
+def _failed(capsys, *args) -> str:
+    """The one-line message of a command that must fail during the run, with exit status 1."""
+    capsys.readouterr()
+    assert main(["extract", *map(str, args)]) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and error.count("error:") == 1, error
+    return error.splitlines()[-1]
+
+
+def test_an_unreadable_image_stops_the_run_and_the_same_command_resumes_once_it_is_fixed(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
+    broken = folder / "bee" / "0.png"
+    good = broken.read_bytes()
+    broken.write_bytes(good[: len(good) // 2])  # a truncated PNG: input 3
+    message = _failed(capsys, "--data", folder, "--out", out, *FAST)
+    assert f"image {broken} cannot be read" in message and "records so far are kept" in message
+    assert "--skip-unreadable" in message and len(_lines(out)) == 2  # the batch before the broken image
+    broken.write_bytes(good)
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    assert _lines(out) == _fresh(capsys, folder, fresh)
+
+
+def test_skip_unreadable_records_an_error_and_a_later_run_computes_the_fixed_file(tmp_path, capsys):
+    folder = _image_folder(tmp_path / "images")
+    out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
+    broken = folder / "bee" / "0.png"
+    good = broken.read_bytes()
+    broken.write_bytes(b"not an image")
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
+    assert "6 of 6 inputs done (1 unreadable: error records)" in capsys.readouterr().err
+    records = [json.loads(line) for line in _lines(out)]
+    assert records[3]["file"] == "bee/0.png" and records[3]["error"].startswith("cannot be read: ")
+    assert "path" not in records[3] and all("path" in r for i, r in enumerate(records) if i != 3)
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
+    assert "0 to compute" in capsys.readouterr().err  # still unreadable: its error record stands
+    assert "cannot be read" in _failed(capsys, "--data", folder, "--out", out, *FAST)  # tried again without the option
+    broken.write_bytes(good)
+    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
+    assert _lines(out) == _fresh(capsys, folder, fresh, "--skip-unreadable")
 
 
 def test_each_rank_gets_whole_batches_and_together_every_index_once():
@@ -512,14 +571,18 @@ def test_text_resume_after_a_partial_run_equals_an_uninterrupted_run(text_data, 
     assert _lines(out) == lines and not shard_path(out, 1).exists()
 
 
-def test_text_data_that_changed_is_refused(text_data, text_reference, tmp_path, capsys):
+def test_text_data_that_changed_is_recomputed(text_data, text_reference, tmp_path, capsys):
     data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
     shutil.copy(text_data, data)
-    assert main(["extract", "--data", str(data), "--out", str(out), *TEXT, "--target", "predicted"]) == 0
-    assert [json.loads(line)["path"] for line in _lines(out)] != []
-    data.write_text(data.read_text().replace('"target": ', '"target": 1', 1))  # one target rewritten
-    message = _refused(capsys, "--data", data, "--out", out, *TEXT, "--target", "predicted")
-    assert "the data changed" in message and "model changed" not in message
+    assert main(["extract", "--data", str(data), "--out", str(out), *TEXT]) == 0
+    assert _lines(out) == _lines(text_reference)
+    data.write_text(data.read_text().replace('"input_ids": [', '"input_ids": [0, ', 1))  # the first sequence
+    capsys.readouterr()
+    assert main(["extract", "--data", str(data), "--out", str(out), *TEXT]) == 0
+    assert "4 new" in capsys.readouterr().err  # the first batch of 4 again
+    records = [json.loads(line) for line in _lines(out)]
+    reference = [json.loads(line) for line in _lines(text_reference)]
+    assert records[0]["fingerprint"] != reference[0]["fingerprint"] and records[4:] == reference[4:]
 
 
 @pytest.mark.parametrize(
