@@ -5,6 +5,7 @@ one_thread fixture in this process), so runs compared record for record do the s
 floating-point arithmetic.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -21,11 +22,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import captum_neuronpath as cnp
+from captum_neuronpath._cli import main
+from captum_neuronpath._cli.loading import load_safetensors_data
 from captum_neuronpath._extract.distributed import assigned_batches
 from captum_neuronpath._extract.store import merge_records, read_records, shard_path
-from captum_neuronpath._cli.loading import load_safetensors_data
 from captum_neuronpath._utils.files import write_atomically
-from captum_neuronpath._cli import main
 
 from conftest import DATA
 from extract_models import tiny_gpt2, tiny_vit
@@ -483,6 +484,72 @@ def test_ctrl_c_stops_cleanly_and_a_second_command_on_the_same_file_is_refused(d
     assert not Path(f"{out}.lock").exists()
     assert main(["extract", "--data", str(data), "--out", str(out), *SLOW]) == 0
     assert f"{NUM_INPUTS - seen} new" in capsys.readouterr().err
+    assert _lines(out) == _lines(reference)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_like_ctrl_c_with_128_plus_the_signal(stop, data, reference, tmp_path):
+    """How schedulers stop a job: between batches, the resume hint, exit status 128 + N; the same command resumes."""
+    out = tmp_path / "paths.jsonl"
+    command = [sys.executable, "-m", "captum_neuronpath", "extract", "--data", str(data), "--out", str(out), *SLOW]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 2):
+        time.sleep(0.01)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + stop, stderr
+    seen = len(_lines(out))
+    assert out.read_bytes().endswith(b"\n") and seen % 2 == 0 and 0 < seen < NUM_INPUTS
+    assert stderr.splitlines()[-1] == (
+        f"neuronpath extract: interrupted after {seen} of {NUM_INPUTS} inputs; run the same command again to resume"
+    )
+    assert not Path(f"{out}.lock").exists()
+    assert _extract("--data", data, "--out", out, *SLOW).returncode == 0
+    assert _lines(out) == _lines(reference)
+
+
+def test_a_full_disk_is_a_failure_that_drops_the_batch_and_the_same_command_completes(
+    data, reference, tmp_path, capsys, monkeypatch
+):
+    """ENOSPC half-way through the second batch: exit status 1 naming the file, whole batches only, then resumable."""
+    out = tmp_path / "paths.jsonl"
+    real_write = os.write
+    batches = []
+
+    def write(descriptor, payload):
+        if os.readlink(f"/proc/self/fd/{descriptor}") == str(out):
+            batches.append(len(payload))
+            if len(batches) == 2:
+                real_write(descriptor, payload[: len(payload) // 2])  # the disk fills up in the middle
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(descriptor, payload)
+
+    monkeypatch.setattr(os, "write", write)
+    message = _failed(capsys, "--data", data, "--out", out, *FAST)
+    assert message == (
+        f"neuronpath extract: error: {out}: No space left on device; records so far are kept: run the same command "
+        "again once this is fixed"
+    )
+    assert out.read_bytes().endswith(b"\n") and len(_lines(out)) == 2 and not Path(f"{out}.lock").exists()
+    monkeypatch.setattr(os, "write", real_write)  # space freed
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
+    assert _lines(out) == _lines(reference)
+
+
+def test_a_resume_under_other_versions_is_refused_unless_allowed(data, reference, tmp_path, capsys):
+    out = tmp_path / "paths.jsonl"
+    shutil.copy(reference, out)
+    meta = json.loads(Path(f"{reference}.meta.json").read_text())
+    meta["versions"].update(torch="0.0.1", timm="0.0.2")
+    Path(f"{out}.meta.json").write_text(json.dumps(meta))
+    message = _refused(capsys, "--data", data, "--out", out, *FAST)
+    assert f"other versions (torch '0.0.1' -> '{torch.__version__}', timm '0.0.2' -> " in message
+    assert "--allow-version-change" in message
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--allow-version-change"]) == 0
+    recorded = json.loads(Path(f"{out}.meta.json").read_text())
+    assert recorded["versions"]["torch"] == torch.__version__ and recorded["earlier_versions"][0]["torch"] == "0.0.1"
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0  # now the same versions
     assert _lines(out) == _lines(reference)
 
 

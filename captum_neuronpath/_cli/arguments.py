@@ -11,8 +11,7 @@ from typing import List, Optional, Type
 import torch
 from captum.attr import LayerAttribution
 
-# What torch.manual_seed and torch.Generator.manual_seed accept.
-SEED_RANGE = (-(2**63), 2**64 - 1)
+from captum_neuronpath._core.intervention import SEED_RANGE
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -28,7 +28,8 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``table`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
         commands, "table", help="the paper's Table 1 on any model and labelled image set",
-        description="The paper's Table 1 (JAS, removal and enhancement accuracy deviation) on any model.", epilog=EPILOG,
+        description="The paper's Table 1 (JAS, removal and enhancement accuracy deviation) on any model.",
+        epilog=EPILOG,
     )  # fmt: skip
     parser.add_argument("--model", help="timm:NAME, torchvision:NAME or package.module:callable (default: digits ViT)")
     parser.add_argument("--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load into --model")
