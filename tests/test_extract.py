@@ -311,7 +311,7 @@ def test_bad_command_lines_are_explained(data, tmp_path, capsys):
         ([*tiny, "--data", tmp_path / "missing.safetensors"], ["does not exist"]),
         ([*tiny, "--data", data, "--transform", "extract_models:resize_16"], ["--transform"]),
         (["--model", "torch.nn:Linear", "--data", data], ["Linear"]),  # a factory that needs arguments
-        (["--model", "torch.nn:GELU", "--data", data], ["not a supported Vision Transformer"]),
+        (["--model", "torch.nn:GELU", "--data", data], ["GELU is not of a supported model family", "--layers PATTERN"]),
         (["--model", "timm:vit_tiny_patch16_224", "--data", data, "--pretrained", "--checkpoint", out], ["not both"]),
         (["--model", "timm:vit_tiny_patch16_22", "--data", data], ["no model named", "vit_tiny_patch16_224"]),
         (["--model", "torchvision:vit_b_61", "--data", data], ["torchvision has no model named 'vit_b_61'"]),
@@ -436,6 +436,53 @@ def test_skip_unreadable_records_an_error_and_a_later_run_computes_the_fixed_fil
     broken.write_bytes(good)
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
     assert _lines(out) == _fresh(capsys, folder, fresh, "--skip-unreadable")
+
+
+def test_layers_and_token_name_the_sites_and_are_recorded_as_settings(data, reference, tmp_path, capsys):
+    """The tiny ViT's own sites named by hand give the family's records; other sites and tokens are settings."""
+    out = tmp_path / "paths.jsonl"
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--layers", "blocks.*.mlp.act", "--token", "cls"]) == 0
+    assert _lines(out) == _lines(reference)
+    settings = json.loads(Path(f"{out}.meta.json").read_text())["settings"]
+    assert settings["layers"] == "blocks.*.mlp.act" and settings["token"] == "cls"
+    message = _refused(capsys, "--data", data, "--out", out, *FAST, "--layers", "blocks.*.mlp.act", "--token", "all")
+    assert "token 'cls' -> 'all'" in message
+    other, fc2 = tmp_path / "fc2.jsonl", ["--layers", "input:blocks.*.mlp.fc2"]
+    assert main(["extract", "--data", str(data), "--out", str(other), *FAST, *fc2, "--token", "all"]) == 0
+    records = [json.loads(line) for line in _lines(other)]
+    assert len(records) == NUM_INPUTS and all(len(r["path"]) == 2 and max(r["path"]) < 32 for r in records)
+    # The last block's patch tokens never reach the class token the head reads: the engine's reason, in one line.
+    message = _refused(capsys, "--data", data, "--out", tmp_path / "patches.jsonl", *FAST, *fc2, "--token", "1:3")
+    assert "do not reach the output" in message
+
+
+def test_layer_patterns_that_match_nothing_or_out_of_forward_order_are_one_line(data, tmp_path, capsys):
+    out = tmp_path / "paths.jsonl"
+    message = _refused(capsys, "--data", data, "--out", out, *FAST, "--layers", "blocks.*.mlp.ac")
+    assert "--layers 'blocks.*.mlp.ac' matches no module" in message and "blocks.0.mlp.act" in message
+    options = ["--data", data, "--out", out, "--token", "all", "--layers", "*"]
+    message = _refused(capsys, "--model", "extract_models:reordered", *options)
+    assert "--layers '*' matches modules in an order the forward pass does not run them" in message
+    assert "it ran first, second" in message
+    message = _refused(capsys, "--model", "extract_models:with_an_unused_layer", *options)
+    assert "--layers '*': unused never ran" in message
+    assert not out.exists()
+
+
+def test_bad_token_specs_are_usage_errors_and_token_sequences_refuse_a_token(text_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["extract", *FAST, "--data", "d", "--out", "o", "--token", "first"])
+    assert exited.value.code == 2 and "--token: expected cls, an integer, A:B or all, got 'first'" in capsys.readouterr().err
+    message = _refused(capsys, "--data", text_data, "--out", tmp_path / "p.jsonl", *TEXT, "--token", "0")
+    assert "--token applies to images" in message
+
+
+def test_a_timm_model_built_with_another_image_size_runs_on_an_image_folder(tmp_path):
+    """Its pretrained config says 224 x 224; the folder is preprocessed at the 32 x 32 of its patch embedding."""
+    folder = _image_folder(tmp_path / "images")
+    out = tmp_path / "paths.jsonl"
+    assert main(["extract", "--model", "extract_models:timm_vit_32", "--data", str(folder), "--out", str(out), "--n-steps", "2"]) == 0
+    assert [json.loads(line)["file"] for line in _lines(out)] == [f"{c}/{i}.png" for c in ("ant", "bee") for i in range(3)]
 
 
 def test_each_rank_gets_whole_batches_and_together_every_index_once():

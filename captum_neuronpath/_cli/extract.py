@@ -90,6 +90,20 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction"
     )
     parser.add_argument(
+        "--layers",
+        metavar="PATTERN",
+        help="the neuron sites: module names as model.named_modules() gives them, * for one name component "
+        "(e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) (default: the model "
+        "family's MLP neurons)",
+    )
+    parser.add_argument(
+        "--token",
+        type=token_spec,
+        metavar="SPEC",
+        help="the token set of image models: cls, an integer position, A:B or all (default: the token the "
+        "model family's head reads)",
+    )
+    parser.add_argument(
         "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
     )
     parser.add_argument(
@@ -101,6 +115,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
     parser.set_defaults(handler=run)
     return parser
+
+
+def token_spec(text: str) -> str:
+    """A ``--token`` SPEC, checked; the job reads it with :func:`~captum_neuronpath._extract.sites.token_from_spec`."""
+    from captum_neuronpath._extract.sites import token_from_spec
+
+    try:
+        token_from_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> None:

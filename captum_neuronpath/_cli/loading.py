@@ -187,7 +187,8 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
     JSON Lines file of token sequences (``.jsonl``, see :func:`load_text_data`).
 
     Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
-    the transform) or else by timm's data configuration for ``model``. An image that
+    the transform) or else by timm's data configuration for ``model``, at the image size of
+    its patch embedding as built where it has one. An image that
     cannot be decoded raises :class:`UnreadableImage` naming its file when it is read.
     Token sequences are right-padded with the model's ``config.pad_token_id``, or 0.
     """
@@ -200,7 +201,12 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
         if transform:
             preprocess = load_callable(transform, "transform")()
         else:
-            preprocess = create_transform(**resolve_data_config({}, model=model))
+            config = resolve_data_config({}, model=model)
+            # A timm model built with another img_size keeps its pretrained config's: use the size as built.
+            built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+            if built is not None:
+                config["input_size"] = (config["input_size"][0], *built)
+            preprocess = create_transform(**config)
         folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
         return Inputs(folder, torch.tensor(folder.targets, dtype=torch.long), files, _file_bytes(folder))

@@ -12,11 +12,12 @@ number of processes.
 """
 
 import argparse
+import json
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -26,7 +27,8 @@ from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFail
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
-from captum_neuronpath._extract.fingerprint import input_fingerprint, model_fingerprint
+from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
+from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
 from captum_neuronpath._extract.store import (
     OutputLock,
     count_records,
@@ -37,7 +39,7 @@ from captum_neuronpath._extract.store import (
     record_run,
     shard_path,
 )
-from captum_neuronpath._models import mlp_layers, vit_mlp_layers, vit_readout_token
+from captum_neuronpath._models import mlp_layers, readout_token
 
 
 def run(args: argparse.Namespace) -> None:
@@ -73,17 +75,10 @@ def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     if not read_records(args.out)[0]:
         return
     inputs = job.inputs
-
-    def expected(index: int) -> Tuple[Optional[str], int, str]:
-        return (
-            (None if inputs.files is None else inputs.files[index]),
-            int(inputs.labels[index]),
-            input_fingerprint(inputs, index),
-        )
-
     kept, changed, tried_again = drop_changed_records(
-        args.out, expected, len(inputs), job.settings["batch_size"], args.skip_unreadable
-    )
+        args.out, lambda index: input_identity(inputs, index), len(inputs), job.settings["batch_size"],
+        args.skip_unreadable,
+    )  # fmt: skip
     again = len(inputs) - kept
     print(
         f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
@@ -108,11 +103,13 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
             f"interrupted after {finished} of {len(job.inputs)} inputs; run the same command again to resume",
             getattr(interrupt, "signum", signal.SIGINT),
         ) from None
-    except UnreadableImage as error:
+    except UnreadableImage as error:  # a ValueError too: first
         raise RunFailure(
             f"{error}; records so far are kept: fix or remove the file and run the same command again, "
             "or pass --skip-unreadable"
         ) from error
+    except (ValueError, TypeError) as error:  # the engine refuses the sites or the token set
+        raise CommandLineError(f"{error}; check --layers and --token") from error
     except OSError as error:
         raise RunFailure(
             f"{describe(error)}; records so far are kept: run the same command again once this is fixed"
@@ -121,7 +118,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         barrier(device)
     if rank == 0:
         total = merge_records(args.out)
-        unreadable = sum('"error": ' in line for _, line in read_records(args.out)[0])
+        unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])
         elapsed = time.perf_counter() - started
         new = total - len(done)
         rate = new / max(elapsed, 1e-9)
@@ -162,12 +159,19 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
         torch.manual_seed(0)  # a model with random weights is the same in every process and every resume
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
     inputs = load_inputs(args.data, args.transform, model)
-    if inputs.text:
-        forward, layers, token = next_token_probabilities(model), mlp_layers(model), None
-        num_classes = _probe_text(args, model, inputs, device)
-    else:
-        forward, layers, token = image_probabilities(model), vit_mlp_layers(model), vit_readout_token(model)
-        num_classes = _probe(args, model, inputs, device)
+    layers, names = select_layers(model, args.layers) if args.layers else (_family(args, mlp_layers, model), None)
+    with call_order(layers) as order:
+        if inputs.text:
+            if args.token is not None:
+                raise ValueError("--token applies to images; each token sequence is explained at its last token")
+            forward, token = next_token_probabilities(model), None
+            num_classes = _probe_text(args, model, inputs, device)
+        else:
+            forward = image_probabilities(model)
+            token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
+            num_classes = _probe(args, model, inputs, device)
+    if names is not None:
+        check_call_order(args.layers, names, order)
     if args.target == "label":
         _check_labels(args.data, inputs.labels, num_classes)
     random_weights = args.checkpoint is None and not args.pretrained
@@ -176,11 +180,20 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     return Job(model, device, forward, layers, token, inputs, settings_of(args, device), args.skip_unreadable)
 
 
+def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:
+    """``find(model)`` (the family's sites or readout token), or an error that names the options to pass."""
+    try:
+        return find(model)
+    except TypeError as error:
+        raise ValueError(f"--model {args.model}: {error} (here: --layers PATTERN and --token SPEC)") from error
+
+
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the first input: the number of classes, or the model's own error, reported."""
-    if len(inputs) == 0:
-        raise ValueError(f"--data {args.data} holds no inputs")
-    image = inputs.dataset[0][0][None].to(device)
+    """One forward pass on the first readable input: the number of classes, or the model's own error, reported."""
+    image = _first_readable(inputs)
+    if image is None:
+        raise ValueError(f"--data {args.data} holds no inputs" + (" that can be read" if len(inputs) else ""))
+    image = image[None].to(device)
     try:
         with torch.no_grad():
             output = model(image)
@@ -193,6 +206,16 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
     return output.shape[1]
+
+
+def _first_readable(inputs: Inputs) -> Optional[Tensor]:
+    """The first input that can be read (an unreadable one stops the run when its batch comes)."""
+    for index in range(len(inputs)):
+        try:
+            return inputs.dataset[index][0]
+        except UnreadableImage:
+            continue
+    return None
 
 
 def _probe_text(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
@@ -247,6 +270,8 @@ def settings_of(args: argparse.Namespace, device: torch.device) -> Dict[str, obj
         "pretrained": args.pretrained,
         "data": str(args.data.resolve()),
         "transform": args.transform,
+        "layers": args.layers,
+        "token": args.token,
         "n_steps": args.n_steps,
         "method": args.method,
         "top_k": args.top_k,

@@ -32,7 +32,7 @@ from captum_neuronpath._cli.errors import deferred_stops
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
-from captum_neuronpath._extract.fingerprint import input_fingerprint
+from captum_neuronpath._extract.fingerprint import input_identity
 from captum_neuronpath._extract.store import append_records
 from captum_neuronpath._models import last_token
 from captum_neuronpath._utils.joint import top_channels
@@ -99,7 +99,7 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     loader = DataLoader(_Readable(job.inputs.dataset), batch_sampler=batches, collate_fn=list)
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
-            records = {index: _identity(job, index) for index in indices}
+            records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
             readable = [index for index, item in zip(indices, items) if not isinstance(item, UnreadableImage)]
             for index, item in zip(indices, items):
                 if isinstance(item, UnreadableImage):
@@ -117,17 +117,6 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
             with deferred_stops():
                 append_records(records_file, handle.fileno(), list(records.values()))
             bar.update(len(indices))
-
-
-def _identity(job: Job, index: int) -> Dict[str, object]:
-    """What a record says of its input: index, file, label and fingerprint."""
-    files = job.inputs.files
-    return {
-        "index": index,
-        "file": None if files is None else files[index],
-        "label": int(job.inputs.labels[index]),
-        "fingerprint": input_fingerprint(job.inputs, index),
-    }
 
 
 class _Readable(Dataset):

@@ -14,6 +14,7 @@ copied without its times.
 """
 
 import hashlib
+from typing import Dict
 
 import torch
 from torch.nn import Module
@@ -34,3 +35,12 @@ def model_fingerprint(model: Module) -> str:
 def input_fingerprint(inputs: Inputs, index: int) -> str:
     """``sha256:HEX`` of the bytes input ``index`` is made of."""
     return "sha256:" + hashlib.sha256(inputs.source(index)).hexdigest()
+
+
+def input_identity(inputs: Inputs, index: int) -> Dict[str, object]:
+    """What a record says of input ``index``: its file, label and fingerprint."""
+    return {
+        "file": None if inputs.files is None else inputs.files[index],
+        "label": int(inputs.labels[index]),
+        "fingerprint": input_fingerprint(inputs, index),
+    }

@@ -19,7 +19,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -144,16 +144,16 @@ def _fingerprint_changes(recorded: Dict[str, str], fingerprints: Dict[str, str])
 
 def drop_changed_records(
     out: Path,
-    expected: Callable[[int], Tuple[Optional[str], int, str]],
+    identity: Callable[[int], Dict[str, object]],
     num_inputs: int,
     batch_size: int,
     keep_errors: bool,
 ) -> Tuple[int, int, int]:
     """Keep the records of the whole batches whose every input is as recorded; rewrite ``out`` without the rest.
 
-    ``expected(index)`` is the ``(file, label, fingerprint)`` of the input now at ``index``;
-    a record with another one, or beyond ``num_inputs``, is of an input that changed or
-    vanished. An error record is kept only with ``keep_errors`` (otherwise its input is
+    ``identity(index)`` holds the fields (file, label, fingerprint) a record of the input
+    now at ``index`` has; a record with others, or beyond ``num_inputs``, is of an input
+    that changed or vanished. An error record is kept only with ``keep_errors`` (otherwise its input is
     tried again). Dropping whole batches keeps the batches' composition, hence the records
     equal to an uninterrupted run's. Returns ``(kept, changed, tried_again)``: the records
     kept, those of changed or vanished inputs, and the error records tried again.
@@ -162,8 +162,7 @@ def drop_changed_records(
     changed, tried_again, valid = 0, 0, set()
     for index, line in records:
         record = json.loads(line)
-        identity = (record.get("file"), record.get("label"), record.get("fingerprint"))
-        if index >= num_inputs or identity != expected(index):
+        if index >= num_inputs or any(record.get(key) != value for key, value in identity(index).items()):
             changed += 1
         elif "error" in record and not keep_errors:
             tried_again += 1
