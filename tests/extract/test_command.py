@@ -1,4 +1,5 @@
-"""`neuronpath extract`: records, resuming after kill -9, Ctrl-C and torn lines, refusals, locks, torchrun.
+"""`neuronpath extract` end to end: records, resuming after kill -9, stop signals, torn lines, full disks and
+changed inputs, unreadable images, refusals, locks, token sequences.
 
 Every run uses one thread (torchrun's default; OMP_NUM_THREADS=1 for subprocesses, the
 one_thread fixture in this process), so runs compared record for record do the same
@@ -24,79 +25,36 @@ from safetensors.torch import load_file, save_file
 import captum_neuronpath as cnp
 from captum_neuronpath._cli import main
 from captum_neuronpath._cli.loading import load_safetensors_data
-from captum_neuronpath._extract.distributed import assigned_batches
-from captum_neuronpath._extract.store import merge_records, read_records, shard_path
-from captum_neuronpath._utils.files import write_atomically
+from captum_neuronpath._extract.store import shard_path
 
-from conftest import DATA
 from extract_models import tiny_gpt2, tiny_vit
+from runs import (
+    FAST,
+    LENGTHS,
+    NUM_INPUTS,
+    SLOW,
+    TEXT,
+    env,
+    extract,
+    failed,
+    fresh_run,
+    image_folder,
+    read_lines,
+    refused,
+)
 
-TESTS = Path(__file__).parent
-BIN = Path(sys.executable).parent
-NUM_INPUTS = 12
-FAST = ["--model", "extract_models:tiny_vit", "--n-steps", "4", "--batch-size", "2", "--layer-scores", "3"]
-SLOW = ["--model", "extract_models:slow_tiny_vit"] + FAST[2:]
-
-
-def _env() -> dict:
-    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-
-
-def _extract(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "captum_neuronpath", "extract", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
-
-
-def _lines(path: Path) -> list:
-    return path.read_text().splitlines()
-
-
-def _refused(capsys, *args) -> str:
-    """The one-line message of a command that must fail with exit status 2."""
-    capsys.readouterr()
-    assert main(["extract", *map(str, args)]) == 2
-    error = capsys.readouterr().err
-    assert "Traceback" not in error and error.count("error:") == 1, error
-    return error
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process runs too: two threads on two busy cores are many times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    generator = torch.Generator().manual_seed(0)
-    path = tmp_path_factory.mktemp("data") / "images.safetensors"
-    images = torch.randn(NUM_INPUTS, 3, 16, 16, generator=generator)
-    save_file({"images": images, "labels": torch.randint(0, 4, (NUM_INPUTS,), generator=generator)}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> Path:
-    """An uninterrupted single-process run."""
-    out = tmp_path_factory.mktemp("reference") / "paths.jsonl"
-    done = _extract("--data", data, "--out", out, *FAST)
-    assert done.returncode == 0, done.stderr
-    assert "images/s" in done.stderr and "img/s" in done.stderr  # the summary and the progress bar
-    assert not Path(f"{out}.lock").exists()
-    return out
+DATA = Path(__file__).parents[1] / "data"
 
 
 def test_records_hold_the_paths_of_the_api(data, reference):
     """Each input once, in order, with the path and JAS that NeuronPath gives the same batch."""
-    records = [json.loads(line) for line in _lines(reference)]
+    records = [json.loads(line) for line in read_lines(reference)]
     assert [r["index"] for r in records] == list(range(NUM_INPUTS))
     model = tiny_vit().eval()
     inputs = load_safetensors_data(data)
-    locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model), token=cnp.vit_readout_token(model))
+    locator = cnp.NeuronPath(
+        lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model), token=cnp.vit_readout_token(model)
+    )
     result = locator.attribute(inputs[0][:2], target=inputs[1][:2], n_steps=4, method="gausslegendre")
     for i, record in enumerate(records[:2]):
         assert record["label"] == record["target"] == int(inputs[1][i]) and record["file"] is None
@@ -110,7 +68,9 @@ def test_records_hold_the_paths_of_the_api(data, reference):
     assert set(meta["versions"]) >= {"torch", "captum", "timm", "captum_neuronpath"}
     assert meta["fingerprints"]["model"].startswith("sha256:")
     (run,) = meta["runs"]
-    assert run["new_inputs"] == run["num_inputs"] == NUM_INPUTS and run["images_per_second"] > 0 and run["processes"] == 1
+    assert (
+        run["new_inputs"] == run["num_inputs"] == NUM_INPUTS and run["images_per_second"] > 0 and run["processes"] == 1
+    )
     image = inputs[0][0].contiguous()
     own = hashlib.sha256(f"{image.dtype}{tuple(image.shape)}".encode() + image.numpy().tobytes()).hexdigest()
     assert records[0]["fingerprint"] == f"sha256:{own}" and len({r["fingerprint"] for r in records}) == NUM_INPUTS
@@ -119,10 +79,30 @@ def test_records_hold_the_paths_of_the_api(data, reference):
 def test_reproduces_the_authors_paths_on_the_fixture_model(tmp_path):
     """The paper preset through the command: the reference implementation's paths and JAS."""
     out = tmp_path / "paths.jsonl"
-    model = ["--model", "captum_neuronpath.digits:build_digits_vit", "--checkpoint", str(DATA / "digits_vit_d6.safetensors")]
+    model = [
+        "--model",
+        "captum_neuronpath.digits:build_digits_vit",
+        "--checkpoint",
+        str(DATA / "digits_vit_d6.safetensors"),
+    ]
     preset = ["--n-steps", "20", "--method", "riemann_left"]
-    assert main(["extract", *model, *preset, "--data", str(DATA / "expected_d6_inputs.safetensors"), "--out", str(out), "--batch-size", "8"]) == 0
-    records = [json.loads(line) for line in _lines(out)]
+    assert (
+        main(
+            [
+                "extract",
+                *model,
+                *preset,
+                "--data",
+                str(DATA / "expected_d6_inputs.safetensors"),
+                "--out",
+                str(out),
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in read_lines(out)]
     dataset_indices = load_file(DATA / "expected_d6_inputs.safetensors")["dataset_indices"].tolist()
     expected = json.loads((DATA / "expected_d6.json").read_text())
     checked = 0
@@ -140,7 +120,7 @@ def test_kill_9_twice_then_resume_equals_an_uninterrupted_run(data, reference, t
     command = [sys.executable, "-m", "captum_neuronpath", "extract", "--data", str(data), "--out", str(out), *SLOW]
     seen = 0
     for _ in range(2):
-        process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") <= seen):
             time.sleep(0.01)
@@ -148,83 +128,19 @@ def test_kill_9_twice_then_resume_equals_an_uninterrupted_run(data, reference, t
         assert process.wait() == -signal.SIGKILL
         seen = out.read_bytes().count(b"\n")
         assert 0 < seen < NUM_INPUTS  # killed mid-run, after at least one batch
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{NUM_INPUTS - seen} new" in done.stderr  # finished inputs were skipped
-    assert _lines(out) == _lines(reference)
+    assert read_lines(out) == read_lines(reference)
 
 
 def test_a_torn_last_line_is_discarded_and_recomputed(data, reference, tmp_path):
     out = tmp_path / "paths.jsonl"
     shutil.copy(f"{reference}.meta.json", f"{out}.meta.json")
-    lines = _lines(reference)
+    lines = read_lines(reference)
     out.write_text("\n".join(lines[:5]) + "\n" + lines[5][:40])  # the write of record 5 cut short
     assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
-    assert _lines(out) == lines
-
-
-def test_shards_of_a_killed_distributed_run_resume_in_one_process(data, reference, tmp_path, capsys):
-    """Rank 0 finished batch 0, rank 1 batches 1 and 3 and was cut short in batch 5."""
-    out = tmp_path / "paths.jsonl"
-    shutil.copy(f"{reference}.meta.json", f"{out}.meta.json")
-    lines = _lines(reference)
-    shard_path(out, 0).write_text("\n".join(lines[0:2]) + "\n")
-    shard_path(out, 1).write_text("\n".join(lines[2:4] + lines[6:8]) + "\n" + lines[10][:-3])
-    assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
-    assert "6 new" in capsys.readouterr().err
-    assert _lines(out) == lines
-    assert not shard_path(out, 0).exists() and not shard_path(out, 1).exists()
-
-
-def _children(pid: int) -> list:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended meanwhile
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def test_torchrun_killed_and_resumed_equals_one_process(data, reference, tmp_path):
-    """Two processes split the batches into shards; kill -9 all of them, resume, merge."""
-    out = tmp_path / "paths.jsonl"
-    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "captum_neuronpath"]
-    command = [*torchrun, "extract", "--data", str(data), "--out", str(out), *SLOW]
-    shards = [shard_path(out, 0), shard_path(out, 1)]
-
-    def finished() -> int:
-        return sum(shard.read_bytes().count(b"\n") for shard in shards if shard.exists())
-
-    agent = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and finished() < 2:
-        time.sleep(0.01)
-    workers = _children(agent.pid)  # torchrun starts them in sessions of their own
-    for pid in [agent.pid, *workers]:
-        os.kill(pid, signal.SIGKILL)
-    agent.wait()
-    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    partial = finished()
-    assert len(workers) == 2 and 2 <= partial < NUM_INPUTS and not out.exists()
-
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "over 2 process(es)" in done.stderr and "6/6" in done.stderr  # rank 0 had half of the inputs
-    assert f"{NUM_INPUTS - partial} new" in done.stderr
-    assert _lines(out) == _lines(reference)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["paths.jsonl", "paths.jsonl.meta.json"]
+    assert read_lines(out) == lines
 
 
 def test_changed_settings_are_refused_and_overwrite_starts_again(data, reference, tmp_path, capsys):
@@ -233,13 +149,13 @@ def test_changed_settings_are_refused_and_overwrite_starts_again(data, reference
     shutil.copy(f"{reference}.meta.json", f"{out}.meta.json")
     before = out.read_bytes()
     changed = ["--data", str(data), "--out", str(out), *FAST[:-1], "2"]  # --layer-scores 2
-    message = _refused(capsys, *changed, "--n-steps", "5")
+    message = refused(capsys, *changed, "--n-steps", "5")
     assert "layer_scores 3 -> 2" in message and "n_steps 4 -> 5" in message
     assert "--overwrite" in message and "--out" in message
     assert out.read_bytes() == before
 
     assert main(["extract", *changed, "--n-steps", "5", "--overwrite", "--target", "predicted"]) == 0
-    records = [json.loads(line) for line in _lines(out)]
+    records = [json.loads(line) for line in read_lines(out)]
     assert [r["index"] for r in records] == list(range(NUM_INPUTS))
     assert all(r["target"] == r["prediction"] and len(r["layer_scores"][0]) == 2 for r in records)
     assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["n_steps"] == 5
@@ -253,14 +169,14 @@ def test_a_resume_with_another_model_is_refused_and_with_changed_inputs_recomput
     out = tmp_path / "paths.jsonl"
     command = ["--data", images, "--out", out, *FAST, "--checkpoint", weights]
     assert main(["extract", *map(str, command)]) == 0
-    before = _lines(out)
+    before = read_lines(out)
 
     state = tiny_vit().state_dict()
     state["head.bias"] = state["head.bias"] + 1e-3
     save_file(state, weights)
-    message = _refused(capsys, *command)
+    message = refused(capsys, *command)
     assert "the model changed" in message and "--overwrite" in message
-    assert _lines(out) == before
+    assert read_lines(out) == before
     save_file(tiny_vit().state_dict(), weights)
 
     tensors = load_file(images)
@@ -273,8 +189,8 @@ def test_a_resume_with_another_model_is_refused_and_with_changed_inputs_recomput
     assert "2 new" in error  # input 3 and its batch companion 2
     fresh = tmp_path / "fresh.jsonl"
     assert main(["extract", *map(str, command[:2]), "--out", str(fresh), *map(str, command[4:])]) == 0
-    assert _lines(out) == _lines(fresh)
-    assert _lines(out)[:2] == before[:2] and _lines(out)[4:] == before[4:] and _lines(out)[3] != before[3]
+    assert read_lines(out) == read_lines(fresh)
+    assert read_lines(out)[:2] == before[:2] and read_lines(out)[4:] == before[4:] and read_lines(out)[3] != before[3]
 
 
 def test_a_run_that_wrote_no_record_does_not_block_the_corrected_command(data, reference, tmp_path):
@@ -283,16 +199,16 @@ def test_a_run_that_wrote_no_record_does_not_block_the_corrected_command(data, r
     meta = json.loads(Path(f"{reference}.meta.json").read_text())
     meta["settings"]["n_steps"] = 7
     Path(f"{out}.meta.json").write_text(json.dumps(meta))
-    out.write_text(_lines(reference)[0][:30])  # a first batch cut short
+    out.write_text(read_lines(reference)[0][:30])  # a first batch cut short
     assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
-    assert _lines(out) == _lines(reference)
+    assert read_lines(out) == read_lines(reference)
     assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["n_steps"] == 4
 
 
 def test_a_file_without_settings_is_refused(data, tmp_path, capsys):
     out = tmp_path / "paths.jsonl"
     out.write_text('{"index": 0}\n')
-    assert "settings are unknown" in _refused(capsys, "--data", data, "--out", out, *FAST)
+    assert "settings are unknown" in refused(capsys, "--data", data, "--out", out, *FAST)
     assert out.read_text() == '{"index": 0}\n'
 
 
@@ -302,7 +218,10 @@ def test_bad_command_lines_are_explained(data, tmp_path, capsys):
     garbage.write_bytes(b"not a safetensors file")
     generator = torch.Generator().manual_seed(0)
     wide_labels = tmp_path / "wide_labels.safetensors"
-    save_file({"images": torch.randn(5, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 9, 1, -1, 3])}, wide_labels)
+    save_file(
+        {"images": torch.randn(5, 3, 16, 16, generator=generator), "labels": torch.tensor([0, 9, 1, -1, 3])},
+        wide_labels,
+    )
     big_images = tmp_path / "big_images.safetensors"
     save_file({"images": torch.randn(2, 3, 24, 24, generator=generator), "labels": torch.tensor([0, 1])}, big_images)
     tiny = ["--model", "extract_models:tiny_vit"]
@@ -317,12 +236,15 @@ def test_bad_command_lines_are_explained(data, tmp_path, capsys):
         (["--model", "torchvision:vit_b_61", "--data", data], ["torchvision has no model named 'vit_b_61'"]),
         ([*tiny, "--data", garbage], [str(garbage), "safetensors"]),
         ([*tiny, "--data", data, "--checkpoint", garbage], ["checkpoint", str(garbage)]),
-        ([*tiny, "--data", wide_labels], ["--data", "2 of 5 labels", "has 4", "label 9 at index 1", "label -1 at index 3"]),
+        (
+            [*tiny, "--data", wide_labels],
+            ["--data", "2 of 5 labels", "has 4", "label 9 at index 1", "label -1 at index 3"],
+        ),
         # The model's own message, not a guess at it:
         ([*tiny, "--data", big_images], ["--model", "(1, 3, 24, 24)", "Input height (24) doesn't match model (16)"]),
     ]
     for args, texts in cases:
-        message = _refused(capsys, "--out", out, *args)
+        message = refused(capsys, "--out", out, *args)
         for text in texts:
             assert text in message, (args, message)
     for option, value, text in [("--n-steps", "0", "positive integer"), ("--device", "gpu", "torch device")]:
@@ -330,9 +252,13 @@ def test_bad_command_lines_are_explained(data, tmp_path, capsys):
             main(["extract", "--model", "extract_models:tiny_vit", "--data", str(data), "--out", out, option, value])
         assert text in capsys.readouterr().err
     assert main(["extract", *tiny, "--data", str(wide_labels), "--out", out, "--target", "predicted"]) == 0
-    assert [json.loads(line)["label"] for line in _lines(Path(out))] == [0, 9, 1, -1, 3]
+    assert [json.loads(line)["label"] for line in read_lines(Path(out))] == [0, 9, 1, -1, 3]
     Path(out).unlink(), Path(f"{out}.meta.json").unlink()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big_images.safetensors", "garbage.safetensors", "wide_labels.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "big_images.safetensors",
+        "garbage.safetensors",
+        "wide_labels.safetensors",
+    ]
 
 
 def test_errors_have_no_traceback_unless_debugging(data, tmp_path):
@@ -340,30 +266,23 @@ def test_errors_have_no_traceback_unless_debugging(data, tmp_path):
     for debug in ("0", "1"):
         done = subprocess.run(
             [sys.executable, "-m", "captum_neuronpath", "extract", *map(str, command)],
-            capture_output=True, text=True, timeout=120, env=dict(_env(), NEURONPATH_DEBUG=debug),
+            capture_output=True, text=True, timeout=120, env=dict(env(), NEURONPATH_DEBUG=debug),
         )  # fmt: skip
         assert done.returncode == 2 and done.stdout == ""
-        assert done.stderr.splitlines()[-1] == "neuronpath extract: error: model 'timm:no_such_vit': timm has no model named 'no_such_vit'"
+        assert (
+            done.stderr.splitlines()[-1]
+            == "neuronpath extract: error: model 'timm:no_such_vit': timm has no model named 'no_such_vit'"
+        )
         assert ("Traceback" in done.stderr) == (debug == "1")
 
 
-def _image_folder(root: Path) -> Path:
-    generator = torch.Generator().manual_seed(1)
-    for label, name in enumerate(["ant", "bee"]):
-        (root / name).mkdir(parents=True)
-        for i in range(3):
-            pixels = torch.randint(0, 256, (16, 16, 3), generator=generator, dtype=torch.uint8)
-            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.png")
-    return root
-
-
 def test_image_folder_with_timm_data_config_or_a_transform(tmp_path):
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     runs = {}
     for name, extra in [("timm", []), ("transform", ["--transform", "extract_models:resize_16"])]:
         out = tmp_path / f"{name}.jsonl"
         assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, *extra]) == 0
-        runs[name] = [json.loads(line) for line in _lines(out)]
+        runs[name] = [json.loads(line) for line in read_lines(out)]
     records = runs["timm"]
     assert [r["file"] for r in records] == [f"{c}/{i}.png" for c in ("ant", "bee") for i in range(3)]
     assert [r["label"] for r in records] == [0, 0, 0, 1, 1, 1]
@@ -371,159 +290,97 @@ def test_image_folder_with_timm_data_config_or_a_transform(tmp_path):
     assert runs["transform"] == records
 
 
-def _fresh(capsys, folder: Path, out: Path, *extra) -> list:
-    """The records of an uninterrupted run on ``folder`` as it is now."""
-    assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, *extra, "--overwrite"]) == 0
-    capsys.readouterr()
-    return _lines(out)
-
-
 def test_image_folder_inputs_that_changed_or_vanished_are_computed_again(tmp_path, capsys):
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
-    before = _lines(out)
+    before = read_lines(out)
     Image.new("RGB", (16, 16)).save(folder / "bee" / "1.png")  # input 4 rewritten after the run
     capsys.readouterr()
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
     error = capsys.readouterr().err
     assert "resuming with 4 of 6 inputs done; 1 changed or vanished since; 2 to compute" in error and "2 new" in error
-    assert _lines(out)[:4] == before[:4] and _lines(out) == _fresh(capsys, folder, fresh)
+    assert read_lines(out)[:4] == before[:4] and read_lines(out) == fresh_run(capsys, folder, fresh)
 
     (folder / "ant" / "1.png").unlink()  # input 1 vanished: every later input moves up one index
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
     assert "resuming with 0 of 5 inputs done; 5 changed or vanished since" in capsys.readouterr().err
-    assert _lines(out) == _fresh(capsys, folder, fresh)
-
-
-def _failed(capsys, *args) -> str:
-    """The one-line message of a command that must fail during the run, with exit status 1."""
-    capsys.readouterr()
-    assert main(["extract", *map(str, args)]) == 1
-    error = capsys.readouterr().err
-    assert "Traceback" not in error and error.count("error:") == 1, error
-    return error.splitlines()[-1]
+    assert read_lines(out) == fresh_run(capsys, folder, fresh)
 
 
 def test_an_unreadable_image_stops_the_run_and_the_same_command_resumes_once_it_is_fixed(tmp_path, capsys):
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
     broken = folder / "bee" / "0.png"
     good = broken.read_bytes()
     broken.write_bytes(good[: len(good) // 2])  # a truncated PNG: input 3
-    message = _failed(capsys, "--data", folder, "--out", out, *FAST)
+    message = failed(capsys, "--data", folder, "--out", out, *FAST)
     assert f"image {broken} cannot be read" in message and "records so far are kept" in message
-    assert "--skip-unreadable" in message and len(_lines(out)) == 2  # the batch before the broken image
+    assert "--skip-unreadable" in message and len(read_lines(out)) == 2  # the batch before the broken image
     broken.write_bytes(good)
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST]) == 0
-    assert _lines(out) == _fresh(capsys, folder, fresh)
+    assert read_lines(out) == fresh_run(capsys, folder, fresh)
 
 
 def test_skip_unreadable_records_an_error_and_a_later_run_computes_the_fixed_file(tmp_path, capsys):
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     out, fresh = tmp_path / "paths.jsonl", tmp_path / "fresh.jsonl"
     broken = folder / "bee" / "0.png"
     good = broken.read_bytes()
     broken.write_bytes(b"not an image")
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
     assert "6 of 6 inputs done (1 unreadable: error records)" in capsys.readouterr().err
-    records = [json.loads(line) for line in _lines(out)]
+    records = [json.loads(line) for line in read_lines(out)]
     assert records[3]["file"] == "bee/0.png" and records[3]["error"].startswith("cannot be read: ")
     assert "path" not in records[3] and all("path" in r for i, r in enumerate(records) if i != 3)
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
     assert "0 to compute" in capsys.readouterr().err  # still unreadable: its error record stands
-    assert "cannot be read" in _failed(capsys, "--data", folder, "--out", out, *FAST)  # tried again without the option
+    assert "cannot be read" in failed(capsys, "--data", folder, "--out", out, *FAST)  # tried again without the option
     broken.write_bytes(good)
     assert main(["extract", "--data", str(folder), "--out", str(out), *FAST, "--skip-unreadable"]) == 0
-    assert _lines(out) == _fresh(capsys, folder, fresh, "--skip-unreadable")
-
-
-def test_layers_and_token_name_the_sites_and_are_recorded_as_settings(data, reference, tmp_path, capsys):
-    """The tiny ViT's own sites named by hand give the family's records; other sites and tokens are settings."""
-    out = tmp_path / "paths.jsonl"
-    assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--layers", "blocks.*.mlp.act", "--token", "cls"]) == 0
-    assert _lines(out) == _lines(reference)
-    settings = json.loads(Path(f"{out}.meta.json").read_text())["settings"]
-    assert settings["layers"] == "blocks.*.mlp.act" and settings["token"] == "cls"
-    message = _refused(capsys, "--data", data, "--out", out, *FAST, "--layers", "blocks.*.mlp.act", "--token", "all")
-    assert "token 'cls' -> 'all'" in message
-    other, fc2 = tmp_path / "fc2.jsonl", ["--layers", "input:blocks.*.mlp.fc2"]
-    assert main(["extract", "--data", str(data), "--out", str(other), *FAST, *fc2, "--token", "all"]) == 0
-    records = [json.loads(line) for line in _lines(other)]
-    assert len(records) == NUM_INPUTS and all(len(r["path"]) == 2 and max(r["path"]) < 32 for r in records)
-    # The last block's patch tokens never reach the class token the head reads: the engine's reason, in one line.
-    message = _refused(capsys, "--data", data, "--out", tmp_path / "patches.jsonl", *FAST, *fc2, "--token", "1:3")
-    assert "do not reach the output" in message
-
-
-def test_layer_patterns_that_match_nothing_or_out_of_forward_order_are_one_line(data, tmp_path, capsys):
-    out = tmp_path / "paths.jsonl"
-    message = _refused(capsys, "--data", data, "--out", out, *FAST, "--layers", "blocks.*.mlp.ac")
-    assert "--layers 'blocks.*.mlp.ac' matches no module" in message and "blocks.0.mlp.act" in message
-    options = ["--data", data, "--out", out, "--token", "all", "--layers", "*"]
-    message = _refused(capsys, "--model", "extract_models:reordered", *options)
-    assert "--layers '*' matches modules in an order the forward pass does not run them" in message
-    assert "it ran first, second" in message
-    message = _refused(capsys, "--model", "extract_models:with_an_unused_layer", *options)
-    assert "--layers '*': unused never ran" in message
-    assert not out.exists()
-
-
-def test_bad_token_specs_are_usage_errors_and_token_sequences_refuse_a_token(text_data, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["extract", *FAST, "--data", "d", "--out", "o", "--token", "first"])
-    assert exited.value.code == 2 and "--token: expected cls, an integer, A:B or all, got 'first'" in capsys.readouterr().err
-    message = _refused(capsys, "--data", text_data, "--out", tmp_path / "p.jsonl", *TEXT, "--token", "0")
-    assert "--token applies to images" in message
+    assert read_lines(out) == fresh_run(capsys, folder, fresh, "--skip-unreadable")
 
 
 def test_a_timm_model_built_with_another_image_size_runs_on_an_image_folder(tmp_path):
     """Its pretrained config says 224 x 224; the folder is preprocessed at the 32 x 32 of its patch embedding."""
-    folder = _image_folder(tmp_path / "images")
+    folder = image_folder(tmp_path / "images")
     out = tmp_path / "paths.jsonl"
-    assert main(["extract", "--model", "extract_models:timm_vit_32", "--data", str(folder), "--out", str(out), "--n-steps", "2"]) == 0
-    assert [json.loads(line)["file"] for line in _lines(out)] == [f"{c}/{i}.png" for c in ("ant", "bee") for i in range(3)]
-
-
-def test_each_rank_gets_whole_batches_and_together_every_index_once():
-    for num_inputs, batch_size, world_size in [(12, 2, 2), (13, 4, 3), (5, 8, 2), (7, 1, 4)]:
-        done = {1, 2}
-        batches = [assigned_batches(num_inputs, batch_size, r, world_size, done) for r in range(world_size)]
-        indices = sorted(i for rank in batches for batch in rank for i in batch)
-        assert indices == sorted(set(range(num_inputs)) - done)
-        for rank, rank_batches in enumerate(batches):
-            for batch in rank_batches:
-                assert len({i // batch_size for i in batch}) == 1 and batch[0] // batch_size % world_size == rank
-
-
-def test_merge_keeps_each_index_once_in_order_and_drops_torn_tails(tmp_path):
-    out = tmp_path / "paths.jsonl"
-    out.write_text('{"index": 0}\n{"index": 3}\n{"ind')
-    shard_path(out, 0).write_text('{"index": 3}\n{"index": 1}\n')
-    shard_path(out, 5).write_text('{"index": 2}\n{"index": 4')
-    assert merge_records(out) == 4
-    assert _lines(out) == [f'{{"index": {i}}}' for i in range(4)]
-    assert list(tmp_path.iterdir()) == [out]
-    out.write_text('{"index": 0}\nnot json\n{"index": 2}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        read_records(out)
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                "extract_models:timm_vit_32",
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--n-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert [json.loads(line)["file"] for line in read_lines(out)] == [
+        f"{c}/{i}.png" for c in ("ant", "bee") for i in range(3)
+    ]
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_command_on_the_same_file_is_refused(data, reference, tmp_path, capsys):
     """SIGINT mid-run: one line, status 130, whole batches only; meanwhile the lock names the writer."""
     out = tmp_path / "paths.jsonl"
     command = [sys.executable, "-m", "captum_neuronpath", "extract", "--data", str(data), "--out", str(out), *SLOW]
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 2):
         time.sleep(0.01)
-    message = _refused(capsys, "--data", data, "--out", out, *SLOW)
+    message = refused(capsys, "--data", data, "--out", out, *SLOW)
     assert f"pid {process.pid} on host" in message and "another neuronpath extract" in message
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
-    seen = len(_lines(out))
+    seen = len(read_lines(out))
     assert out.read_bytes().endswith(b"\n") and seen % 2 == 0 and 0 < seen < NUM_INPUTS  # whole batches of 2
     assert stderr.splitlines()[-1] == (
         f"neuronpath extract: interrupted after {seen} of {NUM_INPUTS} inputs; run the same command again to resume"
@@ -531,7 +388,7 @@ def test_ctrl_c_stops_cleanly_and_a_second_command_on_the_same_file_is_refused(d
     assert not Path(f"{out}.lock").exists()
     assert main(["extract", "--data", str(data), "--out", str(out), *SLOW]) == 0
     assert f"{NUM_INPUTS - seen} new" in capsys.readouterr().err
-    assert _lines(out) == _lines(reference)
+    assert read_lines(out) == read_lines(reference)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
@@ -539,21 +396,21 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_with_128_plus_the_signal(stop, data
     """How schedulers stop a job: between batches, the resume hint, exit status 128 + N; the same command resumes."""
     out = tmp_path / "paths.jsonl"
     command = [sys.executable, "-m", "captum_neuronpath", "extract", "--data", str(data), "--out", str(out), *SLOW]
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 2):
         time.sleep(0.01)
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + stop, stderr
-    seen = len(_lines(out))
+    seen = len(read_lines(out))
     assert out.read_bytes().endswith(b"\n") and seen % 2 == 0 and 0 < seen < NUM_INPUTS
     assert stderr.splitlines()[-1] == (
         f"neuronpath extract: interrupted after {seen} of {NUM_INPUTS} inputs; run the same command again to resume"
     )
     assert not Path(f"{out}.lock").exists()
-    assert _extract("--data", data, "--out", out, *SLOW).returncode == 0
-    assert _lines(out) == _lines(reference)
+    assert extract("--data", data, "--out", out, *SLOW).returncode == 0
+    assert read_lines(out) == read_lines(reference)
 
 
 def test_a_full_disk_is_a_failure_that_drops_the_batch_and_the_same_command_completes(
@@ -573,15 +430,15 @@ def test_a_full_disk_is_a_failure_that_drops_the_batch_and_the_same_command_comp
         return real_write(descriptor, payload)
 
     monkeypatch.setattr(os, "write", write)
-    message = _failed(capsys, "--data", data, "--out", out, *FAST)
+    message = failed(capsys, "--data", data, "--out", out, *FAST)
     assert message == (
         f"neuronpath extract: error: {out}: No space left on device; records so far are kept: run the same command "
         "again once this is fixed"
     )
-    assert out.read_bytes().endswith(b"\n") and len(_lines(out)) == 2 and not Path(f"{out}.lock").exists()
+    assert out.read_bytes().endswith(b"\n") and len(read_lines(out)) == 2 and not Path(f"{out}.lock").exists()
     monkeypatch.setattr(os, "write", real_write)  # space freed
     assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0
-    assert _lines(out) == _lines(reference)
+    assert read_lines(out) == read_lines(reference)
 
 
 def test_a_resume_under_other_versions_is_refused_unless_allowed(data, reference, tmp_path, capsys):
@@ -590,68 +447,23 @@ def test_a_resume_under_other_versions_is_refused_unless_allowed(data, reference
     meta = json.loads(Path(f"{reference}.meta.json").read_text())
     meta["versions"].update(torch="0.0.1", timm="0.0.2")
     Path(f"{out}.meta.json").write_text(json.dumps(meta))
-    message = _refused(capsys, "--data", data, "--out", out, *FAST)
+    message = refused(capsys, "--data", data, "--out", out, *FAST)
     assert f"other versions (torch '0.0.1' -> '{torch.__version__}', timm '0.0.2' -> " in message
     assert "--allow-version-change" in message
     assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--allow-version-change"]) == 0
     recorded = json.loads(Path(f"{out}.meta.json").read_text())
     assert recorded["versions"]["torch"] == torch.__version__ and recorded["earlier_versions"][0]["torch"] == "0.0.1"
     assert main(["extract", "--data", str(data), "--out", str(out), *FAST]) == 0  # now the same versions
-    assert _lines(out) == _lines(reference)
-
-
-def test_atomic_writes_sync_the_file_and_then_its_directory(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-
-    def fsync(descriptor):
-        synced.append("directory" if os.path.isdir(f"/proc/self/fd/{descriptor}") else "file")
-        real_fsync(descriptor)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    write_atomically(tmp_path / "a.json", b"{}")
-    assert synced == ["file", "directory"] and (tmp_path / "a.json").read_bytes() == b"{}"
-    assert list(tmp_path.iterdir()) == [tmp_path / "a.json"]
-
-
-# Token sequences (.jsonl) and a Hugging Face causal language model.
-
-TEXT = ["--model", "extract_models:tiny_gpt2", "--n-steps", "4", "--batch-size", "4", "--layer-scores", "3"]
-LENGTHS = [5, 2, 7, 1, 4, 3]  # two batches of 4 and 2, both padded
-
-
-@pytest.fixture(scope="module")
-def text_data(tmp_path_factory) -> Path:
-    generator = torch.Generator().manual_seed(3)
-    path = tmp_path_factory.mktemp("text") / "sequences.jsonl"
-    lines = [
-        json.dumps({"input_ids": torch.randint(1, 23, (n,), generator=generator).tolist(), "target": int(t)})
-        for n, t in zip(LENGTHS, torch.randint(0, 23, (len(LENGTHS),), generator=generator))
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def text_reference(text_data, tmp_path_factory) -> Path:
-    """An uninterrupted single-process run."""
-    out = tmp_path_factory.mktemp("text_reference") / "paths.jsonl"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the command's in-process runs in this module
-    try:
-        assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
-    finally:
-        torch.set_num_threads(threads)  # a module fixture outlives the module: leave the suite as found
-    return out
+    assert read_lines(out) == read_lines(reference)
 
 
 def test_text_records_equal_each_sequence_alone_unpadded(text_data, text_reference):
     """Every sequence of a padded batch gets the path and JAS NeuronPath gives it alone, read at its last token."""
-    records = [json.loads(line) for line in _lines(text_reference)]
+    records = [json.loads(line) for line in read_lines(text_reference)]
     assert [r["index"] for r in records] == list(range(len(LENGTHS)))
     model = tiny_gpt2().eval()
     alone = cnp.NeuronPath(lambda ids: model(ids).logits[:, -1].softmax(-1), cnp.mlp_layers(model), token=-1)
-    for line, record in zip(_lines(text_data), records):
+    for line, record in zip(read_lines(text_data), records):
         sequence = json.loads(line)
         ids, target = torch.tensor([sequence["input_ids"]]), torch.tensor([sequence["target"]])
         result = alone.attribute(ids, target=target, n_steps=4, method="gausslegendre")
@@ -664,38 +476,40 @@ def test_text_records_equal_each_sequence_alone_unpadded(text_data, text_referen
         assert record["prediction"] == int(probabilities.argmax())
         assert len(record["layer_scores"]) == 2 and record["layer_candidates"][0][0] == record["path"][0]
     meta = json.loads(Path(f"{text_reference}.meta.json").read_text())
-    assert meta["settings"]["num_inputs"] == len(LENGTHS) and meta["settings"]["data"] == str(text_data.resolve())
-    assert meta["fingerprints"]["data"] == "sha256:" + hashlib.sha256(text_data.read_bytes()).hexdigest()
+    assert meta["runs"][0]["num_inputs"] == len(LENGTHS) and meta["settings"]["data"] == str(text_data.resolve())
+    ids = torch.tensor(json.loads(text_data.read_text().splitlines()[0])["input_ids"])
+    own = hashlib.sha256(f"{ids.dtype}{tuple(ids.shape)}".encode() + ids.numpy().tobytes()).hexdigest()
+    assert records[0]["fingerprint"] == f"sha256:{own}"
 
 
 def test_text_resume_after_a_partial_run_equals_an_uninterrupted_run(text_data, text_reference, tmp_path, capsys):
-    lines = _lines(text_reference)
+    lines = read_lines(text_reference)
     out = tmp_path / "paths.jsonl"
     shutil.copy(f"{text_reference}.meta.json", f"{out}.meta.json")
     out.write_text("\n".join(lines[:4]) + "\n" + lines[4][:30])  # the first batch, then a record cut short
     assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
     assert "2 new" in capsys.readouterr().err
-    assert _lines(out) == lines
+    assert read_lines(out) == lines
 
     # A distributed run killed after rank 1 finished the second batch: resumed in one process.
     out.unlink()
     shard_path(out, 1).write_text("\n".join(lines[4:]) + "\n")
     assert main(["extract", "--data", str(text_data), "--out", str(out), *TEXT]) == 0
     assert "4 new" in capsys.readouterr().err
-    assert _lines(out) == lines and not shard_path(out, 1).exists()
+    assert read_lines(out) == lines and not shard_path(out, 1).exists()
 
 
 def test_text_data_that_changed_is_recomputed(text_data, text_reference, tmp_path, capsys):
     data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
     shutil.copy(text_data, data)
     assert main(["extract", "--data", str(data), "--out", str(out), *TEXT]) == 0
-    assert _lines(out) == _lines(text_reference)
+    assert read_lines(out) == read_lines(text_reference)
     data.write_text(data.read_text().replace('"input_ids": [', '"input_ids": [0, ', 1))  # the first sequence
     capsys.readouterr()
     assert main(["extract", "--data", str(data), "--out", str(out), *TEXT]) == 0
     assert "4 new" in capsys.readouterr().err  # the first batch of 4 again
-    records = [json.loads(line) for line in _lines(out)]
-    reference = [json.loads(line) for line in _lines(text_reference)]
+    records = [json.loads(line) for line in read_lines(out)]
+    reference = [json.loads(line) for line in read_lines(text_reference)]
     assert records[0]["fingerprint"] != reference[0]["fingerprint"] and records[4:] == reference[4:]
 
 
@@ -716,7 +530,7 @@ def test_text_data_that_changed_is_recomputed(text_data, text_reference, tmp_pat
 def test_a_malformed_text_line_is_one_error_naming_the_file_and_line(line, texts, tmp_path, capsys):
     data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
     data.write_text('{"input_ids": [1, 2, 3], "target": 4}\n\n' + line + '\n{"input_ids": [5], "target": 6}\n')
-    message = _refused(capsys, "--data", data, "--out", out, *TEXT)
+    message = refused(capsys, "--data", data, "--out", out, *TEXT)
     assert len(message.strip().splitlines()) == 1, message
     assert f"data file {data} line 3" in message
     for text in texts:
@@ -727,24 +541,13 @@ def test_a_malformed_text_line_is_one_error_naming_the_file_and_line(line, texts
 def test_text_inputs_the_model_cannot_take_are_refused(text_data, tmp_path, capsys):
     data, out = tmp_path / "sequences.jsonl", tmp_path / "paths.jsonl"
     data.write_text('{"input_ids": [1, 2, 3], "target": 4}\n{"input_ids": [5, 23], "target": 6}\n')
-    assert "input 1 holds token id 23, outside the model's vocabulary of 23" in _refused(
+    assert "input 1 holds token id 23, outside the model's vocabulary of 23" in refused(
         capsys, "--data", data, "--out", out, *TEXT
     )
     data.write_text('{"input_ids": [1, 2, 3], "target": 40}\n')
-    assert "1 of 1 labels are not classes of the model, which has 23" in _refused(
+    assert "1 of 1 labels are not classes of the model, which has 23" in refused(
         capsys, "--data", data, "--out", out, *TEXT
     )
-    assert "--transform" in _refused(capsys, "--data", text_data, "--out", out, *TEXT, "--transform", "x:y")
-    message = _refused(capsys, "--data", text_data, "--out", out, *FAST)  # a ViT given token sequences
+    assert "--transform" in refused(capsys, "--data", text_data, "--out", out, *TEXT, "--transform", "x:y")
+    message = refused(capsys, "--data", text_data, "--out", out, *FAST)  # a ViT given token sequences
     assert "cannot take the token sequences" in message and "attention_mask" in message, message
-
-
-def test_text_under_torchrun_equals_one_process(text_data, text_reference, tmp_path):
-    """Two processes, one batch each, merged into the file one process writes."""
-    out = tmp_path / "paths.jsonl"
-    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "captum_neuronpath"]
-    command = [*torchrun, "extract", "--data", str(text_data), "--out", str(out), *TEXT]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr
-    assert "over 2 process(es)" in done.stderr and "sequences/s" in done.stderr
-    assert _lines(out) == _lines(text_reference)
