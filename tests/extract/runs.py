@@ -11,23 +11,11 @@ from PIL import Image
 from captum_neuronpath._cli import main
 
 TESTS = Path(__file__).parents[1]  # where extract_models lives
-
-
 BIN = Path(sys.executable).parent
-
-
 NUM_INPUTS = 12
-
-
 FAST = ["--model", "extract_models:tiny_vit", "--n-steps", "4", "--batch-size", "2", "--layer-scores", "3"]
-
-
 SLOW = ["--model", "extract_models:slow_tiny_vit"] + FAST[2:]
-
-
 TEXT = ["--model", "extract_models:tiny_gpt2", "--n-steps", "4", "--batch-size", "4", "--layer-scores", "3"]
-
-
 LENGTHS = [5, 2, 7, 1, 4, 3]  # two batches of 4 and 2, both padded
 
 
