@@ -100,20 +100,20 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
             records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
-            readable = [index for index, item in zip(indices, items) if not isinstance(item, UnreadableImage)]
+            readable = []
             for index, item in zip(indices, items):
-                if isinstance(item, UnreadableImage):
-                    if not job.skip_unreadable:
-                        raise item
+                if not isinstance(item, UnreadableImage):
+                    readable.append((index, item))
+                elif job.skip_unreadable:
                     records[index]["error"] = f"cannot be read: {item.reason}"
+                else:
+                    raise item
             if readable:
-                collate = job.inputs.collate or default_collate
-                inputs, labels, *mask = collate([item for item in items if not isinstance(item, UnreadableImage)])
+                inputs, labels, *mask = (job.inputs.collate or default_collate)([item for _, item in readable])
                 mask = mask[0].to(job.device) if mask else None
-                for index, fields in zip(
-                    readable, explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
-                ):
-                    records[index].update(fields)
+                fields = explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
+                for (index, _), record in zip(readable, fields):
+                    records[index].update(record)
             with deferred_stops():
                 append_records(records_file, handle.fileno(), list(records.values()))
             bar.update(len(indices))

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from captum_neuronpath._cli import main
 
-from runs import FAST, LENGTHS, NUM_INPUTS, TEXT, extract
+from extract.runs import FAST, LENGTHS, NUM_INPUTS, TEXT, extract
 
 
 @pytest.fixture(autouse=True)

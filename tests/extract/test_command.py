@@ -27,8 +27,7 @@ from captum_neuronpath._cli import main
 from captum_neuronpath._cli.loading import load_safetensors_data
 from captum_neuronpath._extract.store import shard_path
 
-from extract_models import tiny_gpt2, tiny_vit
-from runs import (
+from extract.runs import (
     FAST,
     LENGTHS,
     NUM_INPUTS,
@@ -42,6 +41,7 @@ from runs import (
     read_lines,
     refused,
 )
+from extract_models import tiny_gpt2, tiny_vit
 
 DATA = Path(__file__).parents[1] / "data"
 

@@ -11,7 +11,7 @@ from captum_neuronpath._cli import main
 from captum_neuronpath._extract.distributed import assigned_batches
 from captum_neuronpath._extract.store import shard_path
 
-from runs import BIN, FAST, NUM_INPUTS, SLOW, TEXT, env, read_lines
+from extract.runs import BIN, FAST, NUM_INPUTS, SLOW, TEXT, env, read_lines
 
 
 def test_shards_of_a_killed_distributed_run_resume_in_one_process(data, reference, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from captum_neuronpath._cli import main
 
-from runs import FAST, NUM_INPUTS, TEXT, read_lines, refused
+from extract.runs import FAST, NUM_INPUTS, TEXT, read_lines, refused
 
 
 def test_layers_and_token_name_the_sites_and_are_recorded_as_settings(data, reference, tmp_path, capsys):

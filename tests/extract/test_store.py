@@ -8,7 +8,7 @@ import pytest
 from captum_neuronpath._extract.store import drop_changed_records, merge_records, read_records, shard_path
 from captum_neuronpath._utils.files import write_atomically
 
-from runs import read_lines
+from extract.runs import read_lines
 
 
 def test_merge_keeps_each_index_once_in_order_and_drops_torn_tails(tmp_path):
