@@ -36,7 +36,7 @@ setup(
         "docs": docs + notebooks,
         "dev": ["pytest>=7", "ruff>=0.6", "hypothesis>=6"] + hugging_face + demo + notebooks + docs,
     },
-    entry_points={"console_scripts": ["neuronpath=captum_neuronpath.cli:main"]},
+    entry_points={"console_scripts": ["neuronpath=captum_neuronpath._cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -1,5 +1,5 @@
 import sys
 
-from captum_neuronpath.cli import main
+from captum_neuronpath._cli import main
 
 sys.exit(main())

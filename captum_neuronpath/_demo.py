@@ -1,10 +1,9 @@
 """``neuronpath demo``: the paper's experiments on the embedded digits ViT, offline."""
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Dict, Optional, Sequence, Type
 
 import torch
 from captum.attr import LayerAttribution
@@ -19,7 +18,6 @@ from captum_neuronpath.experiments import (
     METHODS,
     MethodAgreement,
     PaperTable,
-    captum_layer_method,
     method_agreement,
     paper_table,
 )
@@ -32,14 +30,6 @@ WIDTH = digits.NUM_NEURONS  # neurons per layer of the digits ViT
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def captum_methods_argument(text: str) -> List[Type[LayerAttribution]]:
-    """``argparse`` type of ``--captum-methods``: comma-separated Captum layer class names."""
-    try:
-        return [captum_layer_method(name.strip()) for name in text.split(",") if name.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_demo(

@@ -51,3 +51,37 @@ def tiny_gpt2():
         vocab_size=23, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
     )
     return transformers.GPT2LMHeadModel(config)
+
+
+def timm_vit_32():
+    """A timm ViT created with img_size=32, whose pretrained config still says 224 x 224."""
+    import timm
+
+    torch.manual_seed(7)
+    return timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
+        num_classes=4,
+    )  # fmt: skip
+
+
+class _Reordered(torch.nn.Module):
+    """Two hidden layers registered in the opposite order to the one the forward runs them."""
+
+    def __init__(self):
+        super().__init__()
+        self.second, self.first = torch.nn.Linear(8, 4), torch.nn.Linear(768, 8)
+
+    def forward(self, images):
+        return self.second(self.first(images.flatten(1)))
+
+
+def reordered():
+    torch.manual_seed(7)
+    return _Reordered()
+
+
+def with_an_unused_layer():
+    """:func:`reordered` with a module that the forward never calls."""
+    model = reordered()
+    model.unused = torch.nn.Linear(4, 4)
+    return model

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from captum_neuronpath._loading import load_callable, load_model, load_safetensors_data
+from captum_neuronpath._cli.loading import load_callable, load_model, load_safetensors_data
 
 from conftest import DATA
 

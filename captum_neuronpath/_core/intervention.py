@@ -19,6 +19,7 @@ from captum_neuronpath._utils.tokens import (
 from captum_neuronpath._utils.validation import check_int, check_layers, format_neuron_indices
 
 MODES = ("remove", "enhance", "prune")
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
 @contextmanager
@@ -84,7 +85,7 @@ def intervene(
             raise TypeError(f"p must be a number, the fraction in [0, 1] that mode='prune' zeroes; got {p!r}")
         if not 0 <= p <= 1:
             raise ValueError(f"p must be a fraction in [0, 1] for mode='prune', got {p!r}")
-    check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
+    check_int(seed, "seed", *SEED_RANGE)
     if isinstance(path, Tensor) and path.dim() not in (2, 3):
         raise ValueError(
             f"path must have shape (B, L) or (B, L, K), or be a sequence of L ints; got shape {tuple(path.shape)}"
@@ -132,7 +133,8 @@ def _rows_of(path: Any) -> int:
 
 def _pruned(selected: Tensor, p: float, seed: int, index: int) -> Tensor:
     """A mask of ``round(p * (C - K))`` unselected channels per row, seeded per layer."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    # Reduced modulo 2**64, as torch reads a negative seed, so every seed of SEED_RANGE works.
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + index) % 2**64)
     # Selected channels draw 2.0, so they rank after every unselected one.
     draws = torch.rand(selected.shape, generator=generator).masked_fill(selected, 2.0)
     rank = draws.argsort(dim=1).argsort(dim=1)

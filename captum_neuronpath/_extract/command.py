@@ -1,144 +1,54 @@
-"""The ``neuronpath extract`` command: its arguments, then set up, explain every input, merge.
+"""The ``neuronpath extract`` job (its arguments are in :mod:`captum_neuronpath._cli.extract`):
+set up, explain every input, merge.
 
-Running the same command again resumes: finished inputs are skipped and a last line cut
-short by a crash is discarded, so after any number of ``kill -9`` and resumes ``FILE``
-equals an uninterrupted run's. Settings that change the records (everything but
-``--overwrite``) must match ``FILE.meta.json``; otherwise the command refuses to touch
-``FILE``. Under ``torchrun`` each process writes its own shard and rank 0 merges them into
-the file one process writes; a resumed run may use any number of processes.
+Running the same command again resumes: finished inputs are skipped, a last line cut
+short by a crash is discarded and the records of inputs that changed since are computed
+again, so after any number of ``kill -9``, stop signals, full disks and resumes ``FILE``
+equals an uninterrupted run's on the data as it is now. Settings that change the records
+must match ``FILE.meta.json``, and so must the model and the library versions; otherwise
+the command refuses to touch ``FILE``. Under ``torchrun`` each process writes its own
+shard and rank 0 merges them into the file one process writes; a resumed run may use any
+number of processes.
 """
 
 import argparse
+import json
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from torch import Tensor
 from torch.nn import Module
 
+from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
+from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
-from captum_neuronpath._extract.fingerprint import data_fingerprint, model_fingerprint
+from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
+from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
 from captum_neuronpath._extract.store import (
     OutputLock,
     count_records,
+    drop_changed_records,
     merge_records,
     prepare_output,
     read_records,
     record_run,
     shard_path,
 )
-from captum_neuronpath._loading import CommandLineError, Inputs, UnreadableImage, load_inputs, load_model
-from captum_neuronpath._models import mlp_layers, vit_mlp_layers, vit_readout_token
-
-EPILOG = """\
-resuming:
-  Run the same command again (after a crash, kill -9 or Ctrl-C): finished inputs are
-  skipped, a line cut short by a crash is dropped, and the final FILE equals an
-  uninterrupted run's. Changed settings, another model (its weights' fingerprint) or other
-  data (its fingerprint) are refused; pass --overwrite to start afresh or choose another
-  --out. A run that wrote no record yet is simply started again.
-
-one command per FILE:
-  FILE.lock holds the pid and host of the command writing FILE; a second command on the
-  same FILE is refused while the first runs.
-
-errors:
-  Mistakes are reported in one line (exit status 2); --debug or NEURONPATH_DEBUG=1 adds
-  the traceback. Ctrl-C exits with status 130.
-
-several processes (one machine):
-  torchrun --nproc_per_node 4 -m captum_neuronpath extract --model timm:vit_base_patch16_224 \\
-      --pretrained --data imagenet/val --out paths.jsonl --device cuda
-
-several machines (run on each; DATA and FILE on a file system all of them share):
-  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_id paths --rdzv_backend c10d \\
-      --rdzv_endpoint HOST:29500 -m captum_neuronpath extract ... --out /shared/paths.jsonl
-
-  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the
-  shards into FILE when all are done. CPU processes use gloo, CUDA ones nccl with the GPU
-  cuda:LOCAL_RANK. A killed distributed run resumes with any number of processes.
-"""
-
-
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
-    parser = commands.add_parser(
-        "extract",
-        help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",
-        description="Locate the neuron path of every input of DATA and write one JSON line per input to FILE.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        help="an ImageFolder directory, a .safetensors file of images, or a .jsonl file of token sequences",
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
-    parser.add_argument(
-        "--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict"
-    )
-    parser.add_argument("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
-    parser.add_argument(
-        "--transform", metavar="CALLABLE", help="package.module:callable returning the image folder's transform"
-    )
-    parser.add_argument(
-        "--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (default 3; paper: 20)"
-    )
-    parser.add_argument(
-        "--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
-        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (default gausslegendre; paper: riemann_left)",
-    )  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
-    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
-    parser.add_argument(
-        "--device", type=_device, metavar="D", help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction"
-    )
-    parser.add_argument(
-        "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
-    parser.set_defaults(handler=run)
-    return parser
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _device(text: str) -> torch.device:
-    """An argparse type: a torch device this machine has."""
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine")
-    return device
+from captum_neuronpath._models import mlp_layers, readout_token
 
 
 def run(args: argparse.Namespace) -> None:
     """The ``extract`` command: set up and check everything, lock the output, explain, merge.
 
     Mistakes in the command line or in what it names raise :class:`CommandLineError`
-    before anything is written; Ctrl-C raises :class:`KeyboardInterrupt` saying how far
-    the run got.
+    before anything is written; a failure during the run (an unreadable input, a full
+    disk) raises :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`,
+    each saying how far the run got.
     """
     device = resolve_device(args.device)
     with process_group(device) as (rank, world_size):
@@ -150,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             try:
                 on_rank_zero(rank, world_size, lambda: _take_output(lock, args, job))
-            except (ValueError, TypeError, OSError) as error:
+            except (ValueError, TypeError) as error:
                 raise CommandLineError(str(error)) from error
             _explain_and_merge(args, job, device, rank, world_size)
         finally:
@@ -160,8 +70,24 @@ def run(args: argparse.Namespace) -> None:
 def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     """Rank 0: lock ``--out``, then start it afresh or check that it continues this run."""
     lock.acquire()
-    fingerprints = {"model": model_fingerprint(job.model), "data": data_fingerprint(args.data, job.inputs.files)}
-    prepare_output(args.out, job.settings, fingerprints, args.overwrite)
+    fingerprints = {"model": model_fingerprint(job.model)}
+    prepare_output(args.out, job.settings, fingerprints, args.overwrite, args.allow_version_change)
+    if not read_records(args.out)[0]:
+        return
+    inputs = job.inputs
+    kept, changed, tried_again = drop_changed_records(
+        args.out, lambda index: input_identity(inputs, index), len(inputs), job.settings["batch_size"],
+        args.skip_unreadable,
+    )  # fmt: skip
+    again = len(inputs) - kept
+    print(
+        f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
+        + (f"; {changed} changed or vanished since" if changed else "")
+        + (f"; {tried_again} unreadable before, tried again" if tried_again else "")
+        + f"; {again} to compute",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device, rank: int, world_size: int) -> None:
@@ -171,17 +97,28 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
     records_file = args.out if world_size == 1 else shard_path(args.out, rank)
     try:
         explain_all(job, records_file, done, rank, world_size)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         finished = count_records(args.out)
-        raise KeyboardInterrupt(
-            f"interrupted after {finished} of {len(job.inputs)} inputs; run the same command again to resume"
+        raise Interrupted(
+            f"interrupted after {finished} of {len(job.inputs)} inputs; run the same command again to resume",
+            getattr(interrupt, "signum", signal.SIGINT),
         ) from None
-    except UnreadableImage as error:
-        raise CommandLineError(f"{error}; records so far are kept") from error
+    except UnreadableImage as error:  # a ValueError too: first
+        raise RunFailure(
+            f"{error}; records so far are kept: fix or remove the file and run the same command again, "
+            "or pass --skip-unreadable"
+        ) from error
+    except (ValueError, TypeError) as error:  # the engine refuses the sites or the token set
+        raise CommandLineError(f"{error}; check --layers and --token") from error
+    except OSError as error:
+        raise RunFailure(
+            f"{describe(error)}; records so far are kept: run the same command again once this is fixed"
+        ) from error
     if world_size > 1:
         barrier(device)
     if rank == 0:
         total = merge_records(args.out)
+        unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])
         elapsed = time.perf_counter() - started
         new = total - len(done)
         rate = new / max(elapsed, 1e-9)
@@ -191,6 +128,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
             args.out,
             {
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "num_inputs": len(job.inputs),
                 "new_inputs": new,
                 "seconds": round(elapsed, 3),
                 "images_per_second": round(rate, 3),
@@ -199,8 +137,9 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
                 "device": str(device),
             },
         )
+        skipped = f" ({unreadable} unreadable: error records)" if unreadable else ""
         print(
-            f"{args.out}: {total} of {len(job.inputs)} inputs done; {new} new in {elapsed:.1f} s "
+            f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
             f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)",
             file=sys.stderr,
             flush=True,
@@ -220,25 +159,41 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
         torch.manual_seed(0)  # a model with random weights is the same in every process and every resume
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
     inputs = load_inputs(args.data, args.transform, model)
-    if inputs.text:
-        forward, layers, token = next_token_probabilities(model), mlp_layers(model), None
-        num_classes = _probe_text(args, model, inputs, device)
-    else:
-        forward, layers, token = image_probabilities(model), vit_mlp_layers(model), vit_readout_token(model)
-        num_classes = _probe(args, model, inputs, device)
+    layers, names = select_layers(model, args.layers) if args.layers else (_family(args, mlp_layers, model), None)
+    with call_order(layers) as order:
+        if inputs.text:
+            if args.token is not None:
+                raise ValueError("--token applies to images; each token sequence is explained at its last token")
+            forward, token = next_token_probabilities(model), None
+            num_classes = _probe_text(args, model, inputs, device)
+        else:
+            forward = image_probabilities(model)
+            token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
+            num_classes = _probe(args, model, inputs, device)
+    if names is not None:
+        check_call_order(args.layers, names, order)
     if args.target == "label":
         _check_labels(args.data, inputs.labels, num_classes)
     random_weights = args.checkpoint is None and not args.pretrained
     if rank == 0 and random_weights and args.model.partition(":")[0] in ("timm", "torchvision"):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
-    return Job(model, device, forward, layers, token, inputs, settings_of(args, device, len(inputs)))
+    return Job(model, device, forward, layers, token, inputs, settings_of(args, device), args.skip_unreadable)
+
+
+def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:
+    """``find(model)`` (the family's sites or readout token), or an error that names the options to pass."""
+    try:
+        return find(model)
+    except TypeError as error:
+        raise ValueError(f"--model {args.model}: {error} (here: --layers PATTERN and --token SPEC)") from error
 
 
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the first input: the number of classes, or the model's own error, reported."""
-    if len(inputs) == 0:
-        raise ValueError(f"--data {args.data} holds no inputs")
-    image = inputs.dataset[0][0][None].to(device)
+    """One forward pass on the first readable input: the number of classes, or the model's own error, reported."""
+    image = _first_readable(inputs)
+    if image is None:
+        raise ValueError(f"--data {args.data} holds no inputs" + (" that can be read" if len(inputs) else ""))
+    image = image[None].to(device)
     try:
         with torch.no_grad():
             output = model(image)
@@ -251,6 +206,16 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
     return output.shape[1]
+
+
+def _first_readable(inputs: Inputs) -> Optional[Tensor]:
+    """The first input that can be read (an unreadable one stops the run when its batch comes)."""
+    for index in range(len(inputs)):
+        try:
+            return inputs.dataset[index][0]
+        except UnreadableImage:
+            continue
+    return None
 
 
 def _probe_text(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
@@ -297,7 +262,7 @@ def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:
         )
 
 
-def settings_of(args: argparse.Namespace, device: torch.device, num_inputs: int) -> Dict[str, object]:
+def settings_of(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
     """What determines the records: compared with ``FILE.meta.json`` before resuming."""
     return {
         "model": args.model,
@@ -305,7 +270,8 @@ def settings_of(args: argparse.Namespace, device: torch.device, num_inputs: int)
         "pretrained": args.pretrained,
         "data": str(args.data.resolve()),
         "transform": args.transform,
-        "num_inputs": num_inputs,
+        "layers": args.layers,
+        "token": args.token,
         "n_steps": args.n_steps,
         "method": args.method,
         "top_k": args.top_k,

@@ -10,29 +10,30 @@ right-padded; each sequence is explained at its own last real token (one positio
 example), through the softmax of the next-token logits there, so its record equals the
 one the sequence would get alone.
 
-Ctrl-C drops the batch in flight at once, but never while its records are being written:
-the file then holds whole batches only, and a resumed run computes every remaining input
-with the same batch companions as an uninterrupted run.
+A stop signal (Ctrl-C, SIGTERM, SIGHUP) drops the batch in flight at once, but never while
+its records are being written: the file then holds whole batches only, and a resumed run
+computes every remaining input with the same batch companions as an uninterrupted run.
+Each record also holds its input's ``fingerprint``; an input that cannot be read gets,
+with ``--skip-unreadable``, a record with an ``error`` and no path.
 """
 
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set
 
 import torch
 from torch import Tensor
 from torch.nn import Module
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
+from captum_neuronpath._cli.errors import deferred_stops
+from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
+from captum_neuronpath._extract.fingerprint import input_identity
 from captum_neuronpath._extract.store import append_records
-from captum_neuronpath._loading import Inputs
 from captum_neuronpath._models import last_token
 from captum_neuronpath._utils.joint import top_channels
 from captum_neuronpath._utils.tokens import TokenType
@@ -54,6 +55,7 @@ class Job:
     token: Optional[TokenType]
     inputs: Inputs
     settings: Dict[str, object]
+    skip_unreadable: bool = False
 
 
 def image_probabilities(model: Module) -> Callable[[Tensor], Tensor]:
@@ -76,7 +78,11 @@ def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor
 
 
 def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
-    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``."""
+    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``.
+
+    An input that cannot be read stops the run with :class:`UnreadableImage`, or with
+    ``job.skip_unreadable`` becomes an error record and the rest of its batch goes on.
+    """
     num_inputs, batch_size = len(job.inputs), job.settings["batch_size"]
     batches = assigned_batches(num_inputs, batch_size, rank, world_size, done)
     share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
@@ -90,59 +96,43 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
         disable=rank != 0,
         dynamic_ncols=True,
     )
-    loader = DataLoader(job.inputs.dataset, batch_sampler=batches, collate_fn=job.inputs.collate)
-    files = job.inputs.files
-    interrupt = DeferredInterrupt()
-    with bar, open(records_file, "ab") as handle, interrupt.installed():
-        for indices, (inputs, labels, *mask) in zip(batches, loader):
-            mask = mask[0].to(job.device) if mask else None
-            fields = explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
-            records = [
-                {"index": index, "file": None if files is None else files[index], **record}
-                for index, record in zip(indices, fields)
-            ]
-            with interrupt.deferred():
-                append_records(handle, records)
+    loader = DataLoader(_Readable(job.inputs.dataset), batch_sampler=batches, collate_fn=list)
+    with bar, open(records_file, "ab", buffering=0) as handle:
+        for indices, items in zip(batches, loader):
+            records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
+            readable = []
+            for index, item in zip(indices, items):
+                if not isinstance(item, UnreadableImage):
+                    readable.append((index, item))
+                elif job.skip_unreadable:
+                    records[index]["error"] = f"cannot be read: {item.reason}"
+                else:
+                    raise item
+            if readable:
+                inputs, labels, *mask = (job.inputs.collate or default_collate)([item for _, item in readable])
+                mask = mask[0].to(job.device) if mask else None
+                fields = explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
+                for (index, _), record in zip(readable, fields):
+                    records[index].update(record)
+            with deferred_stops():
+                append_records(records_file, handle.fileno(), list(records.values()))
             bar.update(len(indices))
 
 
-class DeferredInterrupt:
-    """SIGINT raises :class:`KeyboardInterrupt` at once, or, inside :meth:`deferred`, when it ends."""
+class _Readable(Dataset):
+    """``dataset``'s items, or the :class:`UnreadableImage` an item raised."""
 
-    def __init__(self):
-        self.deferring = False
-        self.pending = False
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
 
-    def _handle(self, signum, frame) -> None:
-        if self.deferring:
-            self.pending = True
-        else:
-            raise KeyboardInterrupt
+    def __len__(self) -> int:
+        return len(self.dataset)
 
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle SIGINT meanwhile (main thread only, and only where Ctrl-C is not ignored)."""
-        if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-        ):
-            yield
-            return
-        signal.signal(signal.SIGINT, self._handle)
+    def __getitem__(self, index: int):
         try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold a SIGINT back until the block is done, then raise it."""
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
-        if self.pending:
-            raise KeyboardInterrupt
+            return self.dataset[index]
+        except UnreadableImage as error:
+            return error
 
 
 def explain_batch(

@@ -1,29 +1,25 @@
-"""Fingerprints of the model and the data, so a resumed run never mixes two of either.
+"""Fingerprints of the model and of each input, so a resumed run never mixes two of either.
 
 The model's fingerprint is a SHA-256 of every parameter and buffer (name, dtype, shape
-and bytes, in ``state_dict`` order): any change of weights, even to one bit, changes it.
-Hashing reads each tensor once, a small cost next to one neuron path (hundreds of
-forward and backward passes).
+and bytes, in ``state_dict`` order): any change of weights, even to one bit, changes it,
+and a resume with another model is refused.
 
-The data's fingerprint is, for a ``.safetensors`` file, a SHA-256 of its bytes (the file
-is read in full for the images anyway). For an image folder it is a SHA-256 of the
-sorted list of the images the folder yields with each one's size and modification time
-(nanoseconds): re-reading every image would cost as much as a pass over the data set;
-the listing changes when an image is added, removed, renamed, moved to another class or
-rewritten, the same test ``make`` and ``rsync`` rely on. It misses only a rewrite that
-keeps both the size and the modification time, which takes a deliberate ``touch``.
-Copying a folder without preserving times (``cp -r`` rather than ``cp -a``) changes it.
+Each record carries its input's fingerprint: a SHA-256 of the bytes the input is made of
+(an image file's bytes, a tensor's dtype, shape and bytes, a token sequence's ids). A
+resumed run compares it, with the record's file and label, to the input now at the
+record's index, and computes again the records whose input changed or vanished. Hashing
+an image file costs far less than decoding it (see the performance page), and unlike a
+file's size and modification time it also holds when a file is rewritten in place or
+copied without its times.
 """
 
 import hashlib
-import os
-from pathlib import Path
-from typing import List, Optional
+from typing import Dict
 
 import torch
 from torch.nn import Module
 
-CHUNK = 1 << 20
+from captum_neuronpath._cli.loading import Inputs
 
 
 def model_fingerprint(model: Module) -> str:
@@ -36,15 +32,15 @@ def model_fingerprint(model: Module) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def data_fingerprint(data: Path, files: Optional[List[str]]) -> str:
-    """``sha256:HEX`` of a data file's bytes, or of an image folder's ``files`` with sizes and times."""
-    digest = hashlib.sha256()
-    if files is None:
-        with open(data, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK), b""):
-                digest.update(chunk)
-        return "sha256:" + digest.hexdigest()
-    for file in sorted(files):
-        status = os.stat(data / file)
-        digest.update(f"{file}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
-    return "sha256:" + digest.hexdigest()
+def input_fingerprint(inputs: Inputs, index: int) -> str:
+    """``sha256:HEX`` of the bytes input ``index`` is made of."""
+    return "sha256:" + hashlib.sha256(inputs.source(index)).hexdigest()
+
+
+def input_identity(inputs: Inputs, index: int) -> Dict[str, object]:
+    """What a record says of input ``index``: its file, label and fingerprint."""
+    return {
+        "file": None if inputs.files is None else inputs.files[index],
+        "label": int(inputs.labels[index]),
+        "fingerprint": input_fingerprint(inputs, index),
+    }

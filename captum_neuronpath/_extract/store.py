@@ -6,9 +6,10 @@ crash and is not a record, so a resumed run drops it and computes that input aga
 Each process of a distributed run appends to its own shard ``FILE.rankR``; merging
 gathers ``FILE`` and every shard into ``FILE``, each index once and in index order, with
 an atomic rename. ``FILE.meta.json`` holds the settings that determine the records and
-the library versions, the fingerprints of the model and the data and the throughput of
-each run; a resumed run must have the same settings, model and data. ``FILE.lock`` keeps
-two commands from writing ``FILE`` at once.
+the library versions, the model's fingerprint and the throughput of each run; a resumed
+run must have the same settings, model and versions, and computes again the records whose
+input changed (each record holds its input's fingerprint). ``FILE.lock`` keeps two
+commands from writing ``FILE`` at once.
 """
 
 import json
@@ -18,7 +19,7 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -58,11 +59,23 @@ def shard_paths(out: Path) -> List[Path]:
     return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
 
 
-def prepare_output(out: Path, settings: Dict[str, object], fingerprints: Dict[str, str], overwrite: bool) -> None:
-    """Start ``out`` afresh or check that it continues a run of the same settings, model and data.
+# The libraries whose versions a resume compares (python's is recorded, not compared).
+COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
+
+
+def prepare_output(
+    out: Path,
+    settings: Dict[str, object],
+    fingerprints: Dict[str, str],
+    overwrite: bool = False,
+    allow_version_change: bool = False,
+) -> None:
+    """Start ``out`` afresh or check that it continues a run of the same settings, model and versions.
 
     A run that wrote no record yet (one that failed or was interrupted in its first batch)
     is nothing to resume: its files are replaced. Leftover shards are merged into ``out``.
+    With ``allow_version_change`` a resume under other library versions goes on; the meta
+    then keeps the earlier versions in ``earlier_versions``.
     """
     meta = meta_path(out)
     existing = [path for path in (out, meta, *shard_paths(out)) if path.exists()]
@@ -71,13 +84,26 @@ def prepare_output(out: Path, settings: Dict[str, object], fingerprints: Dict[st
             path.unlink()
     elif meta.exists():
         recorded = _read_meta(meta)
-        problems = _settings_changes(out, recorded["settings"], settings)
+        problems = _changes(
+            "other settings", recorded["settings"], settings, sorted(set(recorded["settings"]) | set(settings))
+        )
         problems += _fingerprint_changes(recorded.get("fingerprints", {}), fingerprints)
         if problems:
             raise ValueError(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
                 "or choose another --out"
             )
+        versions = library_versions()
+        changed = _changes("", recorded.get("versions", {}), versions, COMPARED_VERSIONS)
+        if changed and not allow_version_change:
+            raise ValueError(
+                f"{out} was written under other versions {changed[0]}; pass --allow-version-change to resume "
+                "anyway (the file then holds records of both), or --overwrite to start afresh"
+            )
+        if changed:
+            recorded["earlier_versions"] = [*recorded.get("earlier_versions", []), recorded.get("versions")]
+            recorded["versions"] = versions
+            write_meta(out, recorded)
     elif existing:
         raise ValueError(
             f"{out} exists but {meta.name} does not, so its settings are unknown; "
@@ -101,27 +127,56 @@ def has_records(out: Path) -> bool:
     return any(b"\n" in path.read_bytes() for path in (out, *shard_paths(out)) if path.exists())
 
 
-def _settings_changes(out: Path, recorded: Dict[str, object], settings: Dict[str, object]) -> List[str]:
-    if recorded == settings:
-        return []
+def _changes(what: str, recorded: Dict[str, object], current: Dict[str, object], keys) -> List[str]:
+    """``[" WHAT (key old -> new, ...)"]`` for the ``keys`` whose values differ, or ``[]``."""
     changes = ", ".join(
-        f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}"
-        for key in sorted(set(recorded) | set(settings))
-        if recorded.get(key) != settings.get(key)
+        f"{key} {recorded.get(key)!r} -> {current.get(key)!r}" for key in keys if recorded.get(key) != current.get(key)
     )
-    return [f"other settings ({changes})"]
+    return [f"{what} ({changes})".lstrip()] if changes else []
 
 
 def _fingerprint_changes(recorded: Dict[str, str], fingerprints: Dict[str, str]) -> List[str]:
-    what = {
-        "model": "the model changed (its parameters or buffers differ)",
-        "data": "the data changed (its bytes, or for an image folder its files, sizes or times, differ)",
-    }
-    return [
-        f"{what[key]}: fingerprint {recorded.get(key) or 'not recorded'}, now {fingerprints[key]}"
-        for key in sorted(fingerprints)
-        if recorded.get(key) != fingerprints[key]
-    ]
+    if recorded.get("model") == fingerprints["model"]:
+        return []
+    before = recorded.get("model") or "not recorded"
+    return [f"the model changed (its parameters or buffers differ): fingerprint {before}, now {fingerprints['model']}"]
+
+
+def drop_changed_records(
+    out: Path,
+    identity: Callable[[int], Dict[str, object]],
+    num_inputs: int,
+    batch_size: int,
+    keep_errors: bool,
+) -> Tuple[int, int, int]:
+    """Keep the records of the whole batches whose every input is as recorded; rewrite ``out`` without the rest.
+
+    ``identity(index)`` holds the fields (file, label, fingerprint) a record of the input
+    now at ``index`` has; a record with others, or beyond ``num_inputs``, is of an input
+    that changed or vanished. An error record is kept only with ``keep_errors`` (otherwise its input is
+    tried again). Dropping whole batches keeps the batches' composition, hence the records
+    equal to an uninterrupted run's. Returns ``(kept, changed, tried_again)``: the records
+    kept, those of changed or vanished inputs, and the error records tried again.
+    """
+    records, _ = read_records(out)
+    changed, tried_again, valid = 0, 0, set()
+    for index, line in records:
+        record = json.loads(line)
+        if index >= num_inputs or any(record.get(key) != value for key, value in identity(index).items()):
+            changed += 1
+        elif "error" in record and not keep_errors:
+            tried_again += 1
+        else:
+            valid.add(index)
+
+    def whole(index: int) -> bool:
+        start = index - index % batch_size
+        return all(i in valid for i in range(start, min(start + batch_size, num_inputs)))
+
+    kept = [(index, line) for index, line in records if index in valid and whole(index)]
+    if len(kept) < len(records):
+        write_atomically(out, "".join(line + "\n" for _, line in kept).encode())
+    return len(kept), changed, tried_again
 
 
 def _read_meta(meta: Path) -> Dict[str, object]:
@@ -250,8 +305,19 @@ def count_records(out: Path) -> int:
     return len(indices)
 
 
-def append_records(handle, records: List[Dict[str, object]]) -> None:
-    """Append one line per record and make it durable before the next batch starts."""
-    handle.write("".join(json.dumps(record) + "\n" for record in records).encode())
-    handle.flush()
-    os.fsync(handle.fileno())
+def append_records(path: Path, descriptor: int, records: List[Dict[str, object]]) -> None:
+    """Append one line per record to ``path`` (open unbuffered as ``descriptor``) and make them durable.
+
+    A write that fails (a full disk, say) is undone whole: the file is cut back to where
+    the batch began, so it holds whole batches only, and the error names the file.
+    """
+    data = "".join(json.dumps(record) + "\n" for record in records).encode()
+    start = os.fstat(descriptor).st_size
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(descriptor, data[written:])
+        os.fsync(descriptor)
+    except OSError as error:
+        os.ftruncate(descriptor, start)
+        raise OSError(error.errno, error.strerror, str(path)) from error

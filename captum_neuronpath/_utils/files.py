@@ -30,15 +30,20 @@ def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data``: a crash leaves either the old or the new file, never a mix.
 
     The data is synced before the rename and the directory after it, so once this returns
-    the new file survives a power loss too.
+    the new file survives a power loss too. A write that fails (a full disk) leaves the old
+    file and no partial one, and the error names ``path``.
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error
     fsync_directory(path.parent)
 
 

@@ -69,7 +69,14 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
         if inp.dim() == 0:
             raise ValueError("inputs must have a batch dimension first, got a 0-d tensor")
         if inp.is_floating_point() and not torch.isfinite(inp).all():
-            raise ValueError(f"inputs hold non-finite values (NaN or inf) in tensor {i}")
+            example = int((~torch.isfinite(inp)).reshape(len(inp), -1).any(1).nonzero()[0, 0]) if inp.dim() else 0
+            where = f"example {example}" + (f" of inputs tensor {i}" if len(inputs) > 1 else "")
+            raise ValueError(f"inputs hold non-finite values (NaN or inf) in {where} (0-based)")
+        if inp.dim() >= 3 and not (inp.is_floating_point() or inp.is_complex()):
+            raise TypeError(
+                f"inputs tensor {i} holds integer images (dtype {inp.dtype}, shape {tuple(inp.shape)}); convert them "
+                "to the model's floating dtype and normalise them as it expects, e.g. images.float() / 255"
+            )
     batch_size = inputs[0].shape[0]
     if batch_size == 0:
         raise ValueError("inputs must hold at least one example, got a batch of 0")

@@ -21,12 +21,12 @@ from torch.nn import Module
 from torch.utils.data import Dataset, TensorDataset
 
 
-class CommandLineError(Exception):
-    """A mistake in a command line or in what it names: reported in one line, without traceback."""
-
-
 class UnreadableImage(ValueError):
-    """An image of an image folder that cannot be decoded, named by its file."""
+    """An image of an image folder that cannot be decoded: ``file`` and ``reason``."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(f"image {file} cannot be read: {reason}")
+        self.file, self.reason = file, reason
 
 
 def load_callable(spec: str, what: str) -> Callable:
@@ -164,7 +164,8 @@ def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
 
 @dataclass
 class Inputs:
-    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file.
+    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file;
+    ``source(i)`` the bytes input ``i`` is made of (an image file's, a tensor's, a sequence's).
 
     Token sequences (``text``) differ in length: ``collate`` pads a batch of them into
     ``(input_ids, labels, attention_mask)``; images batch as ``(images, labels)``.
@@ -173,6 +174,7 @@ class Inputs:
     dataset: Dataset
     labels: Tensor  # (N,) int64, read without loading any image
     files: Optional[List[str]]  # relative to the image folder; None for a tensor or text file
+    source: Callable[[int], bytes]
     collate: Optional[Callable] = None  # None: torch's default collation
     text: bool = False
 
@@ -185,7 +187,8 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
     JSON Lines file of token sequences (``.jsonl``, see :func:`load_text_data`).
 
     Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
-    the transform) or else by timm's data configuration for ``model``. An image that
+    the transform) or else by timm's data configuration for ``model``, at the image size of
+    its patch embedding as built where it has one. An image that
     cannot be decoded raises :class:`UnreadableImage` naming its file when it is read.
     Token sequences are right-padded with the model's ``config.pad_token_id``, or 0.
     """
@@ -198,21 +201,49 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
         if transform:
             preprocess = load_callable(transform, "transform")()
         else:
-            preprocess = create_transform(**resolve_data_config({}, model=model))
+            config = resolve_data_config({}, model=model)
+            # A timm model built with another img_size keeps its pretrained config's: use the size as built.
+            built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+            if built is not None:
+                config["input_size"] = (config["input_size"][0], *built)
+            preprocess = create_transform(**config)
         folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
-        return Inputs(folder, torch.tensor(folder.targets, dtype=torch.long), files)
+        return Inputs(folder, torch.tensor(folder.targets, dtype=torch.long), files, _file_bytes(folder))
     if data.suffix in (".safetensors", ".jsonl") and transform:
         raise ValueError(f"--transform applies to an image folder, not to a {data.suffix} file")
     if data.suffix == ".safetensors":
         images, labels = load_safetensors_data(data)
-        return Inputs(TensorDataset(images, labels), labels, None)
+        return Inputs(TensorDataset(images, labels), labels, None, _tensor_bytes(images))
     if data.suffix == ".jsonl":
         sequences, targets = load_text_data(data)
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
         pad_id = 0 if not isinstance(pad_id, int) else pad_id
-        return Inputs(_Sequences(sequences, targets), targets, None, _Padder(pad_id), text=True)
+        source = _tensor_bytes(sequences)
+        return Inputs(_Sequences(sequences, targets), targets, None, source, _Padder(pad_id), text=True)
     raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
+
+
+def _file_bytes(folder) -> Callable[[int], bytes]:
+    """Image ``i``'s file as bytes; ``b""`` for a file that is gone or cannot be read."""
+
+    def source(index: int) -> bytes:
+        try:
+            return Path(folder.samples[index][0]).read_bytes()
+        except OSError:
+            return b""
+
+    return source
+
+
+def _tensor_bytes(tensors: Sequence[Tensor]) -> Callable[[int], bytes]:
+    """Tensor ``i``'s dtype, shape and bytes."""
+
+    def source(index: int) -> bytes:
+        tensor = tensors[index].contiguous()
+        return f"{tensor.dtype}{tuple(tensor.shape)}".encode() + tensor.numpy().tobytes()
+
+    return source
 
 
 def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:
@@ -299,4 +330,4 @@ def _read_image(path: str):
         with open(path, "rb") as handle:
             return Image.open(handle).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UnreadableImage(f"image {path} cannot be read: {error}") from error
+        raise UnreadableImage(path, str(error)) from error

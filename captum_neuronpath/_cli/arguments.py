@@ -1,0 +1,68 @@
+"""Argument types and the help format shared by every subcommand.
+
+Each type is an ``argparse`` type: it returns the parsed value or raises
+:class:`argparse.ArgumentTypeError`, which argparse reports as a usage error (exit status 2)
+naming the option.
+"""
+
+import argparse
+from typing import List, Optional, Type
+
+import torch
+from captum.attr import LayerAttribution
+
+from captum_neuronpath._core.intervention import SEED_RANGE
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; every option that has a default shows it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text
+        return f"{text} (default: %(default)s)" if shown and action.option_strings else text
+
+
+def subcommand(commands: argparse._SubParsersAction, name: str, **options) -> argparse.ArgumentParser:
+    """A subparser with the shared conventions: no abbreviated options, defaults in ``--help``."""
+    return commands.add_parser(name, allow_abbrev=False, formatter_class=HelpFormatter, **options)
+
+
+def integer(minimum: Optional[int] = None, maximum: Optional[int] = None, what: str = "an integer"):
+    """An integer type bounded by ``minimum`` and ``maximum`` (inclusive); ``what`` names it in errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = integer(1, what="a positive integer")
+seed = integer(*SEED_RANGE, what=f"a seed torch accepts, an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
+
+
+def device(text: str) -> torch.device:
+    """A torch device this machine has."""
+    try:
+        value = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    if value.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine")
+    return value
+
+
+def captum_methods(text: str) -> List[Type[LayerAttribution]]:
+    """Comma-separated names of Captum layer attribution classes."""
+    from captum_neuronpath.experiments import captum_layer_method
+
+    try:
+        return [captum_layer_method(name.strip()) for name in text.split(",") if name.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

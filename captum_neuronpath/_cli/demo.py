@@ -1,0 +1,48 @@
+"""``neuronpath demo``: its arguments; the experiments themselves are :func:`captum_neuronpath._demo.run_demo`."""
+
+import argparse
+from pathlib import Path
+
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+
+from captum_neuronpath._cli.arguments import captum_methods, positive_int, seed, subcommand
+from captum_neuronpath._cli.errors import CommandLineError
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
+    parser = subcommand(commands, "demo", help="the paper's experiments on the embedded digits ViT, offline")
+    parser.add_argument(
+        "--out", type=Path, default=Path("neuronpath-demo"), help="folder for results.json and figures/"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="where the trained weights are cached (default: $CAPTUM_NEURONPATH_CACHE or ~/.cache/captum_neuronpath)",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs of the digits ViT")
+    parser.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N test images")
+    parser.add_argument("--n-steps", type=positive_int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes")
+    parser.add_argument(
+        "--method", default=PAPER_QUADRATURE["method"], choices=SUPPORTED_METHODS, metavar="M",
+        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)}",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per attribution call")
+    parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples per interval")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random null and the bootstrap")
+    parser.add_argument("--captum-methods", type=captum_methods, default=[], metavar="NAMES",
+                        help="further rows: Captum layer methods, comma-separated (e.g. "
+                        "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from captum_neuronpath._demo import run_demo
+
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandLineError(f"--out {args.out} exists and is not a folder")
+    run_demo(
+        args.out, args.cache_dir, args.epochs, args.max_examples, args.n_steps, args.method, args.batch_size,
+        args.n_bootstrap, args.seed, args.captum_methods,
+    )  # fmt: skip

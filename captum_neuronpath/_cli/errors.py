@@ -1,0 +1,89 @@
+"""One error policy for every subcommand: what ends a command, and with which exit status.
+
+- 2: a mistake in the command line or in what it names (:class:`CommandLineError`; argparse's
+  own usage errors exit with 2 too);
+- 1: a failure during the run (:class:`RunFailure`, or an ``OSError`` such as a full disk);
+- 128 + N: the signal N (SIGINT, SIGTERM, SIGHUP) stopped the command (:class:`Interrupted`).
+
+Each is one line on stderr, ``neuronpath COMMAND: error: ...``, without a traceback unless
+debugging.
+"""
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+USAGE_ERROR = 2
+FAILURE = 1
+
+# SIGHUP does not exist on Windows.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class CommandLineError(Exception):
+    """A mistake in a command line or in what it names: exit status 2."""
+
+
+class RunFailure(Exception):
+    """A failure during the run (not a mistake in the command line): exit status 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP): exit status 128 + ``signum``."""
+
+    def __init__(self, message: str = "interrupted", signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+def describe(error: Exception) -> str:
+    """An ``OSError`` as ``FILE: cause``; other errors as their message."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
+
+
+class _Stops:
+    """Stop signals raise :class:`Interrupted`, at once or, inside :func:`deferred_stops`, when it ends."""
+
+    deferring = False
+    pending = None
+
+    @classmethod
+    def handle(cls, signum, frame) -> None:
+        if cls.deferring:
+            cls.pending = signum
+        else:
+            raise Interrupted(signum=signum)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Meanwhile SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only; a
+    signal someone else set to be ignored stays ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _Stops.handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Hold a stop signal back until the block is done (a write that must not be cut), then raise it."""
+    _Stops.deferring, _Stops.pending = True, None
+    try:
+        yield
+    finally:
+        _Stops.deferring = False
+    if _Stops.pending is not None:
+        signum, _Stops.pending = _Stops.pending, None
+        raise Interrupted(signum=signum)

@@ -1,0 +1,134 @@
+"""``neuronpath extract``: its arguments; the job itself is :mod:`captum_neuronpath._extract`."""
+
+import argparse
+from pathlib import Path
+
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+
+from captum_neuronpath._cli.arguments import device, positive_int, subcommand
+
+EPILOG = """\
+resuming:
+  Run the same command again (after a crash, kill -9, a stop signal or a full disk):
+  finished inputs are skipped, a line or batch cut short is dropped, the records of inputs
+  that changed or vanished since (each record holds its input's fingerprint) are computed
+  again with their batches, and the final FILE equals an uninterrupted run's on the data
+  as it is now. Changed settings, another model (its weights' fingerprint) or other
+  versions of captum-neuronpath, torch, captum or timm are refused; pass --overwrite to
+  start afresh, --allow-version-change to go on under new versions, or choose another
+  --out. A run that wrote no record yet is simply started again.
+
+unreadable inputs:
+  The run stops at the first image that cannot be read, naming it; the records so far
+  are kept, and once the file is fixed or removed the same command resumes. With
+  --skip-unreadable such an image gets a record with an "error" and no path, the run
+  goes on, and a later run computes it once the file is fixed.
+
+one command per FILE:
+  FILE.lock holds the pid and host of the command writing FILE; a second command on the
+  same FILE is refused while the first runs.
+
+exit statuses:
+  0 done; 1 a failure during the run (an unreadable input, a full disk, a read-only file
+  system), one line naming the file and the cause; 2 a mistake in the command line or in
+  what it names, one line; 128 + N on the stop signal N (130 Ctrl-C, 143 SIGTERM, 129
+  SIGHUP), after dropping the batch in flight. --debug or NEURONPATH_DEBUG=1 adds the
+  traceback.
+
+several processes (one machine):
+  torchrun --nproc_per_node 4 -m captum_neuronpath extract --model timm:vit_base_patch16_224 \\
+      --pretrained --data imagenet/val --out paths.jsonl --device cuda
+
+several machines (run on each; DATA and FILE on a file system all of them share):
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_id paths --rdzv_backend c10d \\
+      --rdzv_endpoint HOST:29500 -m captum_neuronpath extract ... --out /shared/paths.jsonl
+
+  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the
+  shards into FILE when all are done. CPU processes use gloo, CUDA ones nccl with the GPU
+  cuda:LOCAL_RANK. A killed distributed run resumes with any number of processes.
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
+    parser = subcommand(
+        commands,
+        "extract",
+        help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",
+        description="Locate the neuron path of every input of DATA and write one JSON line per input to FILE.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="an ImageFolder directory, a .safetensors file of images, or a .jsonl file of token sequences",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
+    parser.add_argument(
+        "--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict"
+    )
+    parser.add_argument("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
+    parser.add_argument(
+        "--transform",
+        metavar="CALLABLE",
+        help="package.module:callable returning the image folder's transform (default: timm's data config "
+        "for the model as built)",
+    )
+    parser.add_argument("--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (paper: 20)")
+    parser.add_argument(
+        "--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
+        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
+    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
+    parser.add_argument(
+        "--device", type=device, metavar="D", help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument(
+        "--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction"
+    )
+    parser.add_argument(
+        "--layers",
+        metavar="PATTERN",
+        help="the neuron sites: module names as model.named_modules() gives them, * for one name component "
+        "(e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) (default: the model "
+        "family's MLP neurons)",
+    )
+    parser.add_argument(
+        "--token",
+        type=token_spec,
+        metavar="SPEC",
+        help="the token set of image models: cls, an integer position, A:B or all (default: the token the "
+        "model family's head reads)",
+    )
+    parser.add_argument(
+        "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
+    )
+    parser.add_argument(
+        "--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on"
+    )
+    parser.add_argument(
+        "--allow-version-change", action="store_true", help="resume a FILE written under other library versions"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def token_spec(text: str) -> str:
+    """A ``--token`` SPEC, checked; the job reads it with :func:`~captum_neuronpath._extract.sites.token_from_spec`."""
+    from captum_neuronpath._extract.sites import token_from_spec
+
+    try:
+        token_from_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def run(args: argparse.Namespace) -> None:
+    from captum_neuronpath._extract.command import run as run_extract
+
+    run_extract(args)
