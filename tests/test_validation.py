@@ -180,6 +180,13 @@ def test_float_inputs_in_another_dtype_name_both_dtypes_and_keep_the_models_erro
     assert "torch.float32" in str(info.value)
 
 
+def test_float32_inputs_to_a_float64_model_behind_a_function_name_both_dtypes(vit):
+    model = vit.double()  # the sites (GELUs) have no parameters: the model's dtype comes from what ran
+    with pytest.raises(TypeError, match=r"inputs tensor 0 has dtype torch.float32 but the model computes in torch.float64") as info:
+        cnp.NeuronPath(softmax_forward(model), layers_of(model)).attribute(X.float(), target=0)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the model's own message stays in the chain
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
 def test_integer_images_are_refused_before_any_pass_with_the_fix(vit, dtype):
     images = (X * 50).clamp(0, 255).to(dtype)

@@ -169,7 +169,7 @@ def clean_pass(
         try:
             output = _run_forward(forward_func, inputs, None, additional_forward_args)
         except Exception as error:
-            _explain_dtype_mismatch(error, forward_func, layers, inputs)
+            _explain_dtype_mismatch(error, [forward_func, *map(module_of, layers), *called], inputs)
             raise
     for i, layer in enumerate(layers):
         if i not in recorded:
@@ -225,14 +225,14 @@ def _check_shared_tokens(layers: Sequence[Module], shapes: List[torch.Size], tok
         )
 
 
-def _explain_dtype_mismatch(
-    error: Exception, forward_func: Callable, layers: Sequence[Module], inputs: Tuple[Tensor, ...]
-) -> None:
-    """Raise a ``TypeError`` from ``error`` when the inputs' dtype is the likely cause."""
-    modules = [forward_func] if isinstance(forward_func, Module) else []
-    modules += [module_of(layer) for layer in layers]
+def _explain_dtype_mismatch(error: Exception, modules: Sequence[Any], inputs: Tuple[Tensor, ...]) -> None:
+    """Raise a ``TypeError`` from ``error`` when the inputs' dtype is the likely cause.
+
+    ``modules``: the forward function, the sites and the modules that ran before the error,
+    whose first floating parameter tells the model's dtype.
+    """
     model_dtype = next(
-        (p.dtype for m in modules for p in m.parameters() if p.is_floating_point()),
+        (p.dtype for m in modules if isinstance(m, Module) for p in m.parameters() if p.is_floating_point()),
         None,
     )
     for i, inp in enumerate(inputs):
