@@ -85,3 +85,16 @@ def with_an_unused_layer():
     model = reordered()
     model.unused = torch.nn.Linear(4, 4)
     return model
+
+
+def memory_bound_tiny_vit(rows: int = 4):
+    """:func:`tiny_vit` on a device that holds ``rows`` rows: a larger pass raises ``torch.OutOfMemoryError``
+    (a wrapper, so its sites are ``model.blocks.*.mlp.act``)."""
+    from helpers import MemoryBound
+
+    return MemoryBound(tiny_vit(), rows)
+
+
+def one_row_tiny_vit():
+    """:func:`tiny_vit` on a device that holds one row only."""
+    return memory_bound_tiny_vit(rows=1)

@@ -44,6 +44,7 @@ def integer(minimum: Optional[int] = None, maximum: Optional[int] = None, what: 
 
 
 positive_int = integer(1, what="a positive integer")
+non_negative_int = integer(0, what="a non-negative integer")
 seed = integer(*SEED_RANGE, what=f"a seed torch accepts, an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}")
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
-from captum_neuronpath._cli.arguments import device, positive_int, subcommand
+import os
+
+from captum_neuronpath._cli.arguments import device, non_negative_int, positive_int, subcommand
 
 EPILOG = """\
 resuming:
@@ -44,8 +46,15 @@ several machines (run on each; DATA and FILE on a file system all of them share)
       --rdzv_endpoint HOST:29500 -m captum_neuronpath extract ... --out /shared/paths.jsonl
 
   Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the
-  shards into FILE when all are done. CPU processes use gloo, CUDA ones nccl with the GPU
-  cuda:LOCAL_RANK. A killed distributed run resumes with any number of processes.
+  shards into FILE when all are done. The processes exchange only small objects and
+  barriers, over gloo whatever the device; CUDA processes use the GPU cuda:LOCAL_RANK. A
+  killed distributed run resumes with any number of processes.
+
+out of memory:
+  A pass that runs out of memory is retried with half the rows per pass (the
+  quadrature nodes split into chunks; the numbers stay the same up to rounding), once
+  said on stderr; the value settled on is recorded in FILE.meta.json. A batch that does
+  not fit even at one node per pass stops the run (exit 1): pass a smaller --batch-size.
 """
 
 
@@ -107,6 +116,20 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
     )
     parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="what the model's layers run in: bfloat16 under torch.autocast on the device (the library's own "
+        "sums, JAS and scores stay float32)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=default_workers(),
+        metavar="N",
+        help="worker processes that read and decode the images (0: the main process; default: from the cores)",
+    )
+    parser.add_argument(
         "--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on"
     )
     parser.add_argument(
@@ -115,6 +138,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
     parser.set_defaults(handler=run)
     return parser
+
+
+def default_workers() -> int:
+    """One worker per spare core of this process's share of the machine, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
 
 
 def token_spec(text: str) -> str:

@@ -28,6 +28,9 @@ class UnreadableImage(ValueError):
         super().__init__(f"image {file} cannot be read: {reason}")
         self.file, self.reason = file, reason
 
+    def __reduce__(self):  # from a worker process of the data loader
+        return UnreadableImage, (self.file, self.reason)
+
 
 def load_callable(spec: str, what: str) -> Callable:
     """The object ``callable`` of the module ``package.module`` named by ``package.module:callable``.

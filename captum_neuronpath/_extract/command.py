@@ -115,7 +115,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
             f"{describe(error)}; records so far are kept: run the same command again once this is fixed"
         ) from error
     if world_size > 1:
-        barrier(device)
+        barrier()
     if rank == 0:
         total = merge_records(args.out)
         unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])
@@ -135,6 +135,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
                 "processes": world_size,
                 "threads_per_process": threads,
                 "device": str(device),
+                "internal_batch_size": job.rows_per_pass,  # None: every pass ran all nodes at once
             },
         )
         skipped = f" ({unreadable} unreadable: error records)" if unreadable else ""
@@ -177,7 +178,8 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     random_weights = args.checkpoint is None and not args.pretrained
     if rank == 0 and random_weights and args.model.partition(":")[0] in ("timm", "torchvision"):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
-    return Job(model, device, forward, layers, token, inputs, settings_of(args, device), args.skip_unreadable)
+    settings = settings_of(args, device)
+    return Job(model, device, forward, layers, token, inputs, settings, args.skip_unreadable, args.workers)
 
 
 def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:
@@ -277,6 +279,7 @@ def settings_of(args: argparse.Namespace, device: torch.device) -> Dict[str, obj
         "top_k": args.top_k,
         "target": args.target,
         "layer_scores": args.layer_scores,
+        "precision": args.precision,
         "batch_size": args.batch_size,  # fixes which inputs share a batch, hence the last bits of jas
         "device": device.type,
     }

@@ -3,8 +3,8 @@
 Under ``torchrun`` every process takes every ``WORLD_SIZE``-th batch (batch ``b`` holds
 indices ``b * batch_size`` up to ``(b + 1) * batch_size`` and goes to rank
 ``b % WORLD_SIZE``), so every input is computed with the same batch companions whatever
-the number of processes. Processes on CPU talk over gloo; on CUDA over nccl, one GPU per
-process (``cuda:LOCAL_RANK``). Alone (no ``WORLD_SIZE``), the process is rank 0 of 1 and
+the number of processes. The processes exchange only small objects and barriers, so they
+talk over gloo whatever the device; CUDA processes use one GPU each (``cuda:LOCAL_RANK``). Alone (no ``WORLD_SIZE``), the process is rank 0 of 1 and
 no process group is started.
 """
 
@@ -38,19 +38,16 @@ def process_group(device: torch.device) -> Iterator[Tuple[int, int]]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=BARRIER_TIMEOUT)
+    dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
     try:
         yield dist.get_rank(), world_size
     finally:
         dist.destroy_process_group()
 
 
-def barrier(device: torch.device) -> None:
+def barrier() -> None:
     """Wait for every process."""
-    if device.type == "cuda":
-        dist.barrier(device_ids=[device.index])
-    else:
-        dist.barrier()
+    dist.barrier()
 
 
 def on_rank_zero(rank: int, world_size: int, action: Callable[[], None]) -> None:

@@ -28,7 +28,7 @@ from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from captum_neuronpath._cli.errors import deferred_stops
+from captum_neuronpath._cli.errors import RunFailure, deferred_stops
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
@@ -56,6 +56,8 @@ class Job:
     inputs: Inputs
     settings: Dict[str, object]
     skip_unreadable: bool = False
+    workers: int = 0  # data loader worker processes
+    rows_per_pass: Optional[int] = None  # the internal batch size, once a pass ran out of memory
 
 
 def image_probabilities(model: Module) -> Callable[[Tensor], Tensor]:
@@ -96,7 +98,13 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
         disable=rank != 0,
         dynamic_ncols=True,
     )
-    loader = DataLoader(_Readable(job.inputs.dataset), batch_sampler=batches, collate_fn=list)
+    loader = DataLoader(
+        _Readable(job.inputs.dataset),
+        batch_sampler=batches,
+        collate_fn=list,
+        num_workers=job.workers,
+        pin_memory=job.device.type == "cuda",
+    )
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
             records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
@@ -110,8 +118,8 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
                     raise item
             if readable:
                 inputs, labels, *mask = (job.inputs.collate or default_collate)([item for _, item in readable])
-                mask = mask[0].to(job.device) if mask else None
-                fields = explain_batch(job, inputs.to(job.device), labels.to(job.device), mask)
+                inputs, labels, *mask = (t.to(job.device, non_blocking=True) for t in (inputs, labels, *mask))
+                fields = explain_batch(job, inputs, labels, mask[0] if mask else None)
                 for (index, _), record in zip(readable, fields):
                     records[index].update(record)
             with deferred_stops():
@@ -140,28 +148,27 @@ def explain_batch(
 ) -> List[Dict[str, object]]:
     """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates).
 
-    ``inputs`` are images, or right-padded token ids with their ``attention_mask``.
+    ``inputs`` are images, or right-padded token ids with their ``attention_mask``. With
+    ``--target label`` the predictions and probabilities come from the locator's clean
+    pass; ``--target predicted`` needs them first, from a forward pass of their own.
     """
     settings = job.settings
     extra = () if attention_mask is None else (attention_mask,)
     token = job.token if attention_mask is None else last_token(attention_mask)
-    with torch.no_grad():
-        probabilities = job.forward(inputs, *extra)
-    predictions = probabilities.argmax(-1)
-    targets = labels if settings["target"] == "label" else predictions
-    locator = NeuronPath(job.forward, job.layers, token=token)
-    result = locator.attribute(
-        inputs,
-        target=targets,
-        additional_forward_args=extra or None,
-        n_steps=settings["n_steps"],
-        method=settings["method"],
-        top_k=settings["top_k"],
-    )
+    clean = _CleanOutput(job.forward, len(inputs))
+    with _precision(job):
+        if settings["target"] == "label":
+            targets = labels
+        else:
+            with torch.no_grad():
+                targets = job.forward(inputs, *extra).argmax(-1)
+        locator = NeuronPath(clean, job.layers, token=token)
+        result = _attribute_within_memory(job, locator, inputs, targets, extra)
+    probabilities = clean.output.float()
     fields = {
         "label": labels.tolist(),
         "target": targets.tolist(),
-        "prediction": predictions.tolist(),
+        "prediction": probabilities.argmax(-1).tolist(),
         "probability": probabilities.gather(1, targets[:, None])[:, 0].tolist(),
         "path": result.path.tolist(),
         "jas": result.jas.tolist(),
@@ -173,3 +180,60 @@ def explain_batch(
         fields["layer_candidates"] = candidates.tolist()
         fields["layer_scores"] = scores.gather(-1, candidates).tolist()
     return [dict(zip(fields, values)) for values in zip(*fields.values())]
+
+
+class _CleanOutput:
+    """``forward``, keeping the output of its first no-grad call on the whole batch: the clean pass."""
+
+    def __init__(self, forward: Callable[..., Tensor], batch_size: int):
+        self.forward, self.batch_size, self.output = forward, batch_size, None
+
+    def __call__(self, inputs: Tensor, *args) -> Tensor:
+        output = self.forward(inputs, *args)
+        if self.output is None and not torch.is_grad_enabled() and len(inputs) == self.batch_size:
+            self.output = output.detach()
+        return output
+
+
+def _precision(job: Job):
+    """Autocast to bfloat16 on the job's device with ``--precision bfloat16``; nothing otherwise."""
+    enabled = job.settings["precision"] == "bfloat16"
+    return torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):
+    """``locator.attribute`` on the batch, halving the rows per pass whenever a pass runs out of memory.
+
+    The value settled on stays for the next batches (``job.rows_per_pass``); a batch that
+    does not fit at one quadrature node per pass stops the run.
+    """
+    settings = job.settings
+    batch_size = len(inputs)
+    while True:
+        try:
+            return locator.attribute(
+                inputs,
+                target=targets,
+                additional_forward_args=extra or None,
+                n_steps=settings["n_steps"],
+                method=settings["method"],
+                top_k=settings["top_k"],
+                internal_batch_size=job.rows_per_pass,
+            )
+        except torch.OutOfMemoryError as error:
+            rows = job.rows_per_pass or batch_size * settings["n_steps"]
+            if rows <= batch_size:  # one node per pass already
+                raise RunFailure(
+                    f"out of memory on {job.device} even at one quadrature node per pass ({batch_size} rows); "
+                    "pass a smaller --batch-size"
+                ) from error
+            if job.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if job.rows_per_pass is None:
+                print(
+                    f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
+                    "(internal_batch_size, recorded in the meta file)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            job.rows_per_pass = max(batch_size, rows // 2)

@@ -551,3 +551,49 @@ def test_text_inputs_the_model_cannot_take_are_refused(text_data, tmp_path, caps
     assert "--transform" in refused(capsys, "--data", text_data, "--out", out, *TEXT, "--transform", "x:y")
     message = refused(capsys, "--data", text_data, "--out", out, *FAST)  # a ViT given token sequences
     assert "cannot take the token sequences" in message and "attention_mask" in message, message
+
+
+# --- Precision, memory and data loading ---------------------------------------------------------------
+
+MEMORY_BOUND = ["--model", "extract_models:memory_bound_tiny_vit", "--layers", "model.blocks.*.mlp.act",
+                "--token", "cls"] + FAST[2:]  # fmt: skip
+
+
+def test_bfloat16_precision_is_a_setting_and_keeps_the_paths_close(data, reference, tmp_path, capsys):
+    out = tmp_path / "paths.jsonl"
+    assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--precision", "bfloat16"]) == 0
+    assert json.loads(Path(f"{out}.meta.json").read_text())["settings"]["precision"] == "bfloat16"
+    low = [json.loads(line) for line in read_lines(out)]
+    full = [json.loads(line) for line in read_lines(reference)]
+    same = sum(a["path"] == b["path"] for a, b in zip(low, full))
+    assert same >= NUM_INPUTS - 2, (same, NUM_INPUTS)  # bfloat16 layers move a near tie at most
+    assert all(isinstance(r["jas"], float) for r in low)
+    message = refused(capsys, "--data", data, "--out", out, *FAST)  # a resume cannot mix precisions
+    assert "precision 'bfloat16' -> 'float32'" in message
+
+
+def test_out_of_memory_halves_the_rows_per_pass_and_gives_the_same_records(data, reference, tmp_path, capsys):
+    out = tmp_path / "paths.jsonl"
+    capsys.readouterr()
+    assert main(["extract", "--data", str(data), "--out", str(out), *MEMORY_BOUND]) == 0  # 2 x 4 rows > 4
+    error = capsys.readouterr().err
+    assert error.count("out of memory") == 1 and "fewer rows per pass" in error  # said once
+    assert json.loads(Path(f"{out}.meta.json").read_text())["runs"][-1]["internal_batch_size"] == 4
+    for line, expected in zip(read_lines(out), read_lines(reference)):
+        record, expected = json.loads(line), json.loads(expected)
+        assert record["path"] == expected["path"] and record["layer_candidates"] == expected["layer_candidates"]
+        assert record["jas"] == pytest.approx(expected["jas"], rel=1e-5, abs=1e-9)  # other chunks, same sums
+
+
+def test_a_batch_that_does_not_fit_at_one_node_per_pass_names_batch_size_and_device(data, tmp_path, capsys):
+    command = ["--data", data, "--out", tmp_path / "paths.jsonl", "--model", "extract_models:one_row_tiny_vit",
+               *MEMORY_BOUND[2:]]  # fmt: skip
+    message = failed(capsys, *command)
+    assert "out of memory on cpu" in message and "--batch-size" in message
+
+
+def test_worker_processes_give_the_same_records(data, reference, tmp_path, capsys):
+    for workers in ("0", "2"):
+        out = tmp_path / f"paths-{workers}.jsonl"
+        assert main(["extract", "--data", str(data), "--out", str(out), *FAST, "--workers", workers]) == 0
+        assert read_lines(out) == read_lines(reference)
