@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
-from captum_neuronpath import _extract
+from captum_neuronpath import _extract, _report
 from captum_neuronpath._demo import captum_methods_argument, run_demo
 from captum_neuronpath._extract.command import positive_int
 from captum_neuronpath._loading import CommandLineError
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip
     run.set_defaults(handler=demo)
     _extract.add_parser(commands)
+    _report.add_parser(commands)
     for command in commands.choices.values():
         command.add_argument(
             "--debug", action="store_true", help="print the traceback of an error (also NEURONPATH_DEBUG=1)"

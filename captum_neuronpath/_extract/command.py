@@ -19,6 +19,7 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from torch import Tensor
 from torch.nn import Module
 
+from captum_neuronpath._extract.description import describe_paths, record_description
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import data_fingerprint, model_fingerprint
@@ -107,6 +108,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
     )
     parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
+    parser.add_argument(
+        "--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json"
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -160,8 +164,10 @@ def run(args: argparse.Namespace) -> None:
 def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     """Rank 0: lock ``--out``, then start it afresh or check that it continues this run."""
     lock.acquire()
+    description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model), "data": data_fingerprint(args.data, job.inputs.files)}
     prepare_output(args.out, job.settings, fingerprints, args.overwrite)
+    record_description(args.out, description)
 
 
 def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device, rank: int, world_size: int) -> None:
