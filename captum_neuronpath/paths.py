@@ -75,7 +75,8 @@ class Paths:
 
     @property
     def num_channels(self) -> int:
-        """The widest layer's number of neurons: ``num_channels`` of :func:`~captum_neuronpath.metrics.neuron_frequency`."""
+        """The widest layer's number of neurons, the ``num_channels`` of
+        :func:`~captum_neuronpath.metrics.neuron_frequency`."""
         return max(self.layer_widths, default=0)
 
     @property

@@ -74,7 +74,7 @@ def analyze(
     paths: Paths, frequency: ClassFrequency, similar: Tensor, top_neurons: int = 10, nearest: int = 10, shared: int = 50
 ) -> Dict[str, object]:
     """Every number of ``report.json`` from the records, their :func:`class_frequency` and its :func:`similarity`."""
-    num_layers, width = paths.num_layers, max(paths.num_channels, 1)
+    num_layers = paths.num_layers
     names = paths.class_names
     classes = frequency.classes.tolist()
     correct = paths.predictions == paths.labels

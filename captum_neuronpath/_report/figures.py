@@ -60,7 +60,8 @@ def _jas_figure(paths: Paths) -> Figure:
     bins = numpy.histogram_bin_edges(paths.jas.numpy(), bins=40)
     for selected, name, colour in ((correct, "correct", "0.35"), (known & ~correct, "wrong", "tab:red")):
         if selected.any():
-            left.hist(paths.jas[selected].numpy(), bins=bins, color=colour, alpha=0.7, label=f"{name} ({int(selected.sum())})")
+            label = f"{name} ({int(selected.sum())})"
+            left.hist(paths.jas[selected].numpy(), bins=bins, color=colour, alpha=0.7, label=label)
     left.set_xlabel("JAS of the path")
     left.set_ylabel("inputs")
     left.set_title("JAS, correct and wrong predictions")

@@ -119,4 +119,3 @@ def _decoder(tokenizer: Optional[str]) -> Callable[[list], str]:
 def stacked(images: Tensor) -> Callable[[int], Dict[str, str]]:
     """A source over an ``(N, C, H, W)`` tensor, by record position (the demo's test images)."""
     return lambda position: {"thumbnail": thumbnail(tensor_image(images[position]))}
-

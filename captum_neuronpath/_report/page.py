@@ -36,7 +36,11 @@ def render_page(
     if len(paths) <= THUMBNAILS:
         shown = list(range(len(paths)))
     else:
-        shown = [int(p) for start, c in zip(starts.tolist(), classes) for p in order[start : start + min(examples, c["inputs"])]]
+        shown = [
+            int(position)
+            for start, c in zip(starts.tolist(), classes)
+            for position in order[start : start + min(examples, c["inputs"])]
+        ]
     described = describe(shown)
     labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     names = paths.class_names
@@ -52,7 +56,9 @@ def render_page(
                 "inputs": c["inputs"],
                 "correct": c["correct"],
                 "jas": {key: _rounded(value) for key, value in c["jas"].items()},
-                "top_neurons": [[[channel, round(f, 3)] for channel, f in layer[:SHOWN_NEURONS]] for layer in c["top_neurons"]],
+                "top_neurons": [
+                    [[channel, round(f, 3)] for channel, f in layer[:SHOWN_NEURONS]] for layer in c["top_neurons"]
+                ],
                 "nearest": [[other, round(s, 3)] for other, s in c["nearest"]],
             }
             for c in classes
