@@ -57,7 +57,7 @@ def _jas_figure(paths: Paths) -> Figure:
     left, right = figure.subplots(1, 2)
     known = paths.predictions >= 0
     correct = known & (paths.predictions == paths.labels)
-    bins = numpy.histogram_bin_edges(paths.jas.numpy(), bins=40)
+    bins = _bins(paths.jas, 40)
     for selected, name, colour in ((correct, "correct", "0.35"), (known & ~correct, "wrong", "tab:red")):
         if selected.any():
             label = f"{name} ({int(selected.sum())})"
@@ -70,11 +70,19 @@ def _jas_figure(paths: Paths) -> Figure:
     classes, rows = torch.unique(paths.labels, return_inverse=True)
     sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, rows, paths.jas.double())
     means = sums / torch.bincount(rows, minlength=len(classes)).clamp(min=1)
-    right.hist(means.numpy(), bins=min(40, max(len(classes), 1)), color="0.45", edgecolor="black")
+    right.hist(means.numpy(), bins=_bins(means, min(40, max(len(classes), 1))), color="0.45", edgecolor="black")
     right.set_xlabel("mean JAS of a class")
     right.set_ylabel("classes")
     right.set_title(f"JAS per class, {len(classes)} classes")
     return figure
+
+
+def _bins(values: torch.Tensor, count: int) -> numpy.ndarray:
+    """``count`` equal bins over ``values``; one unit wide around values that are (nearly) all equal."""
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    if high - low <= 1e-9 * max(1.0, abs(high)):
+        low, high = low - 0.5, high + 0.5
+    return numpy.linspace(low, high, count + 1)
 
 
 def _shared_figure(frequency: ClassFrequency, num_classes: int) -> Figure:
