@@ -34,7 +34,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
         for function in _public_functions(module):
             assert f"{module.__name__}.{function.__name__}" in api, function.__name__
     for notebook in ("01_getting_started", "02_paper_experiments", "03_bring_your_own_model", "04_beyond_the_paper",
-                     "05_language_models"):
+                     "05_language_models", "06_data_set_paths"):
         assert "<img" in (tmp_path / "tutorials" / f"{notebook}.html").read_text()
 
 
