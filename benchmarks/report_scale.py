@@ -11,6 +11,7 @@ and the frequencies are as sparse as real paths'.
 
     python benchmarks/report_scale.py                      # the targets' size
     python benchmarks/report_scale.py --records 5000 --classes 100 --keep /tmp/scale
+    python benchmarks/report_scale.py --browser            # and the page's times in headless Chromium
 """
 
 import argparse
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--channels", type=int, default=3_072)
     parser.add_argument("--keep", type=Path, help="write the extract and the report here (default: a temporary folder)")
+    parser.add_argument("--browser", action="store_true", help="also time the page in headless Chromium (selenium)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="report_scale_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,45 @@ def main() -> None:
     print(f"  report.json {report_mb:.1f} MB; files in {folder / 'report'}")
     print(f"  with images, the page's {THUMBNAILS} thumbnails at most would add {_thumbnails_mb():.1f} MB "
           "(noise, the worst case for JPEG)")  # fmt: skip
+    if args.browser:
+        for name, seconds in _browser_times(folder / "report" / "index.html").items():
+            print(f"  browser: {name:<28} {seconds:6.2f} s")
+
+
+def _browser_times(page: Path) -> dict:
+    """Seconds to open the page, and to show the last class's panel and its first neuron's, in headless Chromium."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    times = {}
+    try:
+        started = time.perf_counter()
+        driver.get(page.resolve().as_uri())  # returns once the page has loaded and its scripts have run
+        times["open the page"] = time.perf_counter() - started
+        search = driver.find_element(By.ID, "search")
+        started = time.perf_counter()
+        search.send_keys("9")
+        times["search the class list"] = time.perf_counter() - started
+        items = driver.find_elements(By.CSS_SELECTOR, "#class-list li[data-class]")
+        started = time.perf_counter()
+        items[-1].click()
+        driver.find_element(By.CSS_SELECTOR, "#class-panel h2")
+        times["show a class's panel"] = time.perf_counter() - started
+        started = time.perf_counter()
+        driver.find_element(By.CSS_SELECTOR, "#class-panel a.neuron").click()
+        driver.find_element(By.CSS_SELECTOR, "#neuron-panel h2")
+        times["show a neuron's panel"] = time.perf_counter() - started
+    finally:
+        driver.quit()
+    return times
 
 
 def _thumbnails_mb() -> float:
