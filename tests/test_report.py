@@ -188,3 +188,21 @@ def test_the_demo_writes_the_same_page_for_the_digits_vit(digits_vit, tmp_path):
     assert data["records"]["path"] == result.path.flatten().tolist() and len(data["thumbnails"]) == 20
     assert [layer["width"] for layer in data["layers"]] == [256] * 6
     assert json.loads((tmp_path / "report.json").read_text())["inputs"] == 20
+
+
+def test_a_tokenizer_shows_token_sequences_as_text(tmp_path):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = {word: i for i, word in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven"])}
+    tokenizer = Tokenizer(WordLevel(vocabulary, unk_token="zero"))
+    tokenizer.pre_tokenizer = Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="zero").save_pretrained(tmp_path / "tokenizer")
+    sequences = tmp_path / "words.jsonl"
+    sequences.write_text("".join(json.dumps({"input_ids": [i, i + 1], "target": 1}) + "\n" for i in range(4)))
+    text = _records(tmp_path / "text.jsonl", meta={"settings": {"data": str(sequences)}})
+    out = tmp_path / "report"
+    assert main(["report", str(text), "--out", str(out), "--tokenizer", str(tmp_path / "tokenizer")]) == 0
+    assert page_data(out / "index.html")["texts"]["2"].split() == ["two", "three"]
