@@ -21,6 +21,7 @@ setup(
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["captum_neuronpath", "captum_neuronpath.*"]),
+    package_data={"captum_neuronpath._report": ["*.html.j2"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",
@@ -29,12 +30,13 @@ setup(
         "timm>=0.9",
         "matplotlib>=3.5",
         "tqdm>=4.60",
+        "jinja2>=3.0",
     ],
     extras_require={
         "hf": hugging_face,
         "demo": demo,
         "docs": docs + notebooks,
-        "dev": ["pytest>=7", "ruff>=0.6", "hypothesis>=6"] + hugging_face + demo + notebooks + docs,
+        "dev": ["pytest>=7", "ruff>=0.6", "hypothesis>=6", "selenium>=4.11"] + hugging_face + demo + notebooks + docs,
     },
     entry_points={"console_scripts": ["neuronpath=captum_neuronpath._cli:main"]},
     classifiers=[

@@ -4,6 +4,7 @@ Implements Wang et al., "Discovering Influential Neuron Path in Vision Transform
 (ICLR 2025). Every public name is importable from this package.
 """
 
+from captum_neuronpath import paths
 from captum_neuronpath._core.baselines import ActivationPath, InfluencePatternPath, LayerMethodPath, RandomPath
 from captum_neuronpath._core.intervention import intervene
 from captum_neuronpath._core.layer_joint_integrated_gradients import LayerJointIntegratedGradients
@@ -44,4 +45,5 @@ __all__ = [
     "vit_attention_layers",
     "vit_mlp_layers",
     "vit_readout_token",
+    "paths",
 ]

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from captum_neuronpath import digits, visualization
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._models import vit_mlp_layers
+from captum_neuronpath._report.demo import write_demo_report
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import (
@@ -110,7 +111,10 @@ def run_demo(
         }
     write_atomically(out / "results.json", json.dumps(results).encode())
     figures = write_figures(out / "figures", labels, table, frequency, similarity, curves, agreement)
-    print(f"\nwrote {out / 'results.json'} and {len(figures)} figures in {out / 'figures'}")
+    write_demo_report(out / "explorer", model, images, labels, table.paths["Neuron Path"], table.jas["Neuron Path"],
+                      CLASS_NAMES)  # fmt: skip
+    print(f"\nwrote {out / 'results.json'}, {len(figures)} figures in {out / 'figures'} and the path explorer "
+          f"{out / 'explorer' / 'index.html'}")  # fmt: skip
     return results
 
 

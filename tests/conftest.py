@@ -48,3 +48,38 @@ def expected():
 def case_images(case, inputs) -> torch.Tensor:
     rows = [inputs["dataset_indices"].tolist().index(i) for i in case["dataset_indices"]]
     return inputs["images"][rows]
+
+
+@pytest.fixture(scope="session")
+def digits_extract(tmp_path_factory) -> Path:
+    """`neuronpath extract` of the fixture model on the digits ViT's 397 test images, with the class names."""
+    from safetensors.torch import save_file
+
+    from captum_neuronpath import digits
+    from captum_neuronpath._cli import main
+
+    folder = tmp_path_factory.mktemp("digits_extract")
+    _, (images, labels) = digits.digits_split()
+    save_file({"images": images.contiguous(), "labels": labels}, folder / "test.safetensors")
+    (folder / "names.txt").write_text("".join(f"digit {d}\n" for d in range(10)))
+    model = ["--model", "captum_neuronpath.digits:build_digits_vit", "--checkpoint", str(DATA / "digits_vit_d6.safetensors")]
+    out = folder / "paths.jsonl"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status = main(["extract", *model, "--data", str(folder / "test.safetensors"), "--out", str(out),
+                       "--batch-size", "16", "--class-names", str(folder / "names.txt")])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_report(digits_extract, tmp_path_factory) -> Path:
+    """`neuronpath report` of :func:`digits_extract`: the folder holding report.json, figures/ and index.html."""
+    from captum_neuronpath._cli import main
+
+    out = tmp_path_factory.mktemp("digits_report")
+    assert main(["report", str(digits_extract), "--out", str(out)]) == 0
+    return out

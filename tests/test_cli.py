@@ -32,6 +32,7 @@ def test_demo_runs_offline_end_to_end(tmp_path):
                                    "score_change", "paired_score_change"]
     )  # fmt: skip
     assert all((out / "figures" / name).stat().st_size > 10_000 for name in figures)
+    assert 'id="explorer-data"' in (out / "explorer" / "index.html").read_text()  # the path explorer
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "training" not in again.stderr  # loaded from the cache
 

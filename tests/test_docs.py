@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import captum_neuronpath as cnp
-from captum_neuronpath import digits, experiments, metrics, modular_addition, visualization
+from captum_neuronpath import digits, experiments, metrics, modular_addition, paths, visualization
 
 ROOT = Path(__file__).parent.parent
-MODULES = [metrics, experiments, visualization, digits, modular_addition]
+MODULES = [metrics, experiments, visualization, digits, modular_addition, paths]
 
 
 def _public_functions(module):
@@ -34,7 +34,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
         for function in _public_functions(module):
             assert f"{module.__name__}.{function.__name__}" in api, function.__name__
     for notebook in ("01_getting_started", "02_paper_experiments", "03_bring_your_own_model", "04_beyond_the_paper",
-                     "05_language_models"):
+                     "05_language_models", "06_data_set_paths"):
         assert "<img" in (tmp_path / "tutorials" / f"{notebook}.html").read_text()
 
 
@@ -42,6 +42,11 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
 def test_public_names_have_captum_style_docstrings(name):
     obj = getattr(cnp, name)
     doc = inspect.getdoc(obj) or ""
+    if inspect.ismodule(obj):  # a public module: each of its functions documented
+        assert doc and _public_functions(obj), name
+        for function in _public_functions(obj):
+            assert all(part in inspect.getdoc(function) for part in ("Args:", "Returns:", "Examples::")), function
+        return
     if name == "NeuronPathResult":
         assert "Attributes:" in doc and "Examples::" in inspect.getdoc(obj.chosen_scores)
         return

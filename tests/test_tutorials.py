@@ -21,6 +21,7 @@ def test_the_tutorials_are_all_there():
         "03_bring_your_own_model.ipynb",
         "04_beyond_the_paper.ipynb",
         "05_language_models.ipynb",
+        "06_data_set_paths.ipynb",
     ]
 
 

@@ -1,6 +1,6 @@
 """The ``neuronpath`` command line (also ``python -m captum_neuronpath``).
 
-One module per subcommand (:mod:`.demo`, :mod:`.extract`, :mod:`.table`) adds its parser;
+One module per subcommand (:mod:`.demo`, :mod:`.extract`, :mod:`.table`, :mod:`.report`) adds its parser;
 :mod:`.arguments` holds the argument types they share, :mod:`.errors` the exit statuses,
 :mod:`.loading` what a command line names (models, data, user callables). A mistake is one
 line on stderr with exit status 2, a failure during the run one line with status 1, a stop
@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import List, Optional
 
-from captum_neuronpath._cli import demo, extract, table
+from captum_neuronpath._cli import demo, extract, report, table
 from captum_neuronpath._cli.arguments import HelpFormatter
 from captum_neuronpath._cli.errors import (
     FAILURE,
@@ -25,7 +25,7 @@ from captum_neuronpath._cli.errors import (
     stop_signals_interrupt,
 )
 
-SUBCOMMANDS = (demo, extract, table)
+SUBCOMMANDS = (demo, extract, table, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

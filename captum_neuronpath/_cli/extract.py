@@ -1,11 +1,10 @@
 """``neuronpath extract``: its arguments; the job itself is :mod:`captum_neuronpath._extract`."""
 
 import argparse
+import os
 from pathlib import Path
 
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
-
-import os
 
 from captum_neuronpath._cli.arguments import device, non_negative_int, positive_int, subcommand
 
@@ -134,6 +133,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--allow-version-change", action="store_true", help="resume a FILE written under other library versions"
+    )
+    parser.add_argument(
+        "--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json"
     )
     parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
     parser.set_defaults(handler=run)

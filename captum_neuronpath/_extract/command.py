@@ -25,6 +25,7 @@ from torch.nn import Module
 
 from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
+from captum_neuronpath._extract.description import describe_paths, record_description
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
@@ -70,8 +71,10 @@ def run(args: argparse.Namespace) -> None:
 def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     """Rank 0: lock ``--out``, then start it afresh or check that it continues this run."""
     lock.acquire()
+    description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model)}
     prepare_output(args.out, job.settings, fingerprints, args.overwrite, args.allow_version_change)
+    record_description(args.out, description)
     if not read_records(args.out)[0]:
         return
     inputs = job.inputs

@@ -3,8 +3,9 @@
 Under ``torchrun`` every process takes every ``WORLD_SIZE``-th batch (batch ``b`` holds
 indices ``b * batch_size`` up to ``(b + 1) * batch_size`` and goes to rank
 ``b % WORLD_SIZE``), so every input is computed with the same batch companions whatever
-the number of processes. The processes exchange only small objects and barriers, so they
-talk over gloo whatever the device; CUDA processes use one GPU each (``cuda:LOCAL_RANK``). Alone (no ``WORLD_SIZE``), the process is rank 0 of 1 and
+the number of processes. The processes exchange only small objects and barriers, so
+they talk over gloo whatever the device; CUDA processes use one GPU each
+(``cuda:LOCAL_RANK``). Alone (no ``WORLD_SIZE``), the process is rank 0 of 1 and
 no process group is started.
 """
 

@@ -1,0 +1,110 @@
+"""What ``FILE.meta.json`` says about the paths: the layers and their widths, the token, the class names.
+
+These do not change the records, so a resumed run may add or correct them (``--class-names``).
+"""
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from torch.nn import Module
+
+from captum_neuronpath._cli.loading import Inputs
+from captum_neuronpath._extract.store import meta_path, write_meta
+from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.tokens import TokenType
+
+
+def describe_paths(
+    model: Module, layers: List[Module], token: Optional[TokenType], inputs: Inputs, class_names: Optional[Path]
+) -> Dict[str, object]:
+    """``layers`` (module ``name`` and ``width`` of each), ``token`` and ``class_names`` (``None``: the indices).
+
+    The names come from ``class_names`` (one name a line), else from an image folder's
+    class folders. Raises :class:`ValueError` when ``class_names`` names fewer classes
+    than the labels use.
+    """
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def name_of(layer: Module) -> Optional[str]:
+        if isinstance(layer, ModuleInput):
+            inner = names.get(id(layer.module))
+            return None if inner is None else f"input:{inner}"
+        return names.get(id(layer))
+
+    widths = _layer_widths(model, layers, inputs)
+    return {
+        "layers": [{"name": name_of(layer), "width": width} for layer, width in zip(layers, widths)],
+        "token": _token_text(token),
+        "class_names": _class_names(class_names, inputs),
+    }
+
+
+def record_description(out: Path, description: Dict[str, object]) -> None:
+    """Write ``description`` into ``FILE.meta.json`` (replacing an earlier one)."""
+    meta = json.loads(meta_path(out).read_text())
+    meta.update(description)
+    write_meta(out, meta)
+
+
+def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[int]:
+    """Each layer's number of channels (the last axis of its value), from one forward pass on the first input."""
+    widths: Dict[int, int] = {}
+
+    def recorder(position: int):
+        def record(module: Module, args: tuple, output=None) -> None:  # returns None: the value is left as it is
+            widths.setdefault(position, (args[0] if output is None else output).shape[-1])
+
+        return record
+
+    handles = [
+        layer.module.register_forward_pre_hook(recorder(position))
+        if isinstance(layer, ModuleInput)
+        else layer.register_forward_hook(recorder(position))
+        for position, layer in enumerate(layers)
+    ]
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            if inputs.text:
+                input_ids, _, mask = inputs.collate([inputs.dataset[0]])
+                model(input_ids.to(device), attention_mask=mask.to(device))
+            else:
+                model(inputs.dataset[0][0][None].to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [int(widths[position]) for position in range(len(layers))]
+
+
+def _token_text(token: Optional[TokenType]) -> object:
+    """The readout token as ``--token`` writes it: an int, ``"A:B"``, or ``"last"`` for each sequence's last token."""
+    if token is None:
+        return "last"
+    if isinstance(token, slice):
+        return f"{'' if token.start is None else token.start}:{'' if token.stop is None else token.stop}"
+    if isinstance(token, int):
+        return token
+    return [int(t) for t in token]
+
+
+def _class_names(file: Optional[Path], inputs: Inputs) -> Optional[List[str]]:
+    if file is None:
+        classes = getattr(inputs.dataset, "classes", None)  # an image folder's class folders
+        return None if classes is None else [str(name) for name in classes]
+    if not file.is_file():
+        raise FileNotFoundError(f"--class-names {file} does not exist or is not a file")
+    try:
+        names = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--class-names {file} is not UTF-8 text: {error}") from None
+    while names and not names[-1].strip():
+        names.pop()
+    used = int(inputs.labels.max()) + 1 if len(inputs.labels) else 0
+    if len(names) < used:
+        raise ValueError(
+            f"--class-names {file} holds {len(names)} names (one a line) but the labels use {used} classes "
+            f"(0 to {used - 1})"
+        )
+    return names

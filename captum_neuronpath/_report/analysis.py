@@ -1,0 +1,172 @@
+"""The numbers of ``neuronpath report``, from the records alone.
+
+Classes are the labels. Only classes with at least one input take part (a language
+model's vocabulary is mostly unused). The frequencies are those of
+:func:`captum_neuronpath.metrics.neuron_frequency` and the similarities those of
+:func:`captum_neuronpath.metrics.class_similarity`, computed sparsely: a class's frequency
+matrix holds at most its inputs' neurons, so neither the ``(N, L, C)`` hits nor the
+``(classes, L, C)`` frequencies are ever held densely.
+"""
+
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from torch import Tensor
+
+from captum_neuronpath.paths import Paths
+
+JAS_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class ClassFrequency:
+    """Sparse per-class neuron frequencies: entry ``e`` is class row ``rows[e]``, ``layers[e]``,
+    ``channels[e]``, held by ``counts[e]`` of the class's ``sizes[rows[e]]`` inputs."""
+
+    classes: Tensor  # (M,) the class indices present, ascending
+    sizes: Tensor  # (M,) inputs per class
+    rows: Tensor
+    layers: Tensor
+    channels: Tensor
+    counts: Tensor
+
+    @property
+    def frequency(self) -> Tensor:
+        return self.counts.double() / self.sizes[self.rows].double()
+
+
+def class_frequency(paths: Paths) -> ClassFrequency:
+    """Which neurons each class's paths hold, and how often (each input counts a neuron once)."""
+    classes, rows_of_inputs, sizes = torch.unique(paths.labels, return_inverse=True, return_counts=True)
+    path = paths.paths if paths.paths.dim() == 3 else paths.paths[..., None]
+    num_inputs, num_layers, k = path.shape
+    width = max(paths.num_channels, int(path.max()) + 1 if path.numel() else 1)
+    layer = torch.arange(num_layers).view(1, -1, 1).expand_as(path)
+    key = (rows_of_inputs.view(-1, 1, 1) * num_layers + layer) * width + path
+    if k > 1:  # an input counts a neuron once, as in neuron_frequency
+        input_key = torch.arange(num_inputs).view(-1, 1, 1) * (num_layers * width) + layer * width + path
+        input_key, first = torch.unique(input_key.flatten(), return_inverse=True)
+        keep = torch.zeros(len(input_key), dtype=torch.long).scatter_(0, first, torch.arange(first.numel()))
+        key = key.flatten()[keep]
+    unique, counts = torch.unique(key.flatten(), return_counts=True)
+    rows, rest = unique // (num_layers * width), unique % (num_layers * width)
+    return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts)
+
+
+def similarity(frequency: ClassFrequency, num_layers: int, width: int) -> Tensor:
+    """``(M, M)`` cosine similarity of the classes' flattened frequency matrices (float64)."""
+    num_classes = len(frequency.classes)
+    columns = frequency.layers * width + frequency.channels
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([frequency.rows, columns]), frequency.frequency, (num_classes, num_layers * width),
+        check_invariants=False,
+    ).coalesce()  # fmt: skip
+    norms = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, frequency.rows, frequency.frequency**2).sqrt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's notice that sparse support is in beta
+        dot = torch.sparse.mm(matrix, matrix.t()).to_dense()
+    return dot / (norms[:, None] * norms[None, :]).clamp(min=1e-12)
+
+
+def analyze(
+    paths: Paths, frequency: ClassFrequency, similar: Tensor, top_neurons: int = 10, nearest: int = 10, shared: int = 50
+) -> Dict[str, object]:
+    """Every number of ``report.json`` from the records, their :func:`class_frequency` and its :func:`similarity`."""
+    num_layers = paths.num_layers
+    names = paths.class_names
+    classes = frequency.classes.tolist()
+    correct = paths.predictions == paths.labels
+    most = int(frequency.counts.max()) + 1 if len(frequency.counts) else 1
+    order = torch.argsort(frequency.rows * most - frequency.counts, stable=True)  # by class, most frequent first
+    sorted_layers = frequency.layers[order].tolist()
+    sorted_channels = frequency.channels[order].tolist()
+    sorted_frequency = frequency.frequency[order].tolist()
+    row_bounds = torch.searchsorted(frequency.rows[order], torch.arange(len(classes) + 1)).tolist()
+    nearest_k = min(nearest, len(classes) - 1)
+    others = similar.clone().fill_diagonal_(float("-inf"))
+    nearest_rows = torch.sort(others, dim=1, descending=True, stable=True).indices[:, :nearest_k].tolist()
+    rows_of_inputs = torch.searchsorted(frequency.classes, paths.labels)
+    inputs_by_row = torch.argsort(rows_of_inputs, stable=True)
+    input_bounds = torch.searchsorted(rows_of_inputs[inputs_by_row], torch.arange(len(classes) + 1)).tolist()
+    per_class = []
+    for row, label in enumerate(classes):
+        mine = inputs_by_row[input_bounds[row] : input_bounds[row + 1]]
+        jas = paths.jas[mine]
+        top: List[List[List[float]]] = [[] for _ in range(num_layers)]
+        for entry in range(row_bounds[row], row_bounds[row + 1]):
+            layer = sorted_layers[entry]
+            if len(top[layer]) < top_neurons:
+                top[layer].append([sorted_channels[entry], round(sorted_frequency[entry], 6)])
+        per_class.append(
+            {
+                "class": label,
+                "name": names[label],
+                "inputs": len(mine),
+                "correct": int(correct[mine].sum()),
+                "jas": _distribution(jas),
+                "top_neurons": top,
+                "nearest": [[classes[j], round(float(similar[row, j]), 6)] for j in nearest_rows[row]],
+            }
+        )
+    frequency_entries = torch.stack(
+        [frequency.classes[frequency.rows], frequency.layers, frequency.channels, frequency.counts]
+    ).T.tolist()
+    return {
+        "inputs": len(paths),
+        "errors": len(paths.errors),
+        "layers": [{"name": n, "width": w} for n, w in zip(paths.layer_names, paths.layer_widths)],
+        "token": paths.meta.get("token"),
+        "top_k": 1 if paths.paths.dim() == 2 else paths.paths.shape[2],
+        "classes": per_class,
+        "neuron_frequency": {
+            "columns": ["class", "layer", "channel", "count"],
+            "entries": frequency_entries,
+            "note": "frequency = count / the class's inputs",
+        },
+        "class_similarity": {
+            "classes": classes,
+            "matrix": [[round(v, 6) for v in row] for row in similar.tolist()],
+        },
+        "shared_neurons": _shared_neurons(frequency, shared),
+        "jas": _distribution(paths.jas),
+        "predictions": _predictions(paths, correct),
+    }
+
+
+def _distribution(values: Tensor) -> Dict[str, object]:
+    if not len(values):
+        return {"count": 0}
+    quantiles = torch.quantile(values.double(), torch.tensor(JAS_QUANTILES, dtype=torch.float64)).tolist()
+    return {
+        "count": len(values),
+        "mean": float(values.mean()),
+        "std": float(values.std()) if len(values) > 1 else 0.0,
+        "quantiles": dict(zip(["min", "q1", "median", "q3", "max"], quantiles)),
+    }
+
+
+def _shared_neurons(frequency: ClassFrequency, shared: int) -> List[Dict[str, int]]:
+    """The neurons in the paths of the most classes: layer, channel, classes, inputs."""
+    width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
+    neuron = frequency.layers * width + frequency.channels
+    neurons, inverse, num_classes = torch.unique(neuron, return_inverse=True, return_counts=True)
+    inputs = torch.zeros(len(neurons), dtype=torch.long).index_add_(0, inverse, frequency.counts)
+    order = torch.argsort(num_classes * (inputs.max() + 1 if len(inputs) else 1) + inputs, descending=True, stable=True)
+    return [
+        {"layer": int(neurons[i] // width), "channel": int(neurons[i] % width), "classes": int(num_classes[i]),
+         "inputs": int(inputs[i])}
+        for i in order[:shared].tolist()
+    ]  # fmt: skip
+
+
+def _predictions(paths: Paths, correct: Tensor) -> Dict[str, object]:
+    known = paths.predictions >= 0
+    return {
+        "recorded": int(known.sum()),
+        "correct": int((correct & known).sum()),
+        "wrong": int((~correct & known).sum()),
+        "jas_correct": _distribution(paths.jas[correct & known]),
+        "jas_wrong": _distribution(paths.jas[~correct & known]),
+    }

@@ -1,0 +1,121 @@
+"""What the explorer shows of an input: a thumbnail of an image, or the text of a token sequence.
+
+The inputs are read from the data the records were extracted from (``settings.data`` in
+``FILE.meta.json``) when it is still there: an image folder (the records' ``file``), a
+``.safetensors`` file (its ``images`` at the records' indices) or a ``.jsonl`` file of token
+sequences (decoded with a tokenizer when one is named, else the token ids).
+"""
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Optional
+
+from torch import Tensor
+
+from captum_neuronpath.paths import Paths
+
+THUMBNAIL_SIZE = 48
+SHOWN_TOKENS = 24
+
+
+def thumbnail(image) -> str:
+    """A PIL image, downsized to at most ``THUMBNAIL_SIZE`` pixels a side, as a JPEG data URL."""
+    image = image.convert("RGB")
+    image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def tensor_image(image: Tensor):
+    """A ``(C, H, W)`` tensor as a PIL image, its values stretched to the full range."""
+    from PIL import Image
+
+    image = image.detach().float()
+    image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-12)
+    pixels = (image * 255).round().byte()
+    if pixels.shape[0] == 1:
+        return Image.fromarray(pixels[0].numpy(), mode="L")
+    return Image.fromarray(pixels[:3].permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+
+
+def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Callable[[int], Dict[str, str]]]:
+    """``position -> {"thumbnail": URL}`` or ``{"text": ...}`` for the records' data, or ``None`` when it is gone."""
+    data = (paths.meta.get("settings") or {}).get("data")
+    if not data or not Path(data).exists():
+        return None
+    data = Path(data)
+    if data.is_dir():
+        return lambda position: _folder_image(data, paths.files[position])
+    if data.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        handle = safe_open(str(data), framework="pt")
+        if "images" not in handle.keys():
+            return None
+        images = handle.get_slice("images")
+        return lambda position: {"thumbnail": thumbnail(tensor_image(images[int(paths.indices[position])]))}
+    if data.suffix == ".jsonl":
+        sequences = _sequences(data)
+        decode = _decoder(tokenizer)
+        return lambda position: {"text": decode(sequences.get(int(paths.indices[position]), []))}
+    return None
+
+
+def describe_inputs(source: Optional[Callable[[int], Dict[str, str]]], positions: Iterable[int]) -> Dict[str, Dict]:
+    """``{"thumbnails": {position: URL}, "texts": {position: text}}`` for ``positions``."""
+    thumbnails: Dict[int, str] = {}
+    texts: Dict[int, str] = {}
+    if source is not None:
+        for position in positions:
+            shown = source(position)
+            if "thumbnail" in shown:
+                thumbnails[position] = shown["thumbnail"]
+            if "text" in shown:
+                texts[position] = shown["text"]
+    return {"thumbnails": thumbnails, "texts": texts}
+
+
+def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:
+    from PIL import Image
+
+    if not file:
+        return {}
+    try:
+        with Image.open(root / file) as image:
+            return {"thumbnail": thumbnail(image)}
+    except (OSError, ValueError):  # gone or unreadable since the extract: shown without a thumbnail
+        return {}
+
+
+def _sequences(data: Path) -> Dict[int, list]:
+    """The token ids of each sequence of a ``.jsonl`` data file, by index (blank lines do not count)."""
+    sequences = {}
+    with open(data, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    sequences[len(sequences)] = list(json.loads(line).get("input_ids", []))
+                except (ValueError, AttributeError):
+                    sequences[len(sequences)] = []
+    return sequences
+
+
+def _decoder(tokenizer: Optional[str]) -> Callable[[list], str]:
+    """The text of the last ``SHOWN_TOKENS`` token ids: decoded by ``tokenizer`` (a Hugging Face name), else the ids."""
+    if tokenizer is None:
+        return lambda ids: ("... " if len(ids) > SHOWN_TOKENS else "") + " ".join(map(str, ids[-SHOWN_TOKENS:]))
+    try:
+        from transformers import AutoTokenizer
+
+        loaded = AutoTokenizer.from_pretrained(tokenizer)
+    except (ImportError, OSError, ValueError) as error:
+        raise ValueError(f"--tokenizer {tokenizer} cannot be loaded: {error}") from error
+    return lambda ids: ("..." if len(ids) > SHOWN_TOKENS else "") + loaded.decode(ids[-SHOWN_TOKENS:])
+
+
+def stacked(images: Tensor) -> Callable[[int], Dict[str, str]]:
+    """A source over an ``(N, C, H, W)`` tensor, by record position (the demo's test images)."""
+    return lambda position: {"thumbnail": thumbnail(tensor_image(images[position]))}

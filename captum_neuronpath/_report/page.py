@@ -1,0 +1,93 @@
+"""``index.html``: the path explorer, one self-contained file rendered from ``explorer.html.j2``.
+
+The page embeds the records (labels, predictions, JAS, paths), each class's summary from
+``report.json`` and the thumbnails or texts of a few example inputs per class; it draws
+every panel in the browser when it is opened, from that data alone (no server, nothing
+fetched).
+"""
+
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from captum_neuronpath.paths import Paths
+
+TEMPLATE = "explorer.html.j2"
+SHOWN_NEURONS = 5  # most frequent neurons per layer on a class's panel
+THUMBNAILS = 4000  # more inputs than this: only a few examples per class get a thumbnail or text
+
+
+def render_page(
+    paths: Paths,
+    report: Dict[str, object],
+    describe: Callable[[List[int]], Dict[str, Dict]],
+    title: str,
+    examples: Optional[int] = None,
+) -> str:
+    """The explorer's HTML; ``describe(positions)`` gives the thumbnails and texts of those records."""
+    import jinja2
+
+    classes = report["classes"]
+    if examples is None:
+        examples = max(2, min(12, THUMBNAILS // max(len(classes), 1)))
+    order = torch.argsort(paths.labels, stable=True)
+    starts = torch.searchsorted(paths.labels[order], torch.tensor([c["class"] for c in classes], dtype=torch.long))
+    if len(paths) <= THUMBNAILS:
+        shown = list(range(len(paths)))
+    else:
+        shown = [
+            int(position)
+            for start, c in zip(starts.tolist(), classes)
+            for position in order[start : start + min(examples, c["inputs"])]
+        ]
+    described = describe(shown)
+    labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
+    names = paths.class_names
+    data = {
+        "layers": report["layers"],
+        "top_k": report["top_k"],
+        "examples": examples,
+        "names": {label: names[label] for label in labels},
+        "classes": [
+            {
+                "class": c["class"],
+                "name": c["name"],
+                "inputs": c["inputs"],
+                "correct": c["correct"],
+                "jas": {key: _rounded(value) for key, value in c["jas"].items()},
+                "top_neurons": [
+                    [[channel, round(f, 3)] for channel, f in layer[:SHOWN_NEURONS]] for layer in c["top_neurons"]
+                ],
+                "nearest": [[other, round(s, 3)] for other, s in c["nearest"]],
+            }
+            for c in classes
+        ],
+        "shared_neurons": report["shared_neurons"][:20],
+        "records": {
+            "index": paths.indices.tolist(),
+            "label": paths.labels.tolist(),
+            "prediction": paths.predictions.tolist(),
+            "jas": [round(v, 4) for v in paths.jas.tolist()],
+            "path": paths.paths.flatten().tolist(),
+            "file": paths.files if any(paths.files) else [None] * len(paths),
+        },
+        **described,
+    }
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True
+    )
+    summary = (
+        f"{report['inputs']} inputs, {len(classes)} classes, {len(report['layers'])} layers"
+        + (f", {report['errors']} inputs left out as errors" if report["errors"] else "")
+        + (f"; {report['predictions']['correct']} predicted correctly" if report["predictions"]["recorded"] else "")
+    )
+    return environment.get_template(TEMPLATE).render(title=title, summary=summary, data=data)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {key: _rounded(inner) for key, inner in value.items()}
+    return value
