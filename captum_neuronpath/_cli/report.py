@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
         if not len(records):
             raise ValueError(f"{args.file} holds no paths ({len(records.errors)} inputs recorded as errors)")
         source = data_source(records, args.tokenizer)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # FILE is not an extract's, or is not there
         raise CommandLineError(str(error)) from error
     written = write_report(records, args.out, lambda positions: describe_inputs(source, positions), args.file.name)
     print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr, flush=True)

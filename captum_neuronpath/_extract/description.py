@@ -94,7 +94,7 @@ def _class_names(file: Optional[Path], inputs: Inputs) -> Optional[List[str]]:
         classes = getattr(inputs.dataset, "classes", None)  # an image folder's class folders
         return None if classes is None else [str(name) for name in classes]
     if not file.is_file():
-        raise FileNotFoundError(f"--class-names {file} does not exist or is not a file")
+        raise ValueError(f"--class-names {file} does not exist or is not a file")
     try:
         names = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:

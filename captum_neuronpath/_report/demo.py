@@ -22,7 +22,7 @@ def write_demo_report(
     """Write ``out/report.json``, ``out/figures`` and ``out/index.html`` for the paths of ``images``."""
     with torch.no_grad():
         probabilities = model(images).softmax(-1)
-    inputs = Inputs(TensorDataset(images, labels), labels, None)
+    inputs = Inputs(TensorDataset(images, labels), labels, None, source=lambda index: images[index].numpy().tobytes())
     meta = describe_paths(model, vit_mlp_layers(model), vit_readout_token(model), inputs, None)
     meta["class_names"] = list(class_names)
     records = Paths(
