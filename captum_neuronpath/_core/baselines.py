@@ -20,7 +20,7 @@ from captum_neuronpath._core.engine import Prepared, joint_score
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import ModuleInput, module_of
 from captum_neuronpath._utils.tokens import TokenType, read_tokens
 from captum_neuronpath._utils.validation import check_baselines, check_int, check_top_k
 
@@ -206,7 +206,7 @@ class LayerMethodPath(_PathBaseline):
         super().__init__(forward_func, layers, token)
         #: The Captum attribution object of each layer (of the module, for a ModuleInput site).
         self.layer_methods = [
-            layer_method(forward_func, layer.module if isinstance(layer, ModuleInput) else layer)
+            layer_method(forward_func, module_of(layer))
             for layer in self.layers
         ]
 

@@ -13,7 +13,7 @@ from captum._utils.common import _select_targets
 from torch import Tensor
 from torch.nn import Module
 
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import module_of
 from captum_neuronpath._utils.tokens import expand_per_example
 
 
@@ -89,7 +89,7 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
 
 
 def warn_if_training(forward_func: Callable, layers: Sequence[Module], stacklevel: int = 4) -> None:
-    modules = [layer.module if isinstance(layer, ModuleInput) else layer for layer in layers]
+    modules = [module_of(layer) for layer in layers]
     modules += [forward_func] if isinstance(forward_func, Module) else []
     if any(m.training for m in modules):
         warnings.warn(
