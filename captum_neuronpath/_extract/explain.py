@@ -61,8 +61,13 @@ class Job:
 
 
 def image_probabilities(model: Module) -> Callable[[Tensor], Tensor]:
-    """``images -> model(images).softmax(-1)``: class probabilities."""
-    return lambda images: model(images).softmax(-1)
+    """``images -> model(images).softmax(-1)``: class probabilities, the softmax in at least float32."""
+    return lambda images: _softmax(model(images))
+
+
+def _softmax(logits: Tensor) -> Tensor:
+    """The softmax of ``logits`` in float32 where they are bfloat16 or float16 (CPU autocast leaves it low)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
 
 
 def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor]:
@@ -74,7 +79,7 @@ def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor
     def forward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         logits = model(input_ids, attention_mask=attention_mask).logits
         rows = torch.arange(len(input_ids), device=logits.device)
-        return logits[rows, last_token(attention_mask)].softmax(-1)
+        return _softmax(logits[rows, last_token(attention_mask)])
 
     return forward
 
