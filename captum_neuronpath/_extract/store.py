@@ -203,10 +203,12 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
 
 
 class OutputLock:
-    """An exclusive lock on ``FILE`` for one command at a time: ``flock`` on ``FILE.lock``.
+    """An exclusive lock on ``FILE`` for one command at a time: a POSIX lock on ``FILE.lock``.
 
     The lock file records the holder's pid, host and start time, so a refused command can
-    name it. The kernel releases the lock when its process ends, however it ends; a lock
+    name it. The kernel releases the lock when its process ends, however it ends, and a
+    POSIX lock (``lockf``), unlike ``flock``, is not held by forked children such as the
+    data loader's workers, which may outlive a killed command by a moment; a lock
     file left by a killed run is taken over. The file is removed on release, while still
     locked, and a taker checks that the file it locked is still the one at the path.
     """
@@ -224,8 +226,8 @@ class OutputLock:
         while True:
             handle = open(self.path, "a+")
             try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown process"
                 handle.close()
