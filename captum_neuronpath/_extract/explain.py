@@ -17,6 +17,8 @@ Each record also holds its input's ``fingerprint``; an input that cannot be read
 with ``--skip-unreadable``, a record with an ``error`` and no path.
 """
 
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,7 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
         collate_fn=list,
         num_workers=job.workers,
         pin_memory=job.device.type == "cuda",
+        worker_init_fn=_quiet_worker,
     )
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
@@ -130,6 +133,20 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
             with deferred_stops():
                 append_records(records_file, handle.fileno(), list(records.values()))
             bar.update(len(indices))
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """A data loader worker leaves stop signals to the command and prints nothing of its own.
+
+    A stop signal sent to the whole process group (Ctrl-C in a terminal, a scheduler's
+    SIGTERM) is the command's to handle between batches; the worker ends when the command
+    shuts the loader down or dies. Its errors in reading an input reach the command as
+    exceptions; what else it could print (a broken pipe as the command exits) is noise.
+    """
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # no SIGHUP on Windows
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    sys.stderr = open(os.devnull, "w")
 
 
 class _Readable(Dataset):

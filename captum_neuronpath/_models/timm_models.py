@@ -136,29 +136,27 @@ def _block_sites(site: Callable[[Module], Module]) -> Callable[[Module], List[Mo
     return lambda model: [site(block) for block in model.blocks]
 
 
-FAMILIES = (
-    VisionFamily(
-        name="timm VisionTransformer (ViT, DeiT, MAE, DINOv2, gated MLPs, register tokens, any global_pool)",
-        network=_of(VisionTransformer),
+def _blocks_family(name: str, cls: type, readout: Callable, **layout) -> VisionFamily:
+    """A family whose blocks are ``model.blocks``, each with ``mlp`` and ``attn.proj``."""
+    return VisionFamily(
+        name=name,
+        network=_of(cls),
         mlp_sites=_block_sites(_mlp_site),
         attention_sites=_block_sites(lambda block: block.attn.proj),
-        readout=_vit_readout,
+        readout=readout,
+        **layout,
+    )
+
+
+FAMILIES = (
+    _blocks_family(
+        "timm VisionTransformer (ViT, DeiT, MAE, DINOv2, gated MLPs, register tokens, any global_pool)",
+        VisionTransformer,
+        _vit_readout,
         layout=_vit_layout,
     ),
-    VisionFamily(
-        name="timm Eva (EVA-02)",
-        network=_of(Eva),
-        mlp_sites=_block_sites(_mlp_site),
-        attention_sites=_block_sites(lambda block: block.attn.proj),
-        readout=_eva_readout,
-    ),
-    VisionFamily(
-        name="timm Beit",
-        network=_of(Beit),
-        mlp_sites=_block_sites(_mlp_site),
-        attention_sites=_block_sites(lambda block: block.attn.proj),
-        readout=_beit_readout,
-    ),
+    _blocks_family("timm Eva (EVA-02)", Eva, _eva_readout),
+    _blocks_family("timm Beit", Beit, _beit_readout),
     VisionFamily(
         name="timm SwinTransformer (the last stage's blocks)",
         network=_of(SwinTransformer),
