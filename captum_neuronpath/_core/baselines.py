@@ -205,10 +205,7 @@ class LayerMethodPath(_PathBaseline):
             )
         super().__init__(forward_func, layers, token)
         #: The Captum attribution object of each layer (of the module, for a ModuleInput site).
-        self.layer_methods = [
-            layer_method(forward_func, module_of(layer))
-            for layer in self.layers
-        ]
+        self.layer_methods = [layer_method(forward_func, module_of(layer)) for layer in self.layers]
 
     @log_usage()
     def attribute(
