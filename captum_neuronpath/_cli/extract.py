@@ -124,9 +124,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         type=non_negative_int,
-        default=default_workers(),
         metavar="N",
-        help="worker processes that read and decode the images (0: the main process; default: from the cores)",
+        help="worker processes that read and decode the images of an image folder (0: the main process; "
+        f"default: one per spare core, at most 4, here {default_workers()}; 0 for tensor and text data)",
     )
     parser.add_argument(
         "--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on"

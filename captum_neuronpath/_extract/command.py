@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
+from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract.description import describe_paths, record_description
 from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
@@ -182,7 +183,8 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     if rank == 0 and random_weights and args.model.partition(":")[0] in ("timm", "torchvision"):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
     settings = settings_of(args, device)
-    return Job(model, device, forward, layers, token, inputs, settings, args.skip_unreadable, args.workers)
+    workers = args.workers if args.workers is not None else default_workers() if inputs.files is not None else 0
+    return Job(model, device, forward, layers, token, inputs, settings, args.skip_unreadable, workers)
 
 
 def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:
