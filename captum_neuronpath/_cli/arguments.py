@@ -10,8 +10,10 @@ from typing import List, Optional, Type
 
 import torch
 from captum.attr import LayerAttribution
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 
 from captum_neuronpath._core.intervention import SEED_RANGE
+from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -67,3 +69,15 @@ def captum_methods(text: str) -> List[Type[LayerAttribution]]:
         return [captum_layer_method(name.strip()) for name in text.split(",") if name.strip()]
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def paper_experiment_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """The options of the paper's experiments (``demo``, ``table``): quadrature, batch, bootstrap, seed."""
+    parser.add_argument("--n-steps", type=positive_int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes")
+    parser.add_argument(
+        "--method", default=PAPER_QUADRATURE["method"], choices=SUPPORTED_METHODS, metavar="M",
+        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)}",
+    )  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per attribution call")
+    parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples per interval")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random null and the bootstrap")

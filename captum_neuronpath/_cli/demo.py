@@ -3,11 +3,8 @@
 import argparse
 from pathlib import Path
 
-from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
-
-from captum_neuronpath._cli.arguments import captum_methods, positive_int, seed, subcommand
+from captum_neuronpath._cli.arguments import captum_methods, paper_experiment_arguments, positive_int, subcommand
 from captum_neuronpath._cli.errors import CommandLineError
-from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,14 +19,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs of the digits ViT")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N test images")
-    parser.add_argument("--n-steps", type=positive_int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes")
-    parser.add_argument(
-        "--method", default=PAPER_QUADRATURE["method"], choices=SUPPORTED_METHODS, metavar="M",
-        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)}",
-    )  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per attribution call")
-    parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples per interval")
-    parser.add_argument("--seed", type=seed, default=0, help="seed of the random null and the bootstrap")
+    paper_experiment_arguments(parser, batch_size=64)
     parser.add_argument("--captum-methods", type=captum_methods, default=[], metavar="NAMES",
                         help="further rows: Captum layer methods, comma-separated (e.g. "
                         "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip

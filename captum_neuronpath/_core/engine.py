@@ -458,9 +458,7 @@ def _unread_token(clean: CleanPass, index: int) -> Optional[str]:
     positions = clean.positions[index]
     if readout is None or positions is None:
         return None
-    read = set(
-        range(clean.num_tokens[index])[readout] if isinstance(readout, slice) else [readout % clean.num_tokens[index]]
-    )
+    read = set(token_positions(readout, torch.Size([1, clean.num_tokens[index], 1]), "the head"))
     given = set(positions.tolist() if isinstance(positions, Tensor) else positions)
     if given <= read:
         return None

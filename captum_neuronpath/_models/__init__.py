@@ -10,7 +10,7 @@ captum_neuronpath`` imports none of them.
 
 import importlib
 import sys
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Set, Union
 
 from torch.nn import Module
 
@@ -255,19 +255,19 @@ def readout_token(model: Module) -> Union[int, slice]:
     return language.readout(found[0], model)
 
 
-_layouts: Dict[type, bool] = {}  # types whose family has no layout: skipped at once
+_without_layout: Set[type] = set()  # types whose family has no layout: skipped at once
 
 
 def layout_of(module: Module) -> Optional[Layout]:
     """The fast plan's layout of ``module`` where its family has one (for ``_core.plan.make_plan``)."""
-    if _layouts.get(type(module)) is False:
+    if type(module) in _without_layout:
         return None
     for family in _vision_families():
         if family.layout is not None and family.network(module) is module:
             layout = family.layout(module)
             if layout is not None:
                 return layout
-    _layouts[type(module)] = False
+    _without_layout.add(type(module))
     return None
 
 
