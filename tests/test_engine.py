@@ -125,24 +125,21 @@ def test_torchvision_vit_with_its_zero_initialised_head_warns_and_scores_zero():
     assert torch.equal(result.jas, torch.zeros(2)) and not result.layer_scores.any()
 
 
-def test_greedy_search_gives_each_passes_own_numbers_in_order_and_out_of_order(vit):
+def test_greedy_search_gives_each_passes_own_numbers(vit):
     layers, forward = layers_of(vit), softmax_forward(vit)
     prepared = prepare(forward, layers, 0, X, TARGET, None)
     assert prepared.clean.plan is not None and prepared.clean.plan.blocks is not None  # it can restart
     rule = quadrature(5, "gausslegendre")
     search = GreedySearch(forward, layers, prepared, rule, None)
     path = torch.empty(3, 0, 1, dtype=torch.long)
-    for t in [0, 1, 2, 1]:  # the last call leaves the order: the search starts afresh
-        prefix = path[:, :t]
-        scores = search.candidate_scores(t, prefix)
-        alone = candidate_scores(forward, layers, prepare(forward, layers, 0, X, TARGET, None), t, prefix, rule, None)
-        torch.testing.assert_close(scores, alone, rtol=1e-9, atol=1e-15)
-        if path.shape[1] == t:
-            path = torch.cat([path, scores.argmax(-1).view(-1, 1, 1)], dim=1)
-    search = GreedySearch(forward, layers, prepared, rule, None)
     for t in range(3):
-        search.candidate_scores(t, path[:, :t])
-    jas, _ = search.joint_score_and_gradients(path)
+        scores = search.candidate_scores(t, path)
+        alone = candidate_scores(forward, layers, prepare(forward, layers, 0, X, TARGET, None), t, path, rule, None)
+        torch.testing.assert_close(scores, alone, rtol=1e-9, atol=1e-15)
+        path = torch.cat([path, scores.argmax(-1).view(-1, 1, 1)], dim=1)
+    with pytest.raises(ValueError, match="greedy step 1 after step 2: the steps come in order"):
+        search.candidate_scores(1, path[:, :1])
+    jas = search.joint_score(path)
     torch.testing.assert_close(jas, joint_score(forward, layers, prepared, path, rule, None), rtol=1e-9, atol=0)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer as TorchvisionViT
 
 import captum_neuronpath as cnp
-from captum_neuronpath._core.engine import prepare
+from captum_neuronpath._core.engine import GreedySearch, prepare
 
 from helpers import assert_unchanged, small_vit, snapshot, softmax_forward
 
@@ -207,3 +207,75 @@ def test_each_greedy_step_starts_at_the_block_that_changed(family):
     locator.family_plan = False
     seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
     assert [len(calls) for calls in seen.values()] == [1 + 4] * 3
+
+
+def _gated_timm_vit():
+    import timm
+
+    return small_vit(depth=3, seed=5, mlp_layer=timm.layers.SwiGLU).double()
+
+
+TANGENT_MODELS = {
+    "timm-mlp": (_timm_vit, cnp.vit_mlp_layers),
+    "timm-attention": (_timm_vit, cnp.vit_attention_layers),
+    "timm-swiglu": (_gated_timm_vit, cnp.vit_mlp_layers),  # the sites are the inputs of fc2
+    "timm-every-other-block": (lambda: small_vit(depth=4, seed=2).double(), lambda m: cnp.vit_mlp_layers(m)[::2]),
+    "torchvision-mlp": (_torchvision_vit, cnp.vit_mlp_layers),
+    "torchvision-attention": (_torchvision_vit, cnp.vit_attention_layers),
+}
+TANGENT_OPTIONS = {
+    "default": (0, {}),
+    "paper": (0, dict(cnp.PAPER_QUADRATURE)),
+    "top-2": (0, dict(top_k=2)),
+    "per-example-token": (torch.tensor([0, 5]), {}),
+    "token-set": ([0, 2], {}),  # several tokens: the kept graph
+    "two-nodes-per-pass": (0, dict(internal_batch_size=4)),  # chunked nodes: no restart
+    "refined": (0, dict(refine_steps=1, refine_candidates=2)),
+}
+
+
+@pytest.mark.parametrize("option", list(TANGENT_OPTIONS))
+@pytest.mark.parametrize("model_name", list(TANGENT_MODELS))
+def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_name, option):
+    make, layers_of = TANGENT_MODELS[model_name]
+    token, options = TANGENT_OPTIONS[option]
+    model = make()
+    locator = cnp.NeuronPath(softmax_forward(model), layers_of(model), token=token)
+    assert prepare(locator.forward_func, locator.layers, token, X, TARGET, None).clean.plan.blocks is not None
+    fast = locator.attribute(X, target=TARGET, **options)
+    generic = _generic(locator).attribute(X, target=TARGET, **options)
+    assert torch.equal(fast.path, generic.path)
+    torch.testing.assert_close(fast.jas, generic.jas, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast.layer_scores, generic.layer_scores, rtol=1e-6, atol=1e-12)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])
+def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monkeypatch):
+    model = _timm_vit() if family == "timm" else _torchvision_vit()
+    blocks = model.blocks if family == "timm" else model.encoder.layers
+    backward = {i: 0 for i in range(len(blocks))}
+
+    def count(i):
+        def hook(module, args, out):
+            if out.requires_grad:
+                out.register_hook(lambda grad: backward.__setitem__(i, backward[i] + 1))
+
+        return hook
+
+    def run():
+        backward.update({i: 0 for i in backward})
+        handles = [block.register_forward_hook(count(i)) for i, block in enumerate(blocks)]
+        try:
+            cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(X, target=TARGET)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return dict(backward)
+
+    # The passes start at blocks 0 (step 0), 0 (step 1), 1 (step 2) and 2 (the final JAS); each
+    # runs backward through the blocks from its start on, with the earlier layers' gradients
+    # carried by the tangent. Backpropagating through the kept graph instead reaches every block.
+    assert run() == {0: 2, 1: 3, 2: 4}
+    monkeypatch.setattr(GreedySearch, "tangents", False)
+    assert run() == {0: 4, 1: 4, 2: 4}

@@ -39,6 +39,7 @@ from captum._utils.common import (
     _run_forward,
 )
 from torch import Tensor
+from torch.autograd import forward_ad
 from torch.nn import Module
 
 from captum_neuronpath import _models
@@ -273,9 +274,11 @@ def candidate_scores(
     prefix_masks = channel_masks(prefix, activations)
     scaled = dict(prefix_masks)
     scaled[layer_index] = torch.ones_like(candidate[:, :1], dtype=torch.bool)
-    gradients = _integrated_gradients(forward_func, layers, prepared, scaled, rule, internal_batch_size, resume)
+    gradients, carried = _integrated_gradients(
+        forward_func, layers, prepared, scaled, rule, internal_batch_size, resume
+    )
     prefix_activation = set_sum(activations, prefix_masks, candidate)
-    prefix_gradient = set_sum(gradients, prefix_masks, candidate)
+    prefix_gradient = _gradient_sum(gradients, carried, prefix_masks, candidate)
     return extended_set_scores(prefix_activation, prefix_gradient, candidate, gradients[layer_index])
 
 
@@ -302,14 +305,25 @@ def joint_score_and_gradients(
 ) -> Tuple[Tensor, Dict[int, Tensor]]:
     """:func:`joint_score` and the pass's ``sum_k s_k dF/dw`` of every channel, ``(B, T_sel, C)`` per layer.
 
-    ``resume``: see :class:`GreedySearch`.
+    ``resume``: see :class:`GreedySearch`; a pass that carries tangents gives the gradients
+    of the layers from ``resume.start`` on only.
     """
     activations = prepared.clean.activations
     masks = channel_masks(indices, activations)
-    gradients = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size, resume)
+    gradients, carried = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size, resume)
     reference = activations[0]
-    jas = joint_attribution_score(set_sum(activations, masks, reference), set_sum(gradients, masks, reference))
+    jas = joint_attribution_score(
+        set_sum(activations, masks, reference), _gradient_sum(gradients, carried, masks, reference)
+    )
     return jas, gradients
+
+
+def _gradient_sum(
+    gradients: Dict[int, Tensor], carried: Optional[Tensor], masks: Dict[int, Tensor], reference: Tensor
+) -> Tensor:
+    """:func:`set_sum` of the gradients, with the layers a tangent carried (``carried``) already summed."""
+    total = set_sum(gradients, {i: mask for i, mask in masks.items() if i in gradients}, reference)
+    return total if carried is None else total + carried
 
 
 @dataclass
@@ -318,8 +332,10 @@ class Resume:
 
     start: Optional[int] = None  # start at this site's block, from block_input (None: from the beginning)
     keep: Optional[int] = None  # record the input of this site's block for the next pass
-    values: Dict[int, Tensor] = field(default_factory=dict)  # site -> the leaf substituted there
-    block_input: Optional[Tensor] = None  # with its autograd graph
+    carry: bool = False  # tangents carry the earlier layers' gradients (else: the kept autograd graph)
+    values: Dict[int, Tensor] = field(default_factory=dict)  # kept graph: site -> the leaf substituted there
+    block_input: Optional[Tensor] = None  # kept graph: with its autograd graph; carry: detached
+    tangent: Optional[Tensor] = None  # carry: block_input's tangent (None: zero)
 
 
 class GreedySearch:
@@ -328,42 +344,51 @@ class GreedySearch:
     Step ``t`` substitutes what step ``t - 1`` did, except at layer ``t - 1`` (now one
     channel, before the whole layer) and layer ``t``; the final JAS differs from the
     last step at the last layer only. Where the model's fast plan can start it at one of
-    its blocks (see ``captum_neuronpath/_core/plan.py``) and a pass runs
-    all nodes at once, each pass starts at the block of the layer that changed, from the
-    block input that the previous pass recorded, and reuses that pass's substituted values
-    (the leaves of the kept autograd graph); the blocks before it run once for the whole
-    search. The numbers are those of independent passes.
+    its blocks (see ``captum_neuronpath/_core/plan.py``) and a pass runs all nodes at
+    once, each pass starts at the block of the layer that changed, ``h``, from the block
+    input that the previous pass recorded; the blocks before it run once for the whole
+    search. The gradients of the path's earlier layers reach it in one of two ways:
+
+    - *Tangents* (one token per example): ``sum_{l < t-1} dF/dw[l][p_l] = <dF/dh, tau>``
+      with ``tau`` the forward-mode tangent of ``h`` when each earlier path neuron's
+      substituted value has tangent 1. Step ``t`` runs the block between its ``h`` and the
+      next step's in forward mode as well, which carries ``tau`` one block on, so each
+      pass runs backward to ``h`` only and keeps no graph of earlier blocks.
+    - *The kept graph* (token sets): each pass backpropagates through the previous pass's
+      autograd graph of the earlier blocks, down to their substituted values.
+
+    The numbers are those of independent passes. The steps come in order.
     """
+
+    tangents = True  # False: the kept graph for every token set (to compare the two)
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], prepared: Prepared, rule: Quadrature,
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
         self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
         self.rule, self.internal_batch_size = rule, internal_batch_size
-        self._resume: Optional[Resume] = Resume()
+        single = all(p is None or isinstance(p, Tensor) or len(p) == 1 for p in prepared.clean.positions)
+        self._resume: Optional[Resume] = Resume(carry=single and self.tangents)
         self._steps = 0
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
-        """:func:`candidate_scores` of step ``layer_index`` (the steps come in order)."""
-        in_order = layer_index == self._steps
-        resume = self._next_pass(layer_index - 1 if in_order and layer_index else None, keep=layer_index)
+        """:func:`candidate_scores` of step ``layer_index``."""
+        if layer_index != self._steps:
+            raise ValueError(f"greedy step {layer_index} after step {self._steps - 1}: the steps come in order")
+        resume = self._next_pass(layer_index - 1 if layer_index else None, keep=layer_index)
         self._steps = layer_index + 1
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
-    def joint_score_and_gradients(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor]]:
-        """:func:`joint_score_and_gradients` of the path the steps found; ends the search."""
-        in_order = path.shape[1] == self._steps > 0
-        resume = self._next_pass(self._steps - 1 if in_order else None, keep=None)
-        self._resume = None  # the search ends: its kept graph goes with the last pass
+    def joint_score(self, path: Tensor) -> Tensor:
+        """:func:`joint_score` of the path the steps found; ends the search."""
+        resume = self._next_pass(self._steps - 1, keep=None)
+        self._resume = None  # the search ends: what it kept goes with the last pass
         return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
-                                         self.internal_batch_size, resume)  # fmt: skip
+                                         self.internal_batch_size, resume)[0]  # fmt: skip
 
     def _next_pass(self, start: Optional[int], keep: Optional[int]) -> Optional[Resume]:
-        if self._resume is None:
-            return None
-        if start is None:  # not the next step in order: start afresh
-            self._resume = Resume()
-        self._resume.start, self._resume.keep = start, keep
+        if self._resume is not None:
+            self._resume.start, self._resume.keep = start, keep
         return self._resume
 
 
@@ -406,12 +431,14 @@ def _integrated_gradients(
     rule: Quadrature,
     internal_batch_size: Optional[int],
     resume: Optional[Resume] = None,
-) -> Dict[int, Tensor]:
-    """``sum_k s_k dF/dw`` at the token set, ``(B, T_sel, C)``, for each layer in ``scaled``.
+) -> Tuple[Dict[int, Tensor], Optional[Tensor]]:
+    """``sum_k s_k dF/dw`` at the token set, ``(B, T_sel, C)``, per layer in ``scaled``, and the carried sum.
 
     ``scaled`` maps a layer index to a boolean mask, ``(B, 1, C)``, of the channels
     multiplied by ``alpha``. The nodes run in chunks of at most ``internal_batch_size``
-    rows (examples times nodes); the sum does not depend on the chunking.
+    rows (examples times nodes); the sum does not depend on the chunking. The carried sum
+    is ``None``, or where ``resume`` carries tangents, the set sums ``(B, T_sel)`` of the
+    layers before ``resume.start``, which the first result then leaves out.
     """
     batch_size = prepared.batch_size
     nodes_per_pass = rule.n_steps if internal_batch_size is None else max(1, internal_batch_size // batch_size)
@@ -420,21 +447,24 @@ def _integrated_gradients(
         resume = None
     totals: Dict[int, Tensor] = {}
     absent = set()
+    carried = None
     for start in range(0, rule.n_steps, nodes_per_pass):
         stop = min(start + nodes_per_pass, rule.n_steps)
-        chunk = _substituted_pass(
+        chunk, carried = _substituted_pass(
             forward_func, layers, prepared, scaled, alphas[start:stop], step_sizes[start:stop], resume
-        )
+        )  # a pass that carries tangents runs all nodes at once
         for index, gradient in chunk.items():
             if gradient is None:
                 absent.add(index)
             else:
                 totals[index] = gradient if index not in totals else totals[index] + gradient
     reference = prepared.clean.activations
-    integrated = {i: totals[i] if i in totals else torch.zeros_like(reference[i]) for i in sorted(scaled)}
-    reached = torch.stack([gradient.ne(0).any() for gradient in integrated.values()]).tolist()  # one sync
+    substituted = sorted(set(totals) | absent)
+    integrated = {i: totals[i] if i in totals else torch.zeros_like(reference[i]) for i in substituted}
+    hits = [gradient.ne(0).any() for gradient in [*integrated.values(), *([] if carried is None else [carried])]]
+    reached = torch.stack(hits).tolist()  # one sync
     unreached = [i for i, hit in zip(integrated, reached) if not hit]
-    if len(unreached) == len(integrated):
+    if not any(reached):
         prepared.output_independent = True
     elif unreached:
         index = unreached[0]
@@ -449,7 +479,7 @@ def _integrated_gradients(
             f"forward_func ({why}) while other layers' values do, so every attribution through them would be "
             f"0. {cause}"
         )
-    return integrated
+    return integrated, carried
 
 
 def _unread_token(clean: CleanPass, index: int) -> Optional[str]:
@@ -477,8 +507,8 @@ def _substituted_pass(
     alphas: Tensor,
     step_sizes: Tensor,
     resume: Optional[Resume] = None,
-) -> Dict[int, Optional[Tensor]]:
-    """One forward and backward pass over the nodes ``alphas``: ``sum_k s_k dF/dw`` per layer.
+) -> Tuple[Dict[int, Optional[Tensor]], Optional[Tensor]]:
+    """One forward and backward pass over the nodes ``alphas``: ``sum_k s_k dF/dw`` per layer, and the carried sum.
 
     Row ``r`` of the expanded batch is example ``r % B`` at node ``r // B``, as Captum
     expands inputs for its integrated gradients. ``None`` where no gradient arrived.
@@ -489,16 +519,32 @@ def _substituted_pass(
     plan = clean.plan
     if plan is None or plan.blocks is None:
         resume = None
+    resumed = resume is not None and resume.start is not None and resume.block_input is not None
+    carry = resumed and resume.carry
     alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
     values = {}
     for index in sorted(scaled):
-        if resume is not None and resume.start is not None and index < resume.start and index in resume.values:
-            values[index] = resume.values[index]  # substituted in a block that this pass does not run again
-            continue
+        if resumed and index < resume.start:  # substituted in a block that this pass does not run again
+            if carry:
+                continue  # its gradient arrives through the tangent
+            if index in resume.values:
+                values[index] = resume.values[index]
+                continue
         clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
         mask = scaled[index].repeat(n_nodes, 1, 1)
         values[index] = torch.where(mask, alpha * clean_value, clean_value).requires_grad_()
     positions = {index: repeat_positions(clean.positions[index], n_nodes) for index in values}
+    in_place = plan.in_place if plan is not None else frozenset()
+    own_gradient = plan.own_gradient if plan is not None else frozenset()
+    dual_site, dual_tangent = None, None  # carry: the site in the blocks that run in forward mode too
+    if carry:
+        if resume.keep is not None:
+            dual_site = resume.start
+            dual_tangent = scaled[dual_site].to(values[dual_site].dtype).expand_as(clean.activations[dual_site])
+            dual_tangent = dual_tangent.repeat(n_nodes, 1, 1)
+        block_input, tangent = resume.block_input, resume.tangent
+        if tangent is not None:
+            resume.block_input = block_input = block_input.requires_grad_()
 
     def substitute(index: int) -> Callable[[Tensor], Tensor]:
         def function(value: Tensor) -> Tensor:
@@ -507,12 +553,12 @@ def _substituted_pass(
                     f"{describe_layer(index, layers[index])} changed its output between the clean and the "
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
+            if index == dual_site:  # runs in forward mode: the path neuron's value has tangent 1
+                return write_tokens(value, positions[index], forward_ad.make_dual(values[index], dual_tangent))
             return write_tokens(value, positions[index], values[index], index in in_place, index in own_gradient)
 
         return function
 
-    in_place = plan.in_place if plan is not None else frozenset()
-    own_gradient = plan.own_gradient if plan is not None else frozenset()
     forwards = plan.pass_forwards(n_nodes, batch_size, min(values)) if plan is not None else None
     if resume is not None:
         forwards[plan.blocks] = plan.resume_blocks(resume)
@@ -526,8 +572,9 @@ def _substituted_pass(
                 _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
             )
             # The clean pass checked that the selected output is one score per example.
-            keep = resume is not None  # the next pass backpropagates through this pass's first blocks again
-            grads = torch.autograd.grad(output.sum(), list(values.values()), allow_unused=True, retain_graph=keep)
+            sources = list(values.values()) + ([block_input] if carry and tangent is not None else [])
+            keep = resume is not None and not resume.carry  # the next pass backpropagates through this graph again
+            grads = torch.autograd.grad(output.sum(), sources, allow_unused=True, retain_graph=keep)
         except torch.OutOfMemoryError as error:
             rows = n_nodes * batch_size
             raise torch.OutOfMemoryError(
@@ -535,10 +582,15 @@ def _substituted_pass(
                 f"examples; the model's error is above): pass internal_batch_size={max(batch_size, rows // 2)} or "
                 "less to run fewer rows per pass (the numbers do not change), or attribute fewer examples at once"
             ) from error
-    if resume is not None:
+    if resume is not None and not resume.carry:
         resume.values = values
     weights = step_sizes.view(-1, 1, 1, 1)
+    carried = None
+    if carry and tangent is not None:  # <dF/dh, tau> per row, summed over the nodes like the gradients
+        grad_h = grads[-1] if grads[-1] is not None else torch.zeros_like(block_input)
+        dot = (grad_h.to(prepared.dtype) * tangent.to(prepared.dtype)).flatten(1).sum(1)
+        carried = (dot.view(n_nodes, batch_size, 1) * weights.view(-1, 1, 1)).sum(0)
     return {
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
         for index, grad in zip(values, grads)
-    }
+    }, carried

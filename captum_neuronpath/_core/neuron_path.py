@@ -132,12 +132,10 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             scores = search.candidate_scores(layer_index, path)
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas, gradients = search.joint_score_and_gradients(path)
+        jas = search.joint_score(path)
         layer_scores = stack_padded(step_scores)
         if refine_steps:
-            path, jas = self._refine(
-                prepared, path, jas, gradients, refine_steps, refine_candidates, rule, internal_batch_size
-            )
+            path, jas = self._refine(prepared, path, jas, refine_steps, refine_candidates, rule, internal_batch_size)
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
             jas=self._finish(prepared, jas),
@@ -149,7 +147,6 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         prepared: Prepared,
         path: Tensor,
         jas: Tensor,
-        gradients: Dict[int, Tensor],
         steps: int,
         num_candidates: int,
         rule: Quadrature,
@@ -166,6 +163,9 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         """
         batch_size, num_layers, _ = path.shape
         activations = prepared.clean.activations
+        _, gradients = joint_score_and_gradients(  # every layer's gradients: a pass of the whole model
+            self.forward_func, self.layers, prepared, path, rule, internal_batch_size
+        )
         repeated = repeat_prepared(prepared, num_candidates)
         rows = torch.arange(batch_size, device=path.device)
         greedy_path, greedy_jas = path, jas
@@ -195,7 +195,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         # Score the refined paths as NeuronJointIntegratedGradients would, and keep the
         # greedy path wherever float noise in the batched trials made a swap look better.
         jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
-        keep_greedy = jas < greedy_jas
+        keep_greedy = (jas < greedy_jas) | (path == greedy_path).flatten(1).all(1)  # the same path: the same JAS
         path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
         return path, torch.where(keep_greedy, greedy_jas, jas)
 
