@@ -7,10 +7,13 @@ to those inputs. The locator over ``L`` layers is timed on one image and divided
 unit per layer. The fast plans of the model families (shared work before the first site,
 greedy steps that start at the block whose layer changed, readout-only last block,
 in-place writes; see ``captum_neuronpath/_core/plan.py``) are timed in the same run
-with the plan on and off (``family_plan = False``, the generic path). The reference is a
+with the plan on and off (``family_plan = False``, the generic path), and so are the greedy
+steps with and without tangents (``GreedySearch.tangents = False``: each step backpropagates
+through the kept graph of the earlier blocks instead). The reference is a
 straightforward implementation of the same search that, like the authors' code, takes one
 backward pass per path layer at every greedy step (its cost grows with the square of the
-depth). All of them find the same path; the script checks it.
+depth). All of them find the same path; the script checks it. The library's default
+quadrature (3 Gauss-Legendre nodes) is timed against the reference at the paper preset.
 
 Timings on a shared machine drift, so the unit and the locators are timed in interleaved
 rounds (unit, locator, locator without shortcuts, unit, ...) and each ratio is the median
@@ -36,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 import captum_neuronpath as cnp
+from captum_neuronpath._core.engine import GreedySearch
 
 
 def seconds(function: Callable[[], object]) -> float:
@@ -130,6 +134,16 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
     def without_shortcuts() -> None:
         generic_locator.attribute(image, **preset)
 
+    def without_tangents() -> object:
+        GreedySearch.tangents = False
+        try:
+            return locator.attribute(image, **preset)
+        finally:
+            GreedySearch.tangents = True
+
+    kept = without_tangents()
+    assert torch.equal(result.path, kept.path) and torch.allclose(result.jas, kept.jas, rtol=1e-4), "tangents differ"
+
     num_layers = len(layers)
     repeats = num_layers + 1  # the unit timed over as many passes as the locator runs
 
@@ -138,12 +152,19 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
             unit(model, image, target, n_steps)
 
     times = interleaved(
-        {"unit": units, "locator": lambda: locator.attribute(image, **preset), "generic": without_shortcuts},
+        {
+            "unit": units,
+            "locator": lambda: locator.attribute(image, **preset),
+            "kept_graph": without_tangents,
+            "generic": without_shortcuts,
+        },
         rounds,
     )
     row = dict(model=name, layers=num_layers, unit_s=statistics.median(times["unit"]) / repeats,
                locator_s=statistics.median(times["locator"]),
                units_per_layer=ratio(times, "locator", "unit") * repeats / num_layers,
+               kept_graph_units_per_layer=ratio(times, "kept_graph", "unit") * repeats / num_layers,
+               tangent_gain=ratio(times, "kept_graph", "locator"),
                generic_units_per_layer=ratio(times, "generic", "unit") * repeats / num_layers,
                shortcut_gain=ratio(times, "generic", "locator"))  # fmt: skip
     if reference:
@@ -155,11 +176,13 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
                 "unit": lambda: unit(model, image, target, n_steps),
                 "reference": lambda: reference_locator(model, layers, image, target, n_steps),
                 "locator": lambda: locator.attribute(image, **preset),
+                "default": lambda: locator.attribute(image, target=target),
             },
             1,
         )
         row.update(reference_units_per_layer=ratio(times, "reference", "unit") / num_layers,
-                   speedup=ratio(times, "reference", "locator"))  # fmt: skip
+                   speedup=ratio(times, "reference", "locator"),
+                   default_speedup=ratio(times, "reference", "default"))  # fmt: skip
     return row
 
 
@@ -194,13 +217,16 @@ def main() -> None:
         for width in (96, 384):
             rows.append(measure(f"depth 6, width {width} @96", vit(6, width, 96), image[..., :96, :96],
                                 args.n_steps, rounds, reference=True))  # fmt: skip
-    print("| model | L | unit (s) | locator (s) | units per layer | without shortcuts | shortcut speed-up "
-          "| images/s | reference units per layer | speed-up over reference |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | L | unit (s) | locator (s) | units per layer | without tangents | tangent speed-up "
+          "| without shortcuts | shortcut speed-up | images/s | reference units per layer | speed-up over reference "
+          "| default quadrature over reference |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        reference = f"{r['reference_units_per_layer']:.2f} | {r['speedup']:.1f}x" if "speedup" in r else "- | -"
+        reference = (f"{r['reference_units_per_layer']:.2f} | {r['speedup']:.1f}x | {r['default_speedup']:.0f}x"
+                     if "speedup" in r else "- | - | -")  # fmt: skip
         print(f"| {r['model']} | {r['layers']} | {r['unit_s']:.3f} | {r['locator_s']:.2f} | "
-              f"**{r['units_per_layer']:.2f}** | {r['generic_units_per_layer']:.2f} | {r['shortcut_gain']:.2f}x | "
+              f"**{r['units_per_layer']:.2f}** | {r['kept_graph_units_per_layer']:.2f} | {r['tangent_gain']:.2f}x | "
+              f"{r['generic_units_per_layer']:.2f} | {r['shortcut_gain']:.2f}x | "
               f"{1 / r['locator_s']:.3f} | {reference} |")  # fmt: skip
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
 

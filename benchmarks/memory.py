@@ -7,9 +7,11 @@ needs (activations kept for the backward pass). The step timed is the deepest on
 earlier layers hold a path neuron), which is the largest; every step of ``NeuronPath``
 costs about the same.
 
-With ``--whole-path`` it measures a whole ``NeuronPath.attribute()`` instead, with the
-model-family shortcuts on and off: with them, each greedy step keeps the autograd graph of
-the blocks before the layer that changed, for the next step to start from.
+With ``--whole-path`` it measures a whole ``NeuronPath.attribute()`` instead: on the
+generic path, with the model-family shortcuts and greedy steps that carry tangents (the
+default), and with the shortcuts but the kept graph (each greedy step keeps the autograd
+graph of the blocks before the layer that changed, for the next step to backpropagate
+through).
 
     python benchmarks/memory.py [--model vit_base_patch16_224] [--n-steps 20]
     python benchmarks/memory.py --whole-path
@@ -43,7 +45,9 @@ print(json.dumps(dict(base_mb=base / 1024, peak_mb=peak / 1024)))
 WHOLE_PATH = r"""
 import json, resource, sys, timm, torch
 import captum_neuronpath as cnp
+from captum_neuronpath._core.engine import GreedySearch
 name, n_steps, batch_size, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+GreedySearch.tangents = mode != "kept-graph"
 torch.manual_seed(0)
 model = timm.create_model(name).eval()
 images = torch.randn(batch_size, 3, 224, 224)
@@ -68,16 +72,16 @@ def whole_path(args: argparse.Namespace) -> None:
     import torch
 
     print(f"{args.model}, 224 px, n_steps={args.n_steps}, batch of {args.batch_size}, NeuronPath.attribute()\n")
-    print("| shortcuts | peak memory of the search (MiB per image) | same path |")
+    print("| passes | peak memory of the search (MiB per image) | same path |")
     print("| --- | --- | --- |")
     paths = {}
-    for mode in ["generic", "shortcuts"]:
+    for mode in ["generic", "kept-graph", "tangents"]:
         out = f"/tmp/memory_path_{mode}.pt"
         result = child(WHOLE_PATH, args.model, str(args.n_steps), str(args.batch_size), mode, out)
         paths[mode] = torch.load(out)
         per_image = (result["peak_mb"] - result["base_mb"]) / args.batch_size
         same = torch.equal(paths[mode], paths["generic"])
-        print(f"| {'on' if mode == 'shortcuts' else 'off'} | {per_image:.0f} | {same} |")
+        print(f"| {mode} | {per_image:.0f} | {same} |")
 
 
 def main() -> None:
@@ -85,7 +89,7 @@ def main() -> None:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--whole-path", action="store_true", help="a whole NeuronPath search, shortcuts on and off")
+    parser.add_argument("--whole-path", action="store_true", help="a whole NeuronPath search, three ways")
     args = parser.parse_args()
     if args.whole_path:
         return whole_path(args)

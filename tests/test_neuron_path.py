@@ -196,8 +196,8 @@ def test_predicted_swap_is_exact_for_a_layer_without_downstream_effect():
     prepared = prepare(forward, model.layers, None, x, 1, None)
     rule = quadrature(3, "gausslegendre")
     path = torch.tensor([[[2], [3]]] * 3)
-    _, gradients = joint_score_and_gradients(forward, model.layers, prepared, path, rule, None)
-    best = _predicted_best_swaps(prepared.clean.activations, gradients, path, 1, 1)[:, 0]
+    _, gradients, gradient_sum = joint_score_and_gradients(forward, model.layers, prepared, path, rule, None)
+    best = _predicted_best_swaps(prepared.clean.activations, gradients, gradient_sum, path, 1, 1)[:, 0]
     exact = []
     for c in range(7):
         trial = path.clone()

@@ -41,6 +41,7 @@ from captum._utils.common import (
 from torch import Tensor
 from torch.autograd import forward_ad
 from torch.nn import Module
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from captum_neuronpath import _models
 from captum_neuronpath._core.plan import Plan, make_plan, observed_calls
@@ -302,20 +303,56 @@ def joint_score_and_gradients(
     rule: Quadrature,
     internal_batch_size: Optional[int],
     resume: Optional["Resume"] = None,
-) -> Tuple[Tensor, Dict[int, Tensor]]:
-    """:func:`joint_score` and the pass's ``sum_k s_k dF/dw`` of every channel, ``(B, T_sel, C)`` per layer.
+) -> Tuple[Tensor, Dict[int, Tensor], Tensor]:
+    """:func:`joint_score`, the pass's ``sum_k s_k dF/dw`` of every channel, and their set sum.
 
-    ``resume``: see :class:`GreedySearch`; a pass that carries tangents gives the gradients
-    of the layers from ``resume.start`` on only.
+    The gradients are ``(B, T_sel, C)`` per layer; a pass that carries tangents (``resume``,
+    see :class:`GreedySearch`) gives those of the layers from ``resume.start`` on only. The
+    set sum, ``(B, T_sel)``, covers every layer.
     """
     activations = prepared.clean.activations
     masks = channel_masks(indices, activations)
     gradients, carried = _integrated_gradients(forward_func, layers, prepared, masks, rule, internal_batch_size, resume)
     reference = activations[0]
-    jas = joint_attribution_score(
-        set_sum(activations, masks, reference), _gradient_sum(gradients, carried, masks, reference)
-    )
-    return jas, gradients
+    gradient_sum = _gradient_sum(gradients, carried, masks, reference)
+    return joint_attribution_score(set_sum(activations, masks, reference), gradient_sum), gradients, gradient_sum
+
+
+def advance_block_input(
+    layers: Sequence[Module], prepared: Prepared, rule: Quadrature, path: Tensor, index: int, resume: "Resume"
+) -> None:
+    """Move ``resume``'s block input and tangent from site ``index``'s block to site ``index + 1``'s.
+
+    The blocks between run in forward mode, with ``path``'s (``(B, L, K)``)
+    neurons of site ``index`` substituted (tangent 1), as a tangent-carrying pass would run
+    them.
+    """
+    plan, clean = prepared.clean.plan, prepared.clean
+    alphas, _ = prepared.nodes(rule)
+    n_nodes, batch_size = len(alphas), prepared.batch_size
+    hidden, tangent = resume.block_input, resume.tangent
+    if hidden.shape[0] == batch_size < n_nodes * batch_size:  # the nodes' shared work ended after it
+        hidden = hidden.repeat(n_nodes, *[1] * (hidden.dim() - 1))
+    mask = channel_masks(path[:, index : index + 1], clean.activations[index : index + 1])[0].repeat(n_nodes, 1, 1)
+    clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
+    alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
+    value = torch.where(mask, alpha * clean_value, clean_value)
+    positions = repeat_positions(clean.positions[index], n_nodes)
+    value_tangent = mask.to(value.dtype).expand_as(value)
+    blocks = list(plan.blocks)[plan.site_blocks[index] : plan.site_blocks[index + 1]]
+
+    def substitute(output: Tensor) -> Tensor:
+        return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
+
+    # Autograd stays on, as in the pass: without it torch.nn.MultiheadAttention takes its fused
+    # inference path, which has no forward mode.
+    with torch.enable_grad(), forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
+        with site_hooks(layers, {index: substitute}):
+            hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
+            for block in blocks:
+                hidden = block(hidden)
+            primal, tangent = forward_ad.unpack_dual(hidden)
+    resume.block_input, resume.tangent = primal.detach(), tangent.detach()
 
 
 def _gradient_sum(
@@ -366,8 +403,7 @@ class GreedySearch:
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
         self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
         self.rule, self.internal_batch_size = rule, internal_batch_size
-        single = all(p is None or isinstance(p, Tensor) or len(p) == 1 for p in prepared.clean.positions)
-        self._resume: Optional[Resume] = Resume(carry=single and self.tangents)
+        self._resume: Optional[Resume] = Resume(carry=carries_tangents(prepared))
         self._steps = 0
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
@@ -390,6 +426,19 @@ class GreedySearch:
         if self._resume is not None:
             self._resume.start, self._resume.keep = start, keep
         return self._resume
+
+
+def carries_tangents(
+    prepared: Prepared, rule: Optional[Quadrature] = None, internal_batch_size: Optional[int] = None
+) -> bool:
+    """Whether passes over ``prepared`` may start at a block and carry tangents (see :class:`GreedySearch`).
+
+    With ``rule``, also whether ``internal_batch_size`` lets a pass run all nodes at once.
+    """
+    plan = prepared.clean.plan
+    single = all(p is None or isinstance(p, Tensor) or len(p) == 1 for p in prepared.clean.positions)
+    whole = rule is None or internal_batch_size is None or internal_batch_size // prepared.batch_size >= rule.n_steps
+    return GreedySearch.tangents and single and whole and plan is not None and plan.blocks is not None
 
 
 def repeat_prepared(prepared: Prepared, times: int) -> Prepared:

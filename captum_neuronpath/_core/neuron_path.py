@@ -13,6 +13,9 @@ from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import (
     GreedySearch,
     Prepared,
+    Resume,
+    advance_block_input,
+    carries_tangents,
     joint_score,
     joint_score_and_gradients,
     repeat_prepared,
@@ -159,34 +162,55 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         scaling left out); the ``num_candidates`` best predictions are scored exactly
         in one pass over a repeated batch, and the best one is kept if the JAS rises.
         The winning trial's gradients feed the next layer's predictions, so each layer
-        costs one pass at ``num_candidates`` times the batch.
+        costs one pass at ``num_candidates`` times the batch. Where passes can carry
+        tangents (see ``engine.GreedySearch``), the trial of layer ``l`` starts at the
+        block of layer ``l`` from the current path's input of that block and its
+        tangent; a pass of the whole model gives every layer's gradients once per sweep.
         """
         batch_size, num_layers, _ = path.shape
         activations = prepared.clean.activations
-        _, gradients = joint_score_and_gradients(  # every layer's gradients: a pass of the whole model
-            self.forward_func, self.layers, prepared, path, rule, internal_batch_size
-        )
         repeated = repeat_prepared(prepared, num_candidates)
+        restart = carries_tangents(repeated, rule, internal_batch_size)
         rows = torch.arange(batch_size, device=path.device)
         greedy_path, greedy_jas = path, jas
+        gradients = None
         for _ in range(steps):
+            if gradients is None or restart:  # every layer's gradients, and the first block's input
+                current = Resume(keep=0, carry=True) if restart else None
+                _, gradients, gradient_sum = joint_score_and_gradients(
+                    self.forward_func, self.layers, prepared, path, rule, internal_batch_size, current
+                )
             improved = torch.zeros_like(jas, dtype=torch.bool)
             for layer in range(num_layers):
-                candidates = _predicted_best_swaps(activations, gradients, path, layer, num_candidates)
+                candidates = _predicted_best_swaps(activations, gradients, gradient_sum, path, layer, num_candidates)
                 # Row j * B + b of the trial batch is example b with candidate j at this layer.
                 trials = path.repeat(num_candidates, 1, 1)
                 trials[:, layer, 0] = candidates.T.reshape(-1)
-                trial_jas, trial_gradients = joint_score_and_gradients(
-                    self.forward_func, self.layers, repeated, trials, rule, internal_batch_size
+                resume = None
+                if restart:
+                    keep = layer + 1 if layer + 1 < num_layers else None
+                    resume = Resume(start=layer, keep=keep, carry=True,
+                                    block_input=_per_candidate(current.block_input, batch_size, num_candidates),
+                                    tangent=_per_candidate(current.tangent, batch_size, num_candidates))  # fmt: skip
+                trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
+                    self.forward_func, self.layers, repeated, trials, rule, internal_batch_size, resume
                 )
                 best_jas, best = trial_jas.view(num_candidates, batch_size).max(0)
                 better = best_jas > jas
+                if restart and resume.keep is not None:  # the next trial starts from the new path's block input
+                    advance_block_input(self.layers, prepared, rule, path, layer, current)
+                    for name in ("block_input", "tangent"):
+                        won = _winners(getattr(resume, name), batch_size, num_candidates, best)
+                        mine = getattr(current, name)
+                        setattr(current, name, torch.where(_rows_mask(better, won), won, mine))
                 path = path.clone()
                 path[:, layer, 0] = torch.where(better, candidates[rows, best], path[:, layer, 0])
                 jas = torch.where(better, best_jas, jas)
                 winner = best * batch_size + rows
                 keep = better.view(-1, 1, 1)
-                gradients = {i: torch.where(keep, trial_gradients[i][winner], g) for i, g in gradients.items()}
+                gradients = {i: torch.where(keep, trial_gradients[i][winner], g) if i in trial_gradients else g
+                             for i, g in gradients.items()}  # fmt: skip
+                gradient_sum = torch.where(better.view(-1, 1), trial_sum[winner], gradient_sum)
                 improved |= better
             if not improved.any():
                 break
@@ -200,21 +224,43 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         return path, torch.where(keep_greedy, greedy_jas, jas)
 
 
+def _per_candidate(rows: Optional[Tensor], batch_size: int, count: int) -> Optional[Tensor]:
+    """Node-major rows ``k * B + b`` as the trial batch's rows ``k * count * B + j * B + b``, every ``j``."""
+    if rows is None:
+        return None
+    nodes, rest = rows.shape[0] // batch_size, rows.shape[1:]
+    return rows.view(nodes, 1, batch_size, *rest).expand(nodes, count, batch_size, *rest).reshape(-1, *rest)
+
+
+def _winners(rows: Tensor, batch_size: int, count: int, best: Tensor) -> Tensor:
+    """The trial batch's rows of candidate ``best[b]`` for each example ``b``, as node-major rows ``k * B + b``."""
+    nodes, rest = rows.shape[0] // (count * batch_size), rows.shape[1:]
+    picked = rows.view(nodes, count, batch_size, *rest)[:, best, torch.arange(batch_size, device=rows.device)]
+    return picked.reshape(-1, *rest)
+
+
+def _rows_mask(better: Tensor, rows: Tensor) -> Tensor:
+    """``better`` (per example) broadcast over node-major rows like ``rows``."""
+    nodes = rows.shape[0] // better.shape[0]
+    return better.repeat(nodes).view(-1, *[1] * (rows.dim() - 1))
+
+
 def _predicted_best_swaps(
-    activations: List[Tensor], gradients: Dict[int, Tensor], path: Tensor, layer: int, count: int
+    activations: List[Tensor], gradients: Dict[int, Tensor], gradient_sum: Tensor, path: Tensor, layer: int, count: int
 ) -> Tensor:
     """The ``count`` channels of ``layer`` whose swap into ``path`` gives the highest predicted JAS, ``(B, count)``.
 
     With ``A`` and ``G`` the activation and gradient sums per token of the path without
-    ``layer``, swapping in channel ``c`` is predicted to give ``sum_tokens (A + a_c) * (G + g_c)``,
-    where ``g_c`` is channel ``c``'s gradient in the path's pass. The current channel
-    ranks last; ties go to the lowest index.
+    ``layer`` (``gradient_sum`` is ``G`` with it), swapping in channel ``c`` is predicted to
+    give ``sum_tokens (A + a_c) * (G + g_c)``, where ``g_c`` is channel ``c``'s gradient in the
+    path's pass. The current channel ranks last; ties go to the lowest index.
     """
     others = channel_masks(path[:, :, :1], activations)
-    del others[layer]
+    mine = {layer: others.pop(layer)}
     activation, gradient = activations[layer], gradients[layer]  # (B, T, C)
     predicted = extended_set_scores(
-        set_sum(activations, others, activation), set_sum(gradients, others, activation), activation, gradient
-    )
+        set_sum(activations, others, activation), gradient_sum - set_sum(gradients, mine, activation), activation,
+        gradient,
+    )  # fmt: skip
     predicted = predicted.scatter(1, path[:, layer, :1], float("-inf"))
     return top_channels(predicted, count)
