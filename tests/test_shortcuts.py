@@ -195,14 +195,19 @@ def test_a_forward_func_that_varies_per_row_keeps_the_generic_path():
 
 
 @pytest.mark.parametrize("family", ["timm", "torchvision"])
-def test_each_greedy_step_starts_at_the_block_that_changed(family):
+def test_each_greedy_step_starts_at_the_block_that_changed(family, monkeypatch):
     model = _timm_vit() if family == "timm" else _torchvision_vit()
     blocks = model.blocks if family == "timm" else model.encoder.layers
     locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
     run = lambda: locator.attribute(X, target=TARGET)  # noqa: E731
     seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
     # The clean pass, then: step 0 runs every block, step 1 from block 0 (its layer 0 went from
-    # the whole layer to one channel), step 2 from block 1, the final JAS from block 2.
+    # the whole layer to one channel), step 2 from block 1, the final JAS from block 2; before
+    # step 2 and the final JAS, the block before their start runs once in forward mode to carry
+    # the tangent on.
+    assert [len(calls) for calls in seen.values()] == [1 + 2 + 1, 1 + 3 + 1, 1 + 4]
+    monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph instead: no forward-mode runs
+    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
     assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
     locator.family_plan = False
     seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)

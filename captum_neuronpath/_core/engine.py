@@ -323,14 +323,14 @@ def advance_block_input(
 ) -> None:
     """Move ``resume``'s block input and tangent from site ``index``'s block to site ``index + 1``'s.
 
-    The blocks between run in forward mode, with ``path``'s (``(B, L, K)``)
+    The blocks between run in forward mode without autograd, with ``path``'s (``(B, L, K)``)
     neurons of site ``index`` substituted (tangent 1), as a tangent-carrying pass would run
     them.
     """
     plan, clean = prepared.clean.plan, prepared.clean
     alphas, _ = prepared.nodes(rule)
     n_nodes, batch_size = len(alphas), prepared.batch_size
-    hidden, tangent = resume.block_input, resume.tangent
+    hidden, tangent = resume.block_input.detach(), resume.tangent
     if hidden.shape[0] == batch_size < n_nodes * batch_size:  # the nodes' shared work ended after it
         hidden = hidden.repeat(n_nodes, *[1] * (hidden.dim() - 1))
     mask = channel_masks(path[:, index : index + 1], clean.activations[index : index + 1])[0].repeat(n_nodes, 1, 1)
@@ -344,15 +344,23 @@ def advance_block_input(
     def substitute(output: Tensor) -> Tensor:
         return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
 
-    # Autograd stays on, as in the pass: without it torch.nn.MultiheadAttention takes its fused
-    # inference path, which has no forward mode.
-    with torch.enable_grad(), forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
-        with site_hooks(layers, {index: substitute}):
+    # Fused attention kernels have no forward mode: the math kernel, and no fused inference
+    # path of torch.nn.MultiheadAttention.
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with (
+            torch.no_grad(),
+            forward_ad.dual_level(),
+            sdpa_kernel([SDPBackend.MATH]),
+            site_hooks(layers, {index: substitute}),
+        ):
             hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
             for block in blocks:
                 hidden = block(hidden)
-            primal, tangent = forward_ad.unpack_dual(hidden)
-    resume.block_input, resume.tangent = primal.detach(), tangent.detach()
+            resume.block_input, resume.tangent = forward_ad.unpack_dual(hidden)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
 
 
 def _gradient_sum(
@@ -388,9 +396,10 @@ class GreedySearch:
 
     - *Tangents* (one token per example): ``sum_{l < t-1} dF/dw[l][p_l] = <dF/dh, tau>``
       with ``tau`` the forward-mode tangent of ``h`` when each earlier path neuron's
-      substituted value has tangent 1. Step ``t`` runs the block between its ``h`` and the
-      next step's in forward mode as well, which carries ``tau`` one block on, so each
-      pass runs backward to ``h`` only and keeps no graph of earlier blocks.
+      substituted value has tangent 1. Before step ``t`` the block between the previous
+      step's ``h`` and this one runs in forward mode (:func:`advance_block_input`), which
+      carries ``h`` and ``tau`` one block on, so each pass runs backward to ``h`` only and
+      no graph of earlier blocks is kept.
     - *The kept graph* (token sets): each pass backpropagates through the previous pass's
       autograd graph of the earlier blocks, down to their substituted values.
 
@@ -403,29 +412,32 @@ class GreedySearch:
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
         self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
         self.rule, self.internal_batch_size = rule, internal_batch_size
-        self._resume: Optional[Resume] = Resume(carry=carries_tangents(prepared))
+        self._resume: Optional[Resume] = Resume(carry=carries_tangents(prepared, rule, internal_batch_size))
         self._steps = 0
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
         """:func:`candidate_scores` of step ``layer_index``."""
         if layer_index != self._steps:
             raise ValueError(f"greedy step {layer_index} after step {self._steps - 1}: the steps come in order")
-        resume = self._next_pass(layer_index - 1 if layer_index else None, keep=layer_index)
+        resume = self._next_pass(layer_index - 1 if layer_index else None, keep=layer_index, path=prefix)
         self._steps = layer_index + 1
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
     def joint_score(self, path: Tensor) -> Tensor:
         """:func:`joint_score` of the path the steps found; ends the search."""
-        resume = self._next_pass(self._steps - 1, keep=None)
+        resume = self._next_pass(self._steps - 1, keep=None, path=path)
         self._resume = None  # the search ends: what it kept goes with the last pass
         return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
                                          self.internal_batch_size, resume)[0]  # fmt: skip
 
-    def _next_pass(self, start: Optional[int], keep: Optional[int]) -> Optional[Resume]:
-        if self._resume is not None:
-            self._resume.start, self._resume.keep = start, keep
-        return self._resume
+    def _next_pass(self, start: Optional[int], keep: Optional[int], path: Tensor) -> Optional[Resume]:
+        resume = self._resume
+        if resume is not None:
+            if resume.carry and start is not None and start > 0:  # from the previous pass's start to this one's
+                advance_block_input(self.layers, self.prepared, self.rule, path, start - 1, resume)
+            resume.start, resume.keep = start, keep
+        return resume
 
 
 def carries_tangents(
@@ -585,15 +597,11 @@ def _substituted_pass(
     positions = {index: repeat_positions(clean.positions[index], n_nodes) for index in values}
     in_place = plan.in_place if plan is not None else frozenset()
     own_gradient = plan.own_gradient if plan is not None else frozenset()
-    dual_site, dual_tangent = None, None  # carry: the site in the blocks that run in forward mode too
     if carry:
-        if resume.keep is not None:
-            dual_site = resume.start
-            dual_tangent = scaled[dual_site].to(values[dual_site].dtype).expand_as(clean.activations[dual_site])
-            dual_tangent = dual_tangent.repeat(n_nodes, 1, 1)
         block_input, tangent = resume.block_input, resume.tangent
         if tangent is not None:
-            resume.block_input = block_input = block_input.requires_grad_()
+            block_input = block_input.detach().requires_grad_()
+            resume.block_input = block_input
 
     def substitute(index: int) -> Callable[[Tensor], Tensor]:
         def function(value: Tensor) -> Tensor:
@@ -602,8 +610,6 @@ def _substituted_pass(
                     f"{describe_layer(index, layers[index])} changed its output between the clean and the "
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
-            if index == dual_site:  # runs in forward mode: the path neuron's value has tangent 1
-                return write_tokens(value, positions[index], forward_ad.make_dual(values[index], dual_tangent))
             return write_tokens(value, positions[index], values[index], index in in_place, index in own_gradient)
 
         return function

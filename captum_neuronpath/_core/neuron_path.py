@@ -188,8 +188,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                 trials[:, layer, 0] = candidates.T.reshape(-1)
                 resume = None
                 if restart:
-                    keep = layer + 1 if layer + 1 < num_layers else None
-                    resume = Resume(start=layer, keep=keep, carry=True,
+                    resume = Resume(start=layer, carry=True,
                                     block_input=_per_candidate(current.block_input, batch_size, num_candidates),
                                     tangent=_per_candidate(current.tangent, batch_size, num_candidates))  # fmt: skip
                 trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
@@ -197,14 +196,10 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                 )
                 best_jas, best = trial_jas.view(num_candidates, batch_size).max(0)
                 better = best_jas > jas
-                if restart and resume.keep is not None:  # the next trial starts from the new path's block input
-                    advance_block_input(self.layers, prepared, rule, path, layer, current)
-                    for name in ("block_input", "tangent"):
-                        won = _winners(getattr(resume, name), batch_size, num_candidates, best)
-                        mine = getattr(current, name)
-                        setattr(current, name, torch.where(_rows_mask(better, won), won, mine))
                 path = path.clone()
                 path[:, layer, 0] = torch.where(better, candidates[rows, best], path[:, layer, 0])
+                if restart and layer + 1 < num_layers:  # the next trial starts from the new path's block input
+                    advance_block_input(self.layers, prepared, rule, path, layer, current)
                 jas = torch.where(better, best_jas, jas)
                 winner = best * batch_size + rows
                 keep = better.view(-1, 1, 1)
@@ -230,19 +225,6 @@ def _per_candidate(rows: Optional[Tensor], batch_size: int, count: int) -> Optio
         return None
     nodes, rest = rows.shape[0] // batch_size, rows.shape[1:]
     return rows.view(nodes, 1, batch_size, *rest).expand(nodes, count, batch_size, *rest).reshape(-1, *rest)
-
-
-def _winners(rows: Tensor, batch_size: int, count: int, best: Tensor) -> Tensor:
-    """The trial batch's rows of candidate ``best[b]`` for each example ``b``, as node-major rows ``k * B + b``."""
-    nodes, rest = rows.shape[0] // (count * batch_size), rows.shape[1:]
-    picked = rows.view(nodes, count, batch_size, *rest)[:, best, torch.arange(batch_size, device=rows.device)]
-    return picked.reshape(-1, *rest)
-
-
-def _rows_mask(better: Tensor, rows: Tensor) -> Tensor:
-    """``better`` (per example) broadcast over node-major rows like ``rows``."""
-    nodes = rows.shape[0] // better.shape[0]
-    return better.repeat(nodes).view(-1, *[1] * (rows.dim() - 1))
 
 
 def _predicted_best_swaps(

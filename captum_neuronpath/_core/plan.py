@@ -39,9 +39,7 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.autograd import forward_ad
 from torch.nn import Module
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from captum_neuronpath._utils.sites import module_of
 from captum_neuronpath._utils.tokens import Positions, span
@@ -107,30 +105,22 @@ class Plan:
         """A forward of :attr:`blocks` for a pass of a greedy search (``engine.Resume``).
 
         It starts at the block of site ``resume.start`` from ``resume.block_input`` (or at
-        the first block), and records the input of the block of site ``resume.keep``. With
-        ``resume.carry`` the blocks from the first to the kept one also run in forward mode
-        (the tangent of their input is ``resume.tangent``, the engine gives the substituted
-        values theirs), and what is recorded is the kept input detached, with its tangent.
+        the first block), and records the input of the block of site ``resume.keep``: with
+        its autograd graph, or detached where ``resume.carry`` and nothing is recorded yet
+        (the engine moves a carried block input on itself).
         """
         blocks = list(self.blocks)
         resumed = resume.start is not None and resume.block_input is not None
         first = self.site_blocks[resume.start] if resumed else 0
         keep = self.site_blocks[resume.keep] if resume.keep is not None else None
-        dual = resume.carry and resumed and keep is not None
+        record = not resume.carry or resume.block_input is None
 
         def forward(x: Tensor) -> Tensor:
             hidden = resume.block_input if resumed else x
-            tangent = resume.tangent if resumed else None
-            resume.block_input = resume.tangent = None  # only what the next pass starts from stays
-            if dual:
-                with forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):  # fused kernels: no forward mode
-                    hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
-                    for index in range(first, keep):
-                        hidden = blocks[index](hidden)
-                    hidden, resume.tangent = forward_ad.unpack_dual(hidden)
-                resume.tangent = resume.tangent.detach()
-            for index in range(keep if dual else first, len(blocks)):
-                if index == keep:
+            if not resume.carry:
+                resume.block_input = None  # only what the next pass starts from stays
+            for index in range(first, len(blocks)):
+                if index == keep and record:
                     resume.block_input = hidden.detach() if resume.carry else hidden
                 hidden = blocks[index](hidden)
             return hidden
