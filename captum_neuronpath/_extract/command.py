@@ -170,11 +170,10 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
             if args.token is not None:
                 raise ValueError("--token applies to images; each token sequence is explained at its last token")
             forward, token = next_token_probabilities(model), None
-            num_classes = _probe_text(args, model, inputs, device)
         else:
             forward = image_probabilities(model)
             token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
-            num_classes = _probe(args, model, inputs, device)
+        num_classes = _probe(args, model, inputs, device)
     if names is not None:
         check_call_order(args.layers, names, order)
     if args.target == "label":
@@ -196,23 +195,47 @@ def _family(args: argparse.Namespace, find: Callable[[Module], object], model: M
 
 
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the first readable input: the number of classes, or the model's own error, reported."""
-    image = _first_readable(inputs)
-    if image is None:
-        raise ValueError(f"--data {args.data} holds no inputs" + (" that can be read" if len(inputs) else ""))
-    image = image[None].to(device)
+    """One forward pass on the first readable image or the longest token sequence: the number of classes
+    (the vocabulary size), or the model's own error, reported."""
+    if inputs.text and len(inputs):
+        lengths = [len(ids) for ids, _ in inputs.dataset]
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
+        batch, keywords = input_ids.to(device), {"attention_mask": mask.to(device)}
+        what = (
+            f"the token sequences of --data {args.data} (the longest, input {longest}, has {lengths[longest]} tokens)"
+        )
+    else:
+        image = None if inputs.text else _first_readable(inputs)
+        if image is None:
+            unreadable = " that can be read" if len(inputs) and not inputs.text else ""
+            raise ValueError(f"--data {args.data} holds no inputs{unreadable}")
+        batch, keywords = image[None].to(device), {}
+        what = f"the inputs of --data {args.data} (the first has shape {tuple(batch.shape)})"
     try:
         with torch.no_grad():
-            output = model(image)
+            output = model(batch, **keywords)
     except Exception as error:  # whatever the model raises, its own message says why
         raise ValueError(
-            f"--model {args.model} cannot take the inputs of --data {args.data} (the first has shape "
-            f"{tuple(image.shape)}); the model says: {type(error).__name__}: {error}"
+            f"--model {args.model} cannot take {what}; the model says: {type(error).__name__}: {error}"
         ) from error
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
-    return output.shape[1]
+    scores = getattr(output, "logits", None) if inputs.text else output
+    if not isinstance(scores, Tensor) or scores.dim() != (3 if inputs.text else 2):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(output).__name__
+        if not inputs.text:
+            raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
+        raise ValueError(
+            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
+            f"vocabulary) for token sequences, got {shape}"
+        )
+    classes = scores.shape[-1]
+    for index, (ids, _) in enumerate(inputs.dataset if inputs.text else ()):
+        if int(ids.max()) >= classes:
+            raise ValueError(
+                f"--data {args.data}: input {index} holds token id {int(ids.max())}, outside the model's "
+                f"vocabulary of {classes} (0 to {classes - 1})"
+            )
+    return classes
 
 
 def _first_readable(inputs: Inputs) -> Optional[Tensor]:
@@ -223,38 +246,6 @@ def _first_readable(inputs: Inputs) -> Optional[Tensor]:
         except UnreadableImage:
             continue
     return None
-
-
-def _probe_text(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the longest sequence: the vocabulary size, or the model's own error, reported."""
-    if len(inputs) == 0:
-        raise ValueError(f"--data {args.data} holds no inputs")
-    lengths = [len(ids) for ids, _ in inputs.dataset]
-    longest = max(range(len(lengths)), key=lengths.__getitem__)
-    input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
-    try:
-        with torch.no_grad():
-            output = model(input_ids.to(device), attention_mask=mask.to(device))
-    except Exception as error:  # whatever the model raises, its own message says why
-        raise ValueError(
-            f"--model {args.model} cannot take the token sequences of --data {args.data} (the longest, input "
-            f"{longest}, has {lengths[longest]} tokens); the model says: {type(error).__name__}: {error}"
-        ) from error
-    logits = getattr(output, "logits", None)
-    if not isinstance(logits, Tensor) or logits.dim() != 3:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
-        raise ValueError(
-            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
-            f"vocabulary) for token sequences, got {shape}"
-        )
-    vocabulary = logits.shape[-1]
-    for index, (ids, _) in enumerate(inputs.dataset):
-        if int(ids.max()) >= vocabulary:
-            raise ValueError(
-                f"--data {args.data}: input {index} holds token id {int(ids.max())}, outside the model's "
-                f"vocabulary of {vocabulary} (0 to {vocabulary - 1})"
-            )
-    return vocabulary
 
 
 def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:

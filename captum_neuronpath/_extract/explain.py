@@ -30,7 +30,7 @@ from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from captum_neuronpath._cli.errors import RunFailure, deferred_stops
+from captum_neuronpath._cli.errors import STOP_SIGNALS, RunFailure, deferred_stops
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
@@ -136,16 +136,11 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
 
 
 def _quiet_worker(worker_id: int) -> None:
-    """A data loader worker leaves stop signals to the command and prints nothing of its own.
-
-    A stop signal sent to the whole process group (Ctrl-C in a terminal, a scheduler's
-    SIGTERM) is the command's to handle between batches; the worker ends when the command
-    shuts the loader down or dies. Its errors in reading an input reach the command as
-    exceptions; what else it could print (a broken pipe as the command exits) is noise.
-    """
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):  # no SIGHUP on Windows
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    """A data loader worker leaves stop signals sent to the whole process group to the command, which
+    handles them between batches, and prints nothing of its own: its read errors reach the command as
+    exceptions, and what else it could print (a broken pipe as the command exits) is noise."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     sys.stderr = open(os.devnull, "w")
 
 

@@ -274,17 +274,9 @@ def layout_of(module: Module) -> Optional[Layout]:
 def readout_of_called(called: Dict[Module, int]):
     """The token set the head of the first module of a known family in ``called`` reads, else ``None``."""
     for module in called:
-        found = _vision(module)
-        if found is None:
-            found = language.find_family(module)
-            if found is None:
-                continue
+        if _vision(module) is not None or language.find_family(module) is not None:
             try:
-                return language.readout(found[0], module)
+                return readout_token(module)
             except TypeError:
                 return None
-        try:
-            return found[0].readout(module)
-        except TypeError:
-            return None
     return None
