@@ -139,10 +139,7 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The layers the path runs through.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
+            forward_func, layers, token: As for :func:`path_activation`.
             input_layer (torch.nn.Module, optional): A layer whose output is interpolated
                         in place of the inputs, e.g. ``model.get_input_embeddings()``.
                         Default: ``None`` (the inputs)
@@ -168,12 +165,8 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         Args:
 
             inputs (Tensor or tuple[Tensor, ...]): Inputs to explain, batch first.
-            path (Tensor or sequence of int): ``(B, L)`` or ``(B, L, K)`` paths, one per
-                        example (e.g. ``NeuronPath(...).attribute(...).path``), or ``L``
-                        ints shared by the batch.
-                        Rows follow Captum's batch expansion: for a batch that is a whole
-                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
-                        is repeated in place, as Captum repeats the inputs.
+            path (Tensor or sequence of int): As for :func:`path_activation`, e.g.
+                        ``NeuronPath(...).attribute(...).path``.
             baselines (scalar, Tensor or tuple, optional): Captum baselines.
                         Default: ``None`` (zeros)
             additional_forward_args (Any, optional): Further arguments of
