@@ -1,10 +1,5 @@
-"""Models, labelled image sets, token sequences and user callables named on the command line.
-
-Every mistake in what a command line names (a model that does not exist, a checkpoint
-that does not fit, a data file that cannot be read) is raised as :class:`ValueError`,
-:class:`TypeError` or :class:`OSError` with a message naming the argument, chained to
-the original error; the commands report it in one line.
-"""
+"""Models, labelled image sets, token sequences and user callables named on the command line; a mistake in
+what it names is a :class:`ValueError`, :class:`TypeError` or :class:`OSError` naming the argument."""
 
 import difflib
 import functools
@@ -34,11 +29,8 @@ class UnreadableImage(ValueError):
 
 
 def load_callable(spec: str, what: str) -> Callable:
-    """The object ``callable`` of the module ``package.module`` named by ``package.module:callable``.
-
-    Modules are found in the current directory too, as with ``python -m``. ``what`` names
-    the argument in error messages (``"model"``, ``"transform"``).
-    """
+    """The callable named by ``package.module:callable`` (found in the current directory too); ``what`` names
+    the argument in error messages."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(f"{what} must be package.module:callable, got {spec!r}")
@@ -54,11 +46,8 @@ def load_callable(spec: str, what: str) -> Callable:
 
 
 def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = False) -> Module:
-    """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, in eval mode.
-
-    ``checkpoint`` (safetensors, or a state dict loaded with ``weights_only=True``) is
-    loaded into the model; ``pretrained`` downloads timm's or torchvision's weights.
-    """
+    """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, with ``checkpoint``
+    (see :func:`load_state_dict`) or timm's or torchvision's ``pretrained`` weights, in eval mode."""
     family, sep, name = spec.partition(":")
     if not sep or not name:
         raise ValueError(f"model must be timm:NAME, torchvision:NAME or package.module:callable, got {spec!r}")
@@ -159,12 +148,8 @@ def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
 
 @dataclass
 class Inputs:
-    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file;
-    ``source(i)`` the bytes input ``i`` is made of (an image file's, a tensor's, a sequence's).
-
-    Token sequences (``text``) differ in length: ``collate`` pads a batch of them into
-    ``(input_ids, labels, attention_mask)``; images batch as ``(images, labels)``.
-    """
+    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file; ``source(i)``
+    the bytes input ``i`` is made of; ``collate`` pads token sequences into ``(input_ids, labels, mask)``."""
 
     dataset: Dataset
     labels: Tensor  # (N,) int64, read without loading any image
@@ -178,15 +163,9 @@ class Inputs:
 
 
 def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
-    """An ImageFolder directory, a safetensors file of ``images`` and ``labels``, or a
-    JSON Lines file of token sequences (``.jsonl``, see :func:`load_text_data`).
-
-    Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
-    the transform) or else by timm's data configuration for ``model``, at the image size of
-    its patch embedding as built where it has one. An image that
-    cannot be decoded raises :class:`UnreadableImage` naming its file when it is read.
-    Token sequences are right-padded with the model's ``config.pad_token_id``, or 0.
-    """
+    """An ImageFolder directory (preprocessed by ``transform``, else by timm's data configuration for the model
+    as built), a safetensors file of ``images`` and ``labels``, or a ``.jsonl`` file of token sequences
+    (right-padded with the model's ``config.pad_token_id``, or 0)."""
     if not data.exists():
         raise FileNotFoundError(f"data {data} does not exist")
     if data.is_dir():
@@ -243,13 +222,7 @@ def _tensor_bytes(tensors: Sequence[Tensor]) -> Callable[[int], bytes]:
 
 
 def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:
-    """Token sequences and their targets from a JSON Lines file.
-
-    Each non-blank line is an object ``{"input_ids": [int, ...], "target": int}``: a
-    non-empty sequence of token ids and the id of the token expected next. Returns the
-    sequences (``(T_i,)`` int64 each) and the targets ``(N,)``; a malformed line is a
-    :class:`ValueError` naming the file and the line number.
-    """
+    """The sequences and targets of a JSON Lines file of ``{"input_ids": [int, ...], "target": int}``."""
     sequences, targets = [], []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):

@@ -1,15 +1,4 @@
-"""The ``neuronpath extract`` job (its arguments are in :mod:`captum_neuronpath._cli.extract`):
-set up, explain every input, merge.
-
-Running the same command again resumes: finished inputs are skipped, a last line cut
-short by a crash is discarded and the records of inputs that changed since are computed
-again, so after any number of ``kill -9``, stop signals, full disks and resumes ``FILE``
-equals an uninterrupted run's on the data as it is now. Settings that change the records
-must match ``FILE.meta.json``, and so must the model and the library versions; otherwise
-the command refuses to touch ``FILE``. Under ``torchrun`` each process writes its own
-shard and rank 0 merges them into the file one process writes; a resumed run may use any
-number of processes.
-"""
+"""The ``neuronpath extract`` job: set up, explain every input, merge; resumable (docs/command_line.md)."""
 
 import argparse
 import json
@@ -45,13 +34,8 @@ from captum_neuronpath._models import mlp_layers, readout_token
 
 
 def run(args: argparse.Namespace) -> None:
-    """The ``extract`` command: set up and check everything, lock the output, explain, merge.
-
-    Mistakes in the command line or in what it names raise :class:`CommandLineError`
-    before anything is written; a failure during the run (an unreadable input, a full
-    disk) raises :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`,
-    each saying how far the run got.
-    """
+    """The ``extract`` command: a mistake raises :class:`CommandLineError` before anything is written, a
+    failure during the run :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`."""
     device = resolve_device(args.device)
     with process_group(device) as (rank, world_size):
         try:
@@ -152,12 +136,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
 
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
-    """Load the model and the inputs; check that the model takes the inputs and knows their labels.
-
-    Images are explained at a Vision Transformer's MLP layers and readout token; token
-    sequences (a ``.jsonl`` file) at a causal language model's MLP layers, each at its
-    last real token.
-    """
+    """Load the model and the inputs; check that the model takes the inputs and knows their labels."""
     if args.checkpoint is not None and args.pretrained:
         raise ValueError("pass --checkpoint or --pretrained, not both")
     with torch.random.fork_rng(devices=[]):

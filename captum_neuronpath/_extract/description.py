@@ -21,12 +21,8 @@ from captum_neuronpath._utils.tokens import TokenType
 def describe_paths(
     model: Module, layers: List[Module], token: Optional[TokenType], inputs: Inputs, class_names: Optional[Path]
 ) -> Dict[str, object]:
-    """``layers`` (module ``name`` and ``width`` of each), ``token`` and ``class_names`` (``None``: the indices).
-
-    The names come from ``class_names`` (one name a line), else from an image folder's
-    class folders. Raises :class:`ValueError` when ``class_names`` names fewer classes
-    than the labels use.
-    """
+    """``layers`` (module ``name`` and ``width`` of each), ``token`` and ``class_names`` (from the file, one a
+    line, else an image folder's class folders; ``None``: the indices)."""
     names = {id(module): name for name, module in model.named_modules()}
 
     def name_of(layer: Module) -> Optional[str]:

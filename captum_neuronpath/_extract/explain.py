@@ -1,20 +1,7 @@
 """One batch of inputs to its records, and this process's share of the data set to its file.
 
-A record's fields: ``label``, ``target`` (the label, or the prediction with ``--target
-predicted``), ``prediction``, ``probability`` (the model's softmax probability of the
-target), ``path`` and ``jas`` from :class:`~captum_neuronpath.NeuronPath`, and with
-``--layer-scores N`` each layer's ``N`` best greedy candidates and their scores.
-
-Images are explained at the model's readout token. A batch of token sequences is
-right-padded; each sequence is explained at its own last real token (one position per
-example), through the softmax of the next-token logits there, so its record equals the
-one the sequence would get alone.
-
-A stop signal (Ctrl-C, SIGTERM, SIGHUP) drops the batch in flight at once, but never while
-its records are being written: the file then holds whole batches only, and a resumed run
-computes every remaining input with the same batch companions as an uninterrupted run.
-Each record also holds its input's ``fingerprint``; an input that cannot be read gets,
-with ``--skip-unreadable``, a record with an ``error`` and no path.
+A right-padded token sequence is explained at its own last real token, so its record equals the one it
+would get alone. A stop signal drops the batch in flight, never while its records are being written.
 """
 
 import os
@@ -43,12 +30,8 @@ from captum_neuronpath._utils.tokens import TokenType
 
 @dataclass
 class Job:
-    """What every batch needs: the model on its device, what to explain, the inputs and the settings.
-
-    ``forward`` maps a batch (and, for token sequences, its attention mask) to class or
-    next-token probabilities; ``token`` is the readout token of image models, ``None``
-    for token sequences (each is read at its last real token).
-    """
+    """What every batch needs: the model on its device, ``forward`` (to class or next-token probabilities),
+    the sites and ``token`` (``None`` for token sequences), the inputs and the settings."""
 
     model: Module
     device: torch.device
@@ -73,10 +56,7 @@ def _softmax(logits: Tensor) -> Tensor:
 
 
 def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token.
-
-    The positions are read from the mask, which the engine expands with the batch.
-    """
+    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token."""
 
     def forward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         logits = model(input_ids, attention_mask=attention_mask).logits
@@ -87,11 +67,8 @@ def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor
 
 
 def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
-    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``.
-
-    An input that cannot be read stops the run with :class:`UnreadableImage`, or with
-    ``job.skip_unreadable`` becomes an error record and the rest of its batch goes on.
-    """
+    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``; an
+    unreadable input raises :class:`UnreadableImage`, or with ``job.skip_unreadable`` gets an error record."""
     num_inputs, batch_size = len(job.inputs), job.settings["batch_size"]
     batches = assigned_batches(num_inputs, batch_size, rank, world_size, done)
     share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
@@ -163,12 +140,8 @@ class _Readable(Dataset):
 def explain_batch(
     job: Job, inputs: Tensor, labels: Tensor, attention_mask: Optional[Tensor] = None
 ) -> List[Dict[str, object]]:
-    """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates).
-
-    ``inputs`` are images, or right-padded token ids with their ``attention_mask``. With
-    ``--target label`` the predictions and probabilities come from the locator's clean
-    pass; ``--target predicted`` needs them first, from a forward pass of their own.
-    """
+    """The record fields of one batch (images, or token ids with their ``attention_mask``); the predictions
+    and probabilities come from the locator's clean pass."""
     settings = job.settings
     extra = () if attention_mask is None else (attention_mask,)
     token = job.token if attention_mask is None else last_token(attention_mask)
@@ -219,11 +192,8 @@ def _precision(job: Job):
 
 
 def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):
-    """``locator.attribute`` on the batch, halving the rows per pass whenever a pass runs out of memory.
-
-    The value settled on stays for the next batches (``job.rows_per_pass``); a batch that
-    does not fit at one quadrature node per pass stops the run.
-    """
+    """``locator.attribute`` on the batch, halving the rows per pass (kept in ``job.rows_per_pass``) whenever a
+    pass runs out of memory."""
     settings = job.settings
     batch_size = len(inputs)
     while True:

@@ -1,11 +1,5 @@
-"""Model-family knowledge: which modules are a model's neurons, which tokens its head reads,
-and how its blocks run (the fast plan's :class:`~captum_neuronpath._core.plan.Layout`).
-
-One module per model library: :mod:`.timm_models`, :mod:`.torchvision_models`,
-:mod:`.hugging_face_vision` (vision families, one :class:`.family.VisionFamily` each) and
-:mod:`.language` (Hugging Face language models). A library's module is imported only once
-the library itself is, since a model of it cannot exist before: ``import
-captum_neuronpath`` imports none of them.
+"""Model-family knowledge: which modules are a model's neurons, which tokens its head reads, and how its
+blocks run; one module per model library, imported only once the library itself is (docs/model_families.md).
 """
 
 import importlib

@@ -1,18 +1,6 @@
-"""``neuronpath report FILE --out DIR``: the paper's data-set analyses of an extract, and a path explorer.
-
-From the records alone (no model): per class and layer the neuron frequencies (the
-paper's intra-class analysis) and each class's most frequent neurons; the cosine
-similarity of the classes' frequencies and each class's nearest classes (inter-class); the
-neurons in the paths of the most classes; the JAS per class; correct and wrong
-predictions. ``DIR`` receives ``report.json`` (every number), ``figures/*.png`` and
-``index.html``, an explorer that opens from ``file://`` with nothing fetched.
-
-The modules, one concern each:
-
-- :mod:`.analysis`: the numbers.
-- :mod:`.figures`: the PNG figures.
-- :mod:`.inputs`: thumbnails and texts of the inputs, from the data the records came from.
-- :mod:`.page`: ``index.html`` from the template ``explorer.html.j2``.
+"""``neuronpath report FILE --out DIR``: the paper's data-set analyses of an extract, from the records alone
+(docs/command_line.md), and a path explorer. The modules: :mod:`.analysis` (the numbers), :mod:`.figures`,
+:mod:`.inputs` (thumbnails and texts of the inputs) and :mod:`.page` (``index.html``).
 """
 
 import json
@@ -38,11 +26,8 @@ def write_report(
     describe: Optional[Callable[[List[int]], Dict[str, Dict]]] = None,
     title: str = "neuron paths",
 ) -> List[Path]:
-    """Write ``out/report.json``, ``out/figures/*.png`` and ``out/index.html`` for ``records``.
-
-    ``describe(positions)`` gives the thumbnails or texts of those records (none by default).
-    Returns the files written.
-    """
+    """Write ``out/report.json``, ``out/figures/*.png`` and ``out/index.html`` for ``records``; returns the files.
+    ``describe(positions)`` gives the thumbnails or texts of those records (none by default)."""
     describe = describe or (lambda positions: describe_inputs(None, positions))
     out.mkdir(parents=True, exist_ok=True)
     steps = ["analyse", "figures", "page"]

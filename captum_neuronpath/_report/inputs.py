@@ -1,10 +1,5 @@
-"""What the explorer shows of an input: a thumbnail of an image, or the text of a token sequence.
-
-The inputs are read from the data the records were extracted from (``settings.data`` in
-``FILE.meta.json``) when it is still there: an image folder (the records' ``file``), a
-``.safetensors`` file (its ``images`` at the records' indices) or a ``.jsonl`` file of token
-sequences (decoded with a tokenizer when one is named, else the token ids).
-"""
+"""What the explorer shows of an input, read from the data the records came from (``settings.data``) when
+it is still there: a thumbnail of an image, or the text (else the ids) of a token sequence."""
 
 import base64
 import io

@@ -1,10 +1,5 @@
-"""``index.html``: the path explorer, one self-contained file rendered from ``explorer.html.j2``.
-
-The page embeds the records (labels, predictions, JAS, paths), each class's summary from
-``report.json`` and the thumbnails or texts of a few example inputs per class; it draws
-every panel in the browser when it is opened, from that data alone (no server, nothing
-fetched).
-"""
+"""``index.html``: the path explorer, one self-contained file rendered from ``explorer.html.j2`` that draws
+every panel in the browser from the records and summaries it embeds (nothing fetched)."""
 
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
