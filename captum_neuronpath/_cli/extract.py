@@ -9,32 +9,18 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum_neuronpath._cli.arguments import device, non_negative_int, positive_int, subcommand
 
 EPILOG = """\
-resuming:
-  Run the same command again (after a crash, kill -9, a stop signal or a full disk):
-  finished inputs are skipped, a line or batch cut short is dropped, the records of inputs
-  that changed or vanished since (each record holds its input's fingerprint) are computed
-  again with their batches, and the final FILE equals an uninterrupted run's on the data
-  as it is now. Changed settings, another model (its weights' fingerprint) or other
-  versions of captum-neuronpath, torch, captum or timm are refused; pass --overwrite to
-  start afresh, --allow-version-change to go on under new versions, or choose another
-  --out. A run that wrote no record yet is simply started again.
-
-unreadable inputs:
-  The run stops at the first image that cannot be read, naming it; the records so far
-  are kept, and once the file is fixed or removed the same command resumes. With
-  --skip-unreadable such an image gets a record with an "error" and no path, the run
-  goes on, and a later run computes it once the file is fixed.
-
-one command per FILE:
-  FILE.lock holds the pid and host of the command writing FILE; a second command on the
-  same FILE is refused while the first runs.
+Running the same command again resumes (after a crash, kill -9, a stop signal or a full disk): the
+final FILE equals an uninterrupted run's on the data as it is now, inputs that changed since computed
+again. Changed settings, another model or other library versions are refused (--overwrite,
+--allow-version-change). The first image that cannot be read stops the run, naming it, unless
+--skip-unreadable; FILE.lock refuses a second command on the same FILE; a pass that runs out of memory
+is retried with half the rows per pass. The command-line page of the documentation says more of each.
 
 exit statuses:
-  0 done; 1 a failure during the run (an unreadable input, a full disk, a read-only file
-  system), one line naming the file and the cause; 2 a mistake in the command line or in
-  what it names, one line; 128 + N on the stop signal N (130 Ctrl-C, 143 SIGTERM, 129
-  SIGHUP), after dropping the batch in flight. --debug or NEURONPATH_DEBUG=1 adds the
-  traceback.
+  0 done; 1 a failure during the run (an unreadable input, a full disk, a read-only file system), one
+  line naming the file and the cause; 2 a mistake in the command line or in what it names, one line;
+  128 + N on the stop signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), after dropping the batch in
+  flight. --debug or NEURONPATH_DEBUG=1 adds the traceback.
 
 several processes (one machine):
   torchrun --nproc_per_node 4 -m captum_neuronpath extract --model timm:vit_base_patch16_224 \\
@@ -44,16 +30,8 @@ several machines (run on each; DATA and FILE on a file system all of them share)
   torchrun --nnodes 2 --nproc_per_node 8 --rdzv_id paths --rdzv_backend c10d \\
       --rdzv_endpoint HOST:29500 -m captum_neuronpath extract ... --out /shared/paths.jsonl
 
-  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the
-  shards into FILE when all are done. The processes exchange only small objects and
-  barriers, over gloo whatever the device; CUDA processes use the GPU cuda:LOCAL_RANK. A
-  killed distributed run resumes with any number of processes.
-
-out of memory:
-  A pass that runs out of memory is retried with half the rows per pass (the
-  quadrature nodes split into chunks; the numbers stay the same up to rounding), once
-  said on stderr; the value settled on is recorded in FILE.meta.json. A batch that does
-  not fit even at one node per pass stops the run (exit 1): pass a smaller --batch-size.
+  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the shards into
+  FILE. A killed distributed run resumes with any number of processes.
 """
 
 

@@ -119,20 +119,9 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
         r"""
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located,
-                        batch first.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs.
-                        Default: ``None``
-            n_steps (int, optional): Quadrature nodes of the path's JAS.
-                        Default: ``3`` (the library's quadrature, as every class)
-            method (str, optional): Quadrature method of the path's JAS.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Largest number of rows in one
-                        forward pass of the JAS.
-                        Default: ``None``
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size: As for
+                        :meth:`~captum_neuronpath.NeuronPath.attribute`; the quadrature is the
+                        path's JAS's.
             top_k (int, optional): Channels kept per layer.
                         Default: ``1``
 

@@ -103,13 +103,8 @@ def _summed_activations(
 class PathSaliency(SiteAttribution, GradientAttribution):
     r"""
     Where a neuron path looks in the image: integrated gradients, with respect to the
-    input, of the sum of the path's neuron activations at the token set,
-
-    .. math::
-
-        g(x) = \sum_{l} \sum_{c \in p_l} \sum_{t} w_{l,t,c}(x).
-
-    The map has the inputs' shape and is complete: it sums to
+    input, of the sum :math:`g(x)` of the path's neuron activations at the token set
+    (:func:`path_activation`). The map has the inputs' shape and is complete: it sums to
     :math:`g(x) - g(\text{baseline})` up to the quadrature error (Captum's convergence
     delta). Pass one layer and its part of the path for a per-layer map.
 
