@@ -38,84 +38,42 @@ several machines (run on each; DATA and FILE on a file system all of them share)
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
-        commands,
-        "extract",
+        commands, "extract", epilog=EPILOG,
         help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",
         description="Locate the neuron path of every input of DATA and write one JSON line per input to FILE.",
-        epilog=EPILOG,
-    )
-    parser.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        help="an ImageFolder directory, a .safetensors file of images, or a .jsonl file of token sequences",
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
-    parser.add_argument(
-        "--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict"
-    )
-    parser.add_argument("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
-    parser.add_argument(
-        "--transform",
-        metavar="CALLABLE",
-        help="package.module:callable returning the image folder's transform (default: timm's data config "
-        "for the model as built)",
-    )
-    parser.add_argument("--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (paper: 20)")
-    parser.add_argument(
-        "--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
-        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
-    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
-    parser.add_argument(
-        "--device", type=device, metavar="D", help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction"
-    )
-    parser.add_argument(
-        "--layers",
-        metavar="PATTERN",
-        help="the neuron sites: module names as model.named_modules() gives them, * for one name component "
-        "(e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) (default: the model "
-        "family's MLP neurons)",
-    )
-    parser.add_argument(
-        "--token",
-        type=token_spec,
-        metavar="SPEC",
-        help="the token set of image models: cls, an integer position, A:B or all (default: the token the "
-        "model family's head reads)",
-    )
-    parser.add_argument(
-        "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="what the model's layers run in: bfloat16 under torch.autocast on the device (the library's own "
-        "sums, JAS and scores stay float32)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=non_negative_int,
-        metavar="N",
-        help="worker processes that read and decode the images of an image folder (0: the main process; "
-        f"default: one per spare core, at most 4, here {default_workers()}; 0 for tensor and text data)",
-    )
-    parser.add_argument(
-        "--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on"
-    )
-    parser.add_argument(
-        "--allow-version-change", action="store_true", help="resume a FILE written under other library versions"
-    )
-    parser.add_argument(
-        "--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
+    add = parser.add_argument
+    add("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
+    add("--data", required=True, type=Path, help="an ImageFolder directory, a .safetensors file of images, "
+        "or a .jsonl file of token sequences")  # fmt: skip
+    add("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
+    add("--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict")
+    add("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
+    add("--transform", metavar="CALLABLE", help="package.module:callable returning the image folder's transform "
+        "(default: timm's data config for the model as built)")  # fmt: skip
+    add("--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (paper: 20)")
+    add("--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
+        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)")  # fmt: skip
+    add("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
+    add("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
+    add("--device", type=device, metavar="D", help="torch device (default: cuda if available, else cpu)")
+    add("--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction")
+    add("--layers", metavar="PATTERN", help="the neuron sites: module names as model.named_modules() gives them, "
+        "* for one name component (e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) "
+        "(default: the model family's MLP neurons)")  # fmt: skip
+    add("--token", type=token_spec, metavar="SPEC", help="the token set of image models: cls, an integer position, "
+        "A:B or all (default: the token the model family's head reads)")  # fmt: skip
+    add("--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer")
+    add("--precision", choices=("float32", "bfloat16"), default="float32", help="what the model's layers run in: "
+        "bfloat16 under torch.autocast on the device (the library's own sums, JAS and scores stay "
+        "float32)")  # fmt: skip
+    add("--workers", type=non_negative_int, metavar="N", help="worker processes that read and decode the images of "
+        f"an image folder (0: the main process; default: one per spare core, at most 4, here {default_workers()}; "
+        "0 for tensor and text data)")  # fmt: skip
+    add("--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on")
+    add("--allow-version-change", action="store_true", help="resume a FILE written under other library versions")
+    add("--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json")
+    add("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
     parser.set_defaults(handler=run)
     return parser
 

@@ -1,7 +1,7 @@
 """Interventions on path neurons, as in the paper's evaluation: remove, enhance, prune."""
 
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -91,7 +91,8 @@ def intervene(
             f"path must have shape (B, L) or (B, L, K), or be a sequence of L ints; got shape {tuple(path.shape)}"
         )
     # Widths are known only when a layer runs: each layer's indices are checked then.
-    indices = format_neuron_indices(path, "path", _rows_of(path), [2**62] * len(layers), torch.device("cpu"))
+    rows = len(path) if isinstance(path, Tensor) else 1  # L ints are shared by any batch
+    indices = format_neuron_indices(path, "path", rows, [2**62] * len(layers), torch.device("cpu"))
     multipliers: Dict[Tuple[int, int], Tensor] = {}
 
     def multiplier(index: int, values: Tensor) -> Tensor:
@@ -124,11 +125,6 @@ def intervene(
 
     with site_hooks(layers, {index: intervention(index) for index in range(len(layers))}):
         yield
-
-
-def _rows_of(path: Any) -> int:
-    """Examples in ``path``: a tensor's first dimension, or 1 for ``L`` ints shared by any batch."""
-    return path.shape[0] if isinstance(path, Tensor) and path.dim() >= 2 else 1
 
 
 def _pruned(selected: Tensor, p: float, seed: int, index: int) -> Tensor:

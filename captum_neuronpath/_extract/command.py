@@ -72,10 +72,8 @@ def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
         f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")
         + (f"; {tried_again} unreadable before, tried again" if tried_again else "")
-        + f"; {again} to compute",
-        file=sys.stderr,
-        flush=True,
-    )
+        + f"; {again} to compute", file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device, rank: int, world_size: int) -> None:
@@ -112,27 +110,16 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         rate = new / max(elapsed, 1e-9)
         threads = torch.get_num_threads()
         unit = "sequences" if job.inputs.text else "images"
-        record_run(
-            args.out,
-            {
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "num_inputs": len(job.inputs),
-                "new_inputs": new,
-                "seconds": round(elapsed, 3),
-                "images_per_second": round(rate, 3),
-                "processes": world_size,
-                "threads_per_process": threads,
-                "device": str(device),
-                "internal_batch_size": job.rows_per_pass,  # None: every pass ran all nodes at once
-            },
-        )
+        record_run(args.out, {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_inputs": len(job.inputs), "new_inputs": new,
+            "seconds": round(elapsed, 3), "images_per_second": round(rate, 3), "processes": world_size,
+            "threads_per_process": threads, "device": str(device),
+            "internal_batch_size": job.rows_per_pass,  # None: every pass ran all nodes at once
+        })  # fmt: skip
         skipped = f" ({unreadable} unreadable: error records)" if unreadable else ""
-        print(
-            f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
-            f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
+              f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)", file=sys.stderr,
+              flush=True)  # fmt: skip
 
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:

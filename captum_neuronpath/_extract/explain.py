@@ -74,22 +74,14 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
     todo = sum(len(batch) for batch in batches)
     bar = tqdm(
-        total=share,
-        initial=share - todo,
-        unit="seq" if job.inputs.text else "img",
-        desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})",
-        file=sys.stderr,
-        disable=rank != 0,
+        total=share, initial=share - todo, unit="seq" if job.inputs.text else "img", file=sys.stderr,
+        desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})", disable=rank != 0,
         dynamic_ncols=True,
-    )
+    )  # fmt: skip
     loader = DataLoader(
-        _Readable(job.inputs.dataset),
-        batch_sampler=batches,
-        collate_fn=list,
-        num_workers=job.workers,
-        pin_memory=job.device.type == "cuda",
-        worker_init_fn=_quiet_worker,
-    )
+        _Readable(job.inputs.dataset), batch_sampler=batches, collate_fn=list, num_workers=job.workers,
+        pin_memory=job.device.type == "cuda", worker_init_fn=_quiet_worker,
+    )  # fmt: skip
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
             records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
@@ -146,7 +138,7 @@ def explain_batch(
     extra = () if attention_mask is None else (attention_mask,)
     token = job.token if attention_mask is None else last_token(attention_mask)
     clean = _CleanOutput(job.forward, len(inputs))
-    with _precision(job):
+    with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bfloat16"):
         if settings["target"] == "label":
             targets = labels
         else:
@@ -185,12 +177,6 @@ class _CleanOutput:
         return output
 
 
-def _precision(job: Job):
-    """Autocast to bfloat16 on the job's device with ``--precision bfloat16``; nothing otherwise."""
-    enabled = job.settings["precision"] == "bfloat16"
-    return torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):
     """``locator.attribute`` on the batch, halving the rows per pass (kept in ``job.rows_per_pass``) whenever a
     pass runs out of memory."""
@@ -199,14 +185,9 @@ def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targ
     while True:
         try:
             return locator.attribute(
-                inputs,
-                target=targets,
-                additional_forward_args=extra or None,
-                n_steps=settings["n_steps"],
-                method=settings["method"],
-                top_k=settings["top_k"],
-                internal_batch_size=job.rows_per_pass,
-            )
+                inputs, target=targets, additional_forward_args=extra or None, n_steps=settings["n_steps"],
+                method=settings["method"], top_k=settings["top_k"], internal_batch_size=job.rows_per_pass,
+            )  # fmt: skip
         except torch.OutOfMemoryError as error:
             rows = job.rows_per_pass or batch_size * settings["n_steps"]
             if rows <= batch_size:  # one node per pass already
@@ -217,10 +198,6 @@ def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targ
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
             if job.rows_per_pass is None:
-                print(
-                    f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
-                    "(internal_batch_size, recorded in the meta file)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
+                      "(internal_batch_size, recorded in the meta file)", file=sys.stderr, flush=True)  # fmt: skip
             job.rows_per_pass = max(batch_size, rows // 2)

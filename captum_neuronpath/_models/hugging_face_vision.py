@@ -54,10 +54,6 @@ def _family(pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFami
     )
 
 
-def _beit_readout(model: Module) -> Union[int, slice]:
-    return slice(1, None) if model.config.use_mean_pooling else 0  # the pooler averages the patch tokens
-
-
 FAMILIES = (
     _family([("ViTForImageClassification", "vit"), ("ViTModel", None)], lambda model: 0),
     _family(  # the distilled model averages its class and distillation heads
@@ -68,7 +64,10 @@ FAMILIES = (
         ],
         lambda model: slice(0, 2) if type(model).__name__.endswith("WithTeacher") else 0,
     ),
-    _family([("BeitForImageClassification", "beit"), ("BeitModel", None)], _beit_readout),
+    _family(  # the pooler averages the patch tokens
+        [("BeitForImageClassification", "beit"), ("BeitModel", None)],
+        lambda model: slice(1, None) if model.config.use_mean_pooling else 0,
+    ),
     _family(  # the classifier reads the class token and the mean of the patch tokens
         [("Dinov2ForImageClassification", "dinov2"), ("Dinov2Model", None)],
         lambda model: slice(0, None) if type(model).__name__.endswith("ForImageClassification") else 0,

@@ -26,15 +26,8 @@ def write_demo_report(
     meta = describe_paths(model, vit_mlp_layers(model), vit_readout_token(model), inputs, None)
     meta["class_names"] = list(class_names)
     records = Paths(
-        paths=path,
-        jas=jas.double(),
-        labels=labels,
-        targets=labels,
-        predictions=probabilities.argmax(-1),
-        probabilities=probabilities.gather(1, labels[:, None])[:, 0].double(),
-        indices=torch.arange(len(labels)),
-        files=[None] * len(labels),
-        meta=meta,
-    )
+        path, jas.double(), labels, labels, probabilities.argmax(-1),
+        probabilities.gather(1, labels[:, None])[:, 0].double(), torch.arange(len(labels)), [None] * len(labels), meta,
+    )  # fmt: skip
     source = stacked(images)
     return write_report(records, out, lambda positions: describe_inputs(source, positions), "digits ViT test set")
