@@ -1,13 +1,6 @@
-"""The paper's Table 1, and comparisons with Captum's layer methods, on any classifier and
-labelled image set.
-
-:func:`paper_table` locates one path per image for the image's label with each method
-(Activation, Influence Pattern, Neuron Path, a random null, and any Captum layer
-attribution method), with the softmax probability as the explained score, and reports the
-mean JAS, the removal and enhancement accuracy deviations, the mean change of the
-explained score under both, and each method's paired difference from Neuron Path, all
-with bootstrap intervals. :func:`method_agreement` compares the greedy step's candidate
-scores with other methods' per-neuron scores, layer by layer.
+"""The paper's Table 1 (:func:`paper_table`), with any Captum layer method as a further row, and the
+agreement of the greedy step's candidate scores with other methods' per-neuron scores
+(:func:`method_agreement`), on any classifier and labelled image set.
 """
 
 import inspect
@@ -137,11 +130,10 @@ def method_name(method: MethodType) -> str:
     return str(method)
 
 
-def _accepted() -> str:
-    return (
-        f"methods entries must be one of {METHODS}, a Captum layer attribution class (e.g. "
-        "captum.attr.LayerIntegratedGradients) or a captum_neuronpath.LayerMethodPath"
-    )
+_ACCEPTED = (
+    f"methods entries must be one of {METHODS}, a Captum layer attribution class (e.g. "
+    "captum.attr.LayerIntegratedGradients) or a captum_neuronpath.LayerMethodPath"
+)
 
 
 def _same_token(first: Any, second: Any) -> bool:
@@ -168,7 +160,7 @@ def _locator(
         return entry
     if isinstance(entry, type):
         if not issubclass(entry, LayerAttribution):
-            raise TypeError(f"{_accepted()}; got the class {entry.__name__}")
+            raise TypeError(f"{_ACCEPTED}; got the class {entry.__name__}")
         if _needs_model(entry):
             raise TypeError(
                 f"methods cannot hold {entry.__name__}: it is built from the model itself, not from the table's "
@@ -180,9 +172,9 @@ def _locator(
             return RandomPath(forward, layers, token=token, seed=seed)
         built_in = {"Activation": ActivationPath, "Influence Pattern": InfluencePatternPath, "Neuron Path": NeuronPath}
         if entry not in built_in:
-            raise ValueError(f"{_accepted()}; got {entry!r}")
+            raise ValueError(f"{_ACCEPTED}; got {entry!r}")
         return built_in[entry](forward, layers, token=token)
-    raise TypeError(f"{_accepted()}; got {type(entry).__name__} {entry!r}")
+    raise TypeError(f"{_ACCEPTED}; got {type(entry).__name__} {entry!r}")
 
 
 def _over_batches(batches: Sequence[Tuple[Tensor, Tensor]], bar: tqdm, call: Callable) -> list:
@@ -210,7 +202,7 @@ def _locators(
     methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
 ) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
     if isinstance(methods, (str, type)) or not isinstance(methods, Sequence) or not methods:
-        raise TypeError(f"methods must be a non-empty sequence; {_accepted()}")
+        raise TypeError(f"methods must be a non-empty sequence; {_ACCEPTED}")
     located: Dict[str, Union[NeuronPath, _PathBaseline]] = {}
     for entry in methods:
         name = method_name(entry)

@@ -1,14 +1,7 @@
 r"""
-The records of ``neuronpath extract`` as tensors: :func:`load` reads ``FILE`` and
-``FILE.meta.json``.
-
-``FILE`` holds one JSON object per input (``index``, ``label``, ``target``,
-``prediction``, ``probability``, ``path``, ``jas``, ``file``); ``FILE.meta.json`` the
-run's settings and a description of the paths: ``layers`` (each layer's module
-``name`` and ``width``, its number of neurons), ``token`` (the readout token) and
-``class_names``. A record with an ``error`` instead of a path (an input that could not be
-explained) is left out and counted; a last line without its newline is a write cut short
-and is not read.
+The records of ``neuronpath extract`` as tensors: :func:`load` reads ``FILE`` (one JSON object
+per input) and ``FILE.meta.json`` (the run's settings and the ``layers``, ``token`` and
+``class_names`` of the paths), as the command-line page describes them.
 """
 
 import json

@@ -37,11 +37,6 @@ def intervene(
     token set; on exit (errors included) every hook is removed and the model is exactly
     as it was.
 
-    - ``"remove"``: the path's channels are set to 0;
-    - ``"enhance"``: they are multiplied by ``factor``;
-    - ``"prune"``: they are kept and a fraction ``p`` of each layer's *other* channels is
-      set to 0, drawn at random (seeded by ``seed``) per example and layer.
-
     Args:
 
         layers (list[torch.nn.Module]): The neuron layers the path runs through.
@@ -49,7 +44,10 @@ def intervene(
                     ``(B, L, K)`` (a batch in the block must then have ``B`` rows, or a
                     whole multiple of ``B`` that repeats each example in place, as
                     Captum's ``NoiseTunnel`` does), or ``L`` ints shared by any batch.
-        mode (str, optional): ``"remove"``, ``"enhance"`` or ``"prune"``.
+        mode (str, optional): ``"remove"`` sets the path's channels to 0, ``"enhance"``
+                    multiplies them by ``factor``, ``"prune"`` keeps them and sets a
+                    fraction ``p`` of each layer's *other* channels to 0, drawn at random
+                    (seeded by ``seed``) per example and layer.
                     Default: ``"remove"``
         token (int, slice, sequence of int or None, optional): The token set.
                     Default: ``0``

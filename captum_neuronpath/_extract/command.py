@@ -16,7 +16,7 @@ from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFail
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract.description import describe_paths, record_description
-from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
+from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
@@ -101,7 +101,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
             f"{describe(error)}; records so far are kept: run the same command again once this is fixed"
         ) from error
     if world_size > 1:
-        barrier()
+        torch.distributed.barrier()
     if rank == 0:
         total = merge_records(args.out)
         unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])

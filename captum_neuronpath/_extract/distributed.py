@@ -39,11 +39,6 @@ def process_group(device: torch.device) -> Iterator[Tuple[int, int]]:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    """Wait for every process."""
-    dist.barrier()
-
-
 def on_rank_zero(rank: int, world_size: int, action: Callable[[], None]) -> None:
     """Run ``action`` on rank 0 only; every rank returns when it is done or raises its error."""
     error: Optional[Exception] = None

@@ -20,15 +20,10 @@ def model_fingerprint(model: Module) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def input_fingerprint(inputs: Inputs, index: int) -> str:
-    """``sha256:HEX`` of the bytes input ``index`` is made of."""
-    return "sha256:" + hashlib.sha256(inputs.source(index)).hexdigest()
-
-
 def input_identity(inputs: Inputs, index: int) -> Dict[str, object]:
-    """What a record says of input ``index``: its file, label and fingerprint."""
+    """What a record says of input ``index``: its file, label and fingerprint (of the bytes it is made of)."""
     return {
         "file": None if inputs.files is None else inputs.files[index],
         "label": int(inputs.labels[index]),
-        "fingerprint": input_fingerprint(inputs, index),
+        "fingerprint": "sha256:" + hashlib.sha256(inputs.source(index)).hexdigest(),
     }

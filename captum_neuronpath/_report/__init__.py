@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 from captum_neuronpath._report.analysis import analyze, class_frequency, similarity
 from captum_neuronpath._report.figures import write_figures
-from captum_neuronpath._report.inputs import describe_inputs
 from captum_neuronpath._report.page import render_page
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath.paths import Paths
@@ -23,12 +22,11 @@ __all__ = ["write_report"]
 def write_report(
     records: Paths,
     out: Path,
-    describe: Optional[Callable[[List[int]], Dict[str, Dict]]] = None,
+    source: Optional[Callable[[int], Dict[str, str]]] = None,
     title: str = "neuron paths",
 ) -> List[Path]:
     """Write ``out/report.json``, ``out/figures/*.png`` and ``out/index.html`` for ``records``; returns the files.
-    ``describe(positions)`` gives the thumbnails or texts of those records (none by default)."""
-    describe = describe or (lambda positions: describe_inputs(None, positions))
+    ``source`` gives the thumbnail or text of a record (none by default)."""
     out.mkdir(parents=True, exist_ok=True)
     steps = ["analyse", "figures", "page"]
     with tqdm(total=len(steps), desc="report", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -42,7 +40,7 @@ def write_report(
         figures = write_figures(out / "figures", records, report, frequency, similar)
         bar.update()
         bar.set_postfix_str(steps[2])
-        page = render_page(records, report, describe, title=f"Neuron paths: {title}")
+        page = render_page(records, report, source, title=f"Neuron paths: {title}")
         write_atomically(out / "index.html", page.encode())
         bar.update()
     return [out / "report.json", *figures.values(), out / "index.html"]

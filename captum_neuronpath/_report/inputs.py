@@ -61,16 +61,11 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
 
 def describe_inputs(source: Optional[Callable[[int], Dict[str, str]]], positions: Iterable[int]) -> Dict[str, Dict]:
     """``{"thumbnails": {position: URL}, "texts": {position: text}}`` for ``positions``."""
-    thumbnails: Dict[int, str] = {}
-    texts: Dict[int, str] = {}
-    if source is not None:
-        for position in positions:
-            shown = source(position)
-            if "thumbnail" in shown:
-                thumbnails[position] = shown["thumbnail"]
-            if "text" in shown:
-                texts[position] = shown["text"]
-    return {"thumbnails": thumbnails, "texts": texts}
+    shown = {} if source is None else {position: source(position) for position in positions}
+    return {
+        kind + "s": {position: one[kind] for position, one in shown.items() if kind in one}
+        for kind in ("thumbnail", "text")
+    }
 
 
 def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:
