@@ -204,11 +204,10 @@ def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
 
 
 def check_layer_index(layer_index: Any, num_layers: int) -> int:
-    if isinstance(layer_index, bool) or not isinstance(layer_index, int):
-        raise TypeError(f"layer_index must be an int, got {type(layer_index).__name__}")
-    if not 0 <= layer_index < num_layers:
-        raise IndexError(f"layer_index must be between 0 and {num_layers - 1}, got {layer_index}")
-    return layer_index
+    try:
+        return check_int(layer_index, "layer_index", 0, num_layers - 1)
+    except ValueError as error:  # out of range: an index
+        raise IndexError(str(error)) from None
 
 
 def check_baselines(baselines: Any, inputs: Any) -> None:
