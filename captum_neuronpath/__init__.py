@@ -26,24 +26,8 @@ from captum_neuronpath._utils.sites import ModuleInput
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationPath",
-    "InfluencePatternPath",
-    "LayerMethodPath",
-    "RandomPath",
-    "intervene",
-    "LayerJointIntegratedGradients",
-    "NeuronJointIntegratedGradients",
-    "NeuronPath",
-    "NeuronPathResult",
-    "PathSaliency",
-    "path_activation",
-    "PAPER_QUADRATURE",
-    "ModuleInput",
-    "last_token",
-    "mlp_layers",
-    "readout_token",
-    "vit_attention_layers",
-    "vit_mlp_layers",
-    "vit_readout_token",
-    "paths",
-]
+    "ActivationPath", "InfluencePatternPath", "LayerMethodPath", "RandomPath", "intervene",
+    "LayerJointIntegratedGradients", "NeuronJointIntegratedGradients", "NeuronPath", "NeuronPathResult",
+    "PathSaliency", "path_activation", "PAPER_QUADRATURE", "ModuleInput", "last_token", "mlp_layers",
+    "readout_token", "vit_attention_layers", "vit_mlp_layers", "vit_readout_token", "paths",
+]  # fmt: skip

@@ -29,10 +29,6 @@ PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
 WIDTH = digits.NUM_NEURONS  # neurons per layer of the digits ViT
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run_demo(
     out: Path,
     cache_dir: Optional[Path] = None,
@@ -48,7 +44,7 @@ def run_demo(
     """Train or load the digits ViT; print the paper's table (with a row per Captum layer
     method), the agreement of those methods with the greedy scores, and the class
     analyses; write JSON and figures."""
-    model = digits.digits_vit(cache_dir, epochs=epochs, log=_log)
+    model = digits.digits_vit(cache_dir, epochs=epochs, log=lambda line: print(line, file=sys.stderr, flush=True))
     _, (images, labels) = digits.digits_split()
     if max_examples is not None:
         images, labels = images[:max_examples], labels[:max_examples]

@@ -55,10 +55,7 @@ def build_digits_vit(depth: int = 6) -> Module:
 
 
 def train_digits_vit(
-    depth: int = 6,
-    epochs: int = 40,
-    seed: int = 0,
-    log: Optional[Callable[[str], None]] = None,
+    depth: int = 6, epochs: int = 40, seed: int = 0, log: Optional[Callable[[str], None]] = None
 ) -> Module:
     r"""
     Train the digits ViT from scratch on the 1400 training digits: AdamW with a one-cycle
@@ -145,14 +142,7 @@ def digits_vit(
 
         cache_dir (Path, optional): Where the weights live.
                     Default: :func:`default_cache_dir`
-        depth (int, optional): Number of blocks.
-                    Default: ``6``
-        epochs (int, optional): Training epochs.
-                    Default: ``40``
-        seed (int, optional): Seed of the initialisation and the batches.
-                    Default: ``0``
-        log (Callable, optional): Receives progress lines while training.
-                    Default: ``None``
+        depth, epochs, seed, log: As for :func:`train_digits_vit`.
 
     Returns:
         The model, in eval mode.

@@ -1,13 +1,6 @@
-"""The paper's Table 1, and comparisons with Captum's layer methods, on any classifier and
-labelled image set.
-
-:func:`paper_table` locates one path per image for the image's label with each method
-(Activation, Influence Pattern, Neuron Path, a random null, and any Captum layer
-attribution method), with the softmax probability as the explained score, and reports the
-mean JAS, the removal and enhancement accuracy deviations, the mean change of the
-explained score under both, and each method's paired difference from Neuron Path, all
-with bootstrap intervals. :func:`method_agreement` compares the greedy step's candidate
-scores with other methods' per-neuron scores, layer by layer.
+"""The paper's Table 1 (:func:`paper_table`), with any Captum layer method as a further row, and the
+agreement of the greedy step's candidate scores with other methods' per-neuron scores
+(:func:`method_agreement`), on any classifier and labelled image set.
 """
 
 import inspect
@@ -137,11 +130,10 @@ def method_name(method: MethodType) -> str:
     return str(method)
 
 
-def _accepted() -> str:
-    return (
-        f"methods entries must be one of {METHODS}, a Captum layer attribution class (e.g. "
-        "captum.attr.LayerIntegratedGradients) or a captum_neuronpath.LayerMethodPath"
-    )
+_ACCEPTED = (
+    f"methods entries must be one of {METHODS}, a Captum layer attribution class (e.g. "
+    "captum.attr.LayerIntegratedGradients) or a captum_neuronpath.LayerMethodPath"
+)
 
 
 def _same_token(first: Any, second: Any) -> bool:
@@ -168,7 +160,7 @@ def _locator(
         return entry
     if isinstance(entry, type):
         if not issubclass(entry, LayerAttribution):
-            raise TypeError(f"{_accepted()}; got the class {entry.__name__}")
+            raise TypeError(f"{_ACCEPTED}; got the class {entry.__name__}")
         if _needs_model(entry):
             raise TypeError(
                 f"methods cannot hold {entry.__name__}: it is built from the model itself, not from the table's "
@@ -176,16 +168,22 @@ def _locator(
             )
         return LayerMethodPath(entry, forward, layers, token=token)
     if isinstance(entry, str):
-        if entry == "Activation":
-            return ActivationPath(forward, layers, token=token)
-        if entry == "Influence Pattern":
-            return InfluencePatternPath(forward, layers, token=token)
-        if entry == "Neuron Path":
-            return NeuronPath(forward, layers, token=token)
         if entry == "Random":
             return RandomPath(forward, layers, token=token, seed=seed)
-        raise ValueError(f"{_accepted()}; got {entry!r}")
-    raise TypeError(f"{_accepted()}; got {type(entry).__name__} {entry!r}")
+        built_in = {"Activation": ActivationPath, "Influence Pattern": InfluencePatternPath, "Neuron Path": NeuronPath}
+        if entry not in built_in:
+            raise ValueError(f"{_ACCEPTED}; got {entry!r}")
+        return built_in[entry](forward, layers, token=token)
+    raise TypeError(f"{_ACCEPTED}; got {type(entry).__name__} {entry!r}")
+
+
+def _over_batches(batches: Sequence[Tuple[Tensor, Tensor]], bar: tqdm, call: Callable) -> list:
+    """``call(x, y)`` of every batch, the progress bar moved on after each."""
+    results = []
+    for x, y in batches:
+        results.append(call(x, y))
+        bar.update(len(x))
+    return results
 
 
 def _explained(
@@ -204,7 +202,7 @@ def _locators(
     methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
 ) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
     if isinstance(methods, (str, type)) or not isinstance(methods, Sequence) or not methods:
-        raise TypeError(f"methods must be a non-empty sequence; {_accepted()}")
+        raise TypeError(f"methods must be a non-empty sequence; {_ACCEPTED}")
     located: Dict[str, Union[NeuronPath, _PathBaseline]] = {}
     for entry in methods:
         name = method_name(entry)
@@ -420,44 +418,33 @@ def paper_table(
     data = (images, labels)
     clean = explained_scores(forward, data, batch_size=batch_size)
     bar = tqdm(total=len(locators) * len(images), desc="paper table", unit="img", disable=not show_progress)
-    paths, jas, changes, summaries, layer_scores = {}, {}, {}, {}, {}
+    paths, jas, changes, rows, layer_scores = {}, {}, {}, [], {}
+    modes, intervened = ("remove", "enhance"), {"token": token, "factor": factor}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
-        found, scores, candidates = [], [], []
-        for x, y in batches:
-            result = locator.attribute(x, target=y, n_steps=n_steps, method=method)
-            found.append(result.path)
-            scores.append(result.jas)
-            candidates.append(result.layer_scores)
-            bar.update(len(x))
-        paths[name], jas[name] = torch.cat(found), torch.cat(scores)
-        if all(c is not None for c in candidates):
-            layer_scores[name] = torch.cat(candidates).detach()
+        found = _over_batches(batches, bar, lambda x, y: locator.attribute(x, target=y, n_steps=n_steps, method=method))
+        paths[name], jas[name] = torch.cat([r.path for r in found]), torch.cat([r.jas for r in found])
+        if all(r.layer_scores is not None for r in found):
+            layer_scores[name] = torch.cat([r.layer_scores for r in found]).detach()
         low, high = bootstrap_interval(jas[name], n_bootstrap, seed=seed)
-        intervened = {"token": token, "factor": factor}
         deviations = [
             accuracy_deviation(model, layers, data, paths[name], mode=mode, batch_size=batch_size,
                                n_bootstrap=n_bootstrap, seed=seed, **intervened)
-            for mode in ("remove", "enhance")
+            for mode in modes
         ]  # fmt: skip
         changes[name] = {
             mode: explained_scores(forward, data, layers, paths[name], batch_size, mode=mode, **intervened) - clean
-            for mode in ("remove", "enhance")
+            for mode in modes
         }
-        summaries[name] = [
-            summarize_score_change(clean, clean + changes[name][mode], n_bootstrap, seed=seed)
-            for mode in ("remove", "enhance")
-        ]
-        jas_mean = float(jas[name].double().mean())
-        summaries[name] = TableRow(name, jas_mean, low, high, *deviations, *summaries[name])
+        summaries = [summarize_score_change(clean, clean + changes[name][m], n_bootstrap, seed=seed) for m in modes]
+        rows.append(TableRow(name, float(jas[name].double().mean()), low, high, *deviations, *summaries))
     bar.close()
-    rows = list(summaries.values())
     if reference in changes:
         for row in rows:
             if row.method != reference:
                 row.removal_vs_reference, row.enhancement_vs_reference = (
                     paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
-                    for mode in ("remove", "enhance")
+                    for mode in modes
                 )
     settings = dict(
         n_steps=n_steps, method=method, n_examples=len(images), seed=seed, n_bootstrap=n_bootstrap, factor=factor,
@@ -526,24 +513,12 @@ def method_agreement(
 
     Args:
 
-        model (torch.nn.Module): A classifier returning logits, in eval mode.
-        images (Tensor): ``(N, C, H, W)`` preprocessed images.
-        labels (Tensor): ``(N,)`` classes explained.
         methods (sequence): Captum layer attribution classes,
                     :class:`~captum_neuronpath.LayerMethodPath` instances, or
                     ``"Activation"`` / ``"Influence Pattern"``.
-        layers (list[torch.nn.Module], optional): Neuron layers.
-                    Default: ``vit_mlp_layers(model)``
-        token (int, slice, sequence of int or None, optional): Token set.
-                    Default: ``vit_readout_token(model)``
-        n_steps (int, optional): Quadrature nodes, for the greedy search and the methods.
-                    Default: ``20``, the paper's (``PAPER_QUADRATURE``)
-        method (str, optional): Quadrature method, for both.
-                    Default: ``"riemann_left"``, the paper's (``PAPER_QUADRATURE``)
-        batch_size (int, optional): Images per attribution call.
-                    Default: ``32``
-        show_progress (bool, optional): Show a progress bar on stderr.
-                    Default: ``True``
+        model, images, labels, layers, token, n_steps, method, batch_size, show_progress:
+                    As for :func:`paper_table`; the quadrature is the greedy search's and
+                    the methods'.
         layer_scores (Tensor, optional): The greedy candidate scores ``(N, L, C)`` of
                     these images when already computed with the same settings, e.g.
                     ``paper_table(...).layer_scores["Neuron Path"]``; the path is their
@@ -575,10 +550,7 @@ def method_agreement(
     bar = tqdm(total=runs * len(images), desc="agreement", unit="img", disable=not show_progress)
     if layer_scores is None:
         greedy = NeuronPath(forward, layers, token=token)
-        found = []
-        for x, y in batches:
-            found.append(greedy.attribute(x, target=y, n_steps=n_steps, method=method))
-            bar.update(len(x))
+        found = _over_batches(batches, bar, lambda x, y: greedy.attribute(x, target=y, n_steps=n_steps, method=method))
         layer_scores = torch.cat([r.layer_scores for r in found]).detach()
     elif layer_scores.shape[:2] != (len(images), len(layers)):
         raise ValueError(
@@ -588,11 +560,10 @@ def method_agreement(
     scores: Dict[str, Tensor] = {}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
-        parts = []
-        for x, y in batches:
-            parts.append(locator.channel_scores(x, target=y, n_steps=n_steps, method=method))
-            bar.update(len(x))
-        scores[name] = torch.cat(parts)
+        call = locator.channel_scores
+        scores[name] = torch.cat(
+            _over_batches(batches, bar, lambda x, y: call(x, target=y, n_steps=n_steps, method=method))
+        )
     bar.close()
     top = {name: best_channel(values) for name, values in scores.items()}
     agreement = {name: rank_agreement(layer_scores, values) for name, values in scores.items()}

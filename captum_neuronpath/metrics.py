@@ -3,8 +3,17 @@ intra-class neuron frequency and inter-class similarity; beside them, the change
 explained score under interventions, paired comparisons of two methods on the same
 examples, and the rank agreement of two methods' per-neuron scores.
 
-``data`` is either a pair ``(inputs, labels)`` of tensors or an iterable of such
-batches (a ``DataLoader``); ``paths`` holds one path per example in the same order.
+The arguments the functions share mean the same everywhere:
+
+- ``data``: a pair ``(inputs, labels)`` of tensors or an iterable of such batches (a
+  ``DataLoader``); ``batch_size``: rows per forward pass when it is tensors (default ``64``).
+- ``layers`` (list[torch.nn.Module]): the neuron layers of ``paths``, ``(N, L)`` or
+  ``(N, L, K)``, one path per example in the order of ``data``.
+- ``mode`` (``"remove"``, ``"enhance"`` or ``"prune"``; default ``"remove"``), ``token``
+  (the token set, default ``0``), ``factor`` (the enhancement multiplier, default ``2.0``),
+  ``p`` and ``seed``: the keywords of :func:`~captum_neuronpath.intervene`.
+- ``n_bootstrap``, ``confidence`` and ``seed``: the resamples (default ``1000``), coverage
+  (default ``0.95``) and seed (default ``0``) of a percentile bootstrap interval.
 """
 
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -157,9 +166,7 @@ def accuracy(
     Args:
 
         model (torch.nn.Module): The classifier.
-        data: ``(inputs, labels)`` tensors or an iterable of such batches.
-        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
-                    Default: ``64``
+        data, batch_size: As in the module's docstring.
         readout (Callable, optional): Maps the model's output to ``(B, num_classes)``
                     scores, e.g. ``lambda output: output.logits[:, -1]``.
                     Default: ``None`` (the output itself)
@@ -201,13 +208,8 @@ def explained_scores(
     Args:
 
         forward_func (Callable): Returns ``(B, num_classes)`` or ``(B,)``.
-        data: ``(inputs, labels)`` tensors or an iterable of such batches.
-        layers (list[torch.nn.Module], optional): The neuron layers of the paths.
-                    Default: ``None`` (clean)
-        paths (Tensor, optional): ``(N, L)`` or ``(N, L, K)``, one path per example.
-                    Default: ``None`` (clean)
-        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
-                    Default: ``64``
+        data, layers, paths, batch_size: As in the module's docstring; without ``layers`` and
+                    ``paths``, the clean scores.
         **intervention: ``mode``, ``token``, ``factor``, ``p``, ``seed``.
 
     Returns:
@@ -243,12 +245,7 @@ def summarize_score_change(
 
         clean (Tensor): ``(N,)`` clean scores.
         intervened (Tensor): ``(N,)`` scores of the same examples, intervened.
-        n_bootstrap (int, optional): Bootstrap resamples.
-                    Default: ``1000``
-        confidence (float, optional): Coverage of the interval.
-                    Default: ``0.95``
-        seed (int, optional): Seed of the resampling.
-                    Default: ``0``
+        n_bootstrap, confidence, seed: The bootstrap's, as in the module's docstring.
 
     Returns:
         :class:`ScoreChange`.
@@ -295,23 +292,8 @@ def score_change(
 
         forward_func (Callable): Returns ``(B, num_classes)`` (e.g. softmax
                     probabilities) or ``(B,)``.
-        layers (list[torch.nn.Module]): The neuron layers of the paths.
-        data: ``(inputs, labels)`` tensors or an iterable of such batches.
-        paths (Tensor): ``(N, L)`` or ``(N, L, K)``, one path per example in order.
-        mode (str, optional): ``"remove"`` or ``"enhance"`` (or ``"prune"``).
-                    Default: ``"remove"``
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
-        factor (float, optional): The enhancement multiplier.
-                    Default: ``2.0``
-        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
-                    Default: ``64``
-        n_bootstrap (int, optional): Bootstrap resamples.
-                    Default: ``1000``
-        confidence (float, optional): Coverage of the interval.
-                    Default: ``0.95``
-        seed (int, optional): Seed of the resampling.
-                    Default: ``0``
+        layers, data, paths, mode, token, factor, batch_size, n_bootstrap, confidence, seed: As in the
+                    module's docstring.
 
     Returns:
         :class:`ScoreChange`.
@@ -343,12 +325,7 @@ def paired_difference(
 
         values (Tensor): ``(N,)`` per-example values of one method, e.g. score changes.
         reference (Tensor): ``(N,)`` the other method's values on the same examples.
-        n_bootstrap (int, optional): Bootstrap resamples.
-                    Default: ``1000``
-        confidence (float, optional): Coverage of the interval.
-                    Default: ``0.95``
-        seed (int, optional): Seed of the resampling.
-                    Default: ``0``
+        n_bootstrap, confidence, seed: The bootstrap's, as in the module's docstring.
 
     Returns:
         :class:`PairedDifference`.
@@ -440,12 +417,8 @@ def bootstrap_interval(
     Args:
 
         values (Tensor): ``(N,)`` per-example values.
-        n_bootstrap (int, optional): Resamples of the ``N`` examples, with replacement.
-                    Default: ``1000``
-        confidence (float, optional): Coverage of the interval.
-                    Default: ``0.95``
-        seed (int, optional): Seed of the resampling.
-                    Default: ``0``
+        n_bootstrap, confidence, seed: As in the module's docstring; the ``N`` examples
+                    are resampled with replacement.
 
     Returns:
         ``(low, high)`` floats.
@@ -486,41 +459,20 @@ def accuracy_deviation(
     Args:
 
         forward_func (Callable): Returns class scores ``(B, num_classes)``.
-        layers (list[torch.nn.Module]): The neuron layers of the paths.
-        data: ``(inputs, labels)`` tensors or an iterable of such batches.
-        paths (Tensor): ``(N, L)`` or ``(N, L, K)``, one path per example in order.
-        mode (str, optional): ``"remove"`` or ``"enhance"`` (or ``"prune"``).
-                    Default: ``"remove"``
-        token (int, slice, sequence of int or None, optional): The token set.
-                    Default: ``0``
-        factor (float, optional): The enhancement multiplier.
-                    Default: ``2.0``
-        batch_size (int, optional): Rows per forward pass when ``data`` is tensors.
-                    Default: ``64``
-        n_bootstrap (int, optional): Bootstrap resamples.
-                    Default: ``1000``
-        confidence (float, optional): Coverage of the interval.
-                    Default: ``0.95``
-        seed (int, optional): Seed of the resampling.
-                    Default: ``0``
+        layers, data, paths, mode, token, factor, batch_size, n_bootstrap, confidence, seed: As in the
+                    module's docstring.
 
     Returns:
         :class:`AccuracyDeviation`.
     """
-    clean = correct_predictions(forward_func, data, batch_size=batch_size)
+    clean = correct_predictions(forward_func, data, batch_size=batch_size).double()
     intervened = correct_predictions(
         forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor
     )
-    change = 100.0 * (intervened.double() - clean.double())
+    change = 100.0 * (intervened.double() - clean)
     low, high = bootstrap_interval(change, n_bootstrap, confidence, seed)
-    return AccuracyDeviation(
-        deviation=float(change.mean()),
-        low=low,
-        high=high,
-        clean_accuracy=100.0 * float(clean.double().mean()),
-        intervened_accuracy=100.0 * float(intervened.double().mean()),
-        n=len(clean),
-    )
+    accuracies = (100.0 * float(clean.mean()), 100.0 * float(intervened.double().mean()))
+    return AccuracyDeviation(float(change.mean()), low, high, *accuracies, len(clean))
 
 
 def pruning_curve(

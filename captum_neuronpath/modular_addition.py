@@ -67,7 +67,7 @@ def modular_addition_split(
 
     Args:
 
-        p (int, optional): The modulus.
+        p (int, optional): The modulus of :func:`modular_addition_data`.
                     Default: ``31``
         train_fraction (float, optional): Fraction of the pairs that train.
                     Default: ``0.8``
@@ -94,10 +94,7 @@ def build_modular_addition_gpt2(p: int = P) -> Module:
 
 
 def train_modular_addition_gpt2(
-    p: int = P,
-    steps: int = 200,
-    seed: int = 0,
-    log: Optional[Callable[[str], None]] = None,
+    p: int = P, steps: int = 200, seed: int = 0, log: Optional[Callable[[str], None]] = None
 ) -> Module:
     r"""
     Train the task's GPT-2 from scratch on the training pairs: full batch, AdamW (weight
@@ -119,30 +116,26 @@ def train_modular_addition_gpt2(
     Returns:
         The trained model, in eval mode.
     """
+    (ids, answers), (test_ids, test_answers) = modular_addition_split(p)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices; the same weights whatever the thread count
     try:
-        return _train(p, steps, seed, log)
+        torch.manual_seed(seed)
+        model = build_modular_addition_gpt2(p)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+        for step in range(steps):
+            model.train()
+            loss = torch.nn.functional.cross_entropy(model(ids).logits[:, -1], answers)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if log is not None and (step + 1) % 100 == 0:
+                log(f"step {step + 1}/{steps}: test accuracy {accuracy(model, test_ids, test_answers):.3f}")
+        return model.eval()
     finally:
         torch.set_num_threads(threads)
-
-
-def _train(p: int, steps: int, seed: int, log: Optional[Callable[[str], None]]) -> Module:
-    (ids, answers), (test_ids, test_answers) = modular_addition_split(p)
-    torch.manual_seed(seed)
-    model = build_modular_addition_gpt2(p)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    for step in range(steps):
-        model.train()
-        loss = torch.nn.functional.cross_entropy(model(ids).logits[:, -1], answers)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if log is not None and (step + 1) % 100 == 0:
-            log(f"step {step + 1}/{steps}: test accuracy {accuracy(model, test_ids, test_answers):.3f}")
-    return model.eval()
 
 
 def accuracy(model: Module, ids: Tensor, answers: Tensor) -> float:
@@ -177,14 +170,7 @@ def modular_addition_gpt2(
 
         cache_dir (Path, optional): Where the weights live.
                     Default: :func:`captum_neuronpath.digits.default_cache_dir`
-        p (int, optional): The modulus.
-                    Default: ``31``
-        steps (int, optional): Training steps.
-                    Default: ``200``
-        seed (int, optional): Seed of the initialisation.
-                    Default: ``0``
-        log (Callable, optional): Receives progress lines while training.
-                    Default: ``None``
+        p, steps, seed, log: As for :func:`train_modular_addition_gpt2`.
 
     Returns:
         The model, a ``GPT2LMHeadModel`` in eval mode.

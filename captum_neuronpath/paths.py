@@ -1,14 +1,7 @@
 r"""
-The records of ``neuronpath extract`` as tensors: :func:`load` reads ``FILE`` and
-``FILE.meta.json``.
-
-``FILE`` holds one JSON object per input (``index``, ``label``, ``target``,
-``prediction``, ``probability``, ``path``, ``jas``, ``file``); ``FILE.meta.json`` the
-run's settings and a description of the paths: ``layers`` (each layer's module
-``name`` and ``width``, its number of neurons), ``token`` (the readout token) and
-``class_names``. A record with an ``error`` instead of a path (an input that could not be
-explained) is left out and counted; a last line without its newline is a write cut short
-and is not read.
+The records of ``neuronpath extract`` as tensors: :func:`load` reads ``FILE`` (one JSON object
+per input) and ``FILE.meta.json`` (the run's settings and the ``layers``, ``token`` and
+``class_names`` of the paths), as the command-line page describes them.
 """
 
 import json
@@ -155,18 +148,12 @@ def load(file: Union[str, Path]) -> Paths:
         raise ValueError(f"{file}: the paths must all have the same number of layers and neurons ({error})") from None
     if not len(indices):
         path_rows = torch.zeros(0, len(meta.get("layers") or []), dtype=torch.long)
+    column = {key: torch.tensor(values, dtype=torch.float64 if key in ("jas", "probability") else torch.long)
+              for key, values in columns.items() if key != "path"}  # fmt: skip
     return Paths(
-        paths=path_rows,
-        jas=torch.tensor(columns["jas"], dtype=torch.float64),
-        labels=torch.tensor(columns["label"], dtype=torch.long),
-        targets=torch.tensor(columns["target"], dtype=torch.long),
-        predictions=torch.tensor(columns["prediction"], dtype=torch.long),
-        probabilities=torch.tensor(columns["probability"], dtype=torch.float64),
-        indices=torch.tensor(indices, dtype=torch.long),
-        files=files,
-        meta=meta,
-        errors=errors,
-    )
+        path_rows, column["jas"], column["label"], column["target"], column["prediction"], column["probability"],
+        torch.tensor(indices, dtype=torch.long), files, meta, errors,
+    )  # fmt: skip
 
 
 def _record(line: bytes, file: Path, number: int) -> Dict[str, object]:

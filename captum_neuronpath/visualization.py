@@ -1,10 +1,12 @@
 """Figures of neuron paths, in the manner of ``captum.attr.visualization``.
 
-Every function returns ``(figure, axis)``, draws into ``plt_fig_axis`` when given one,
-and never calls ``show()``. With ``use_pyplot=True`` (the default) a new figure comes
-from ``matplotlib.pyplot``, so notebooks display it; with ``False`` it is a bare
-``matplotlib.figure.Figure``, for scripts and servers. Styles differ by marker, line
-style and hatch as well as colour, so the figures read in grayscale.
+Every function returns ``(figure, axis)`` and never calls ``show()``. Besides its own
+arguments each takes ``plt_fig_axis``, a ``(figure, axis)`` to draw into (default
+``None``: a new figure), and ``use_pyplot``: with ``True`` (the default) a new figure
+comes from ``matplotlib.pyplot``, so notebooks display it; with ``False`` it is a bare
+``matplotlib.figure.Figure``, for scripts and servers. Those with a ``title`` argument
+give it to the axis. Styles differ by marker, line style and hatch as well as colour, so
+the figures read in grayscale.
 """
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -95,12 +97,6 @@ def visualize_path(
                     Default: ``"path 0"``, ... or the mapping's keys
         num_neurons (int, optional): Neurons per layer, for the vertical range.
                     Default: ``None`` (fit the data)
-        title (str, optional): Axis title.
-                    Default: ``"Neuron path"``
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-                    Default: ``None`` (a new figure)
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -207,10 +203,6 @@ def visualize_layer_scores(
                     (``result.layer_scores[i]``).
         path (Tensor, optional): ``(L,)`` chosen neurons.
                     Default: ``None`` (the argmax of each layer)
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -269,10 +261,6 @@ def visualize_neuron_frequency(
         frequency (Tensor): ``(L, C)``, e.g. ``neuron_frequency(...)[class_index]``.
         top (int, optional): Dominant neurons to label.
                     Default: ``5``
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -319,10 +307,6 @@ def visualize_class_similarity(
         similarity (Tensor): ``(M, M)`` from :func:`~captum_neuronpath.metrics.class_similarity`.
         class_names (sequence of str, optional): Axis labels.
                     Default: the class indices
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -371,9 +355,6 @@ def visualize_nearest_classes(
         class_names (sequence of str, optional): Names of the classes.
         k (int, optional): How many neighbours.
                     Default: ``5``
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -416,10 +397,6 @@ def visualize_pruning_curve(
     Args:
 
         curves (Mapping[str, PruningCurve]): ``{"Neuron Path": pruning_curve(...), ...}``.
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -469,10 +446,6 @@ def visualize_effects(
                     are used, so named tuples such as ``AccuracyDeviation`` work too.
         ylabel (str, optional): What the values are, with their units.
                     Default: ``"change"``
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -530,10 +503,6 @@ def visualize_rank_agreement(
         agreement (Mapping[str, RankAgreement]): ``{method: rank_agreement(greedy,
                     method_scores)}``, e.g. ``method_agreement(...).agreement``; only the
                     ``spearman`` field ``(N, L)`` is drawn.
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -600,10 +569,6 @@ def visualize_top_neuron_ranks(
                     ranked by the greedy scores) or ``"first_top_in_second"`` (the
                     greedy choice, ranked by the method).
                     Default: ``"second_top_in_first"``
-        title (str, optional): Axis title.
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.
@@ -658,13 +623,9 @@ def visualize_path_saliency(
 
         saliency (Tensor): ``(C, H, W)`` map of one image.
         image (Tensor): ``(C, H, W)`` the image, in any value range.
-        title (str, optional): Axis title.
         method (str, optional): Captum's ``visualize_image_attr`` method, e.g.
                     ``"heat_map"``.
                     Default: ``"blended_heat_map"``
-        plt_fig_axis (tuple, optional): ``(figure, axis)`` to draw into.
-        use_pyplot (bool, optional): Create a new figure with pyplot.
-                    Default: ``True``
 
     Returns:
         ``(figure, axis)``.

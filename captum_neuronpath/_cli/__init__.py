@@ -1,10 +1,8 @@
 """The ``neuronpath`` command line (also ``python -m captum_neuronpath``).
 
-One module per subcommand (:mod:`.demo`, :mod:`.extract`, :mod:`.table`, :mod:`.report`) adds its parser;
-:mod:`.arguments` holds the argument types they share, :mod:`.errors` the exit statuses,
-:mod:`.loading` what a command line names (models, data, user callables). A mistake is one
-line on stderr with exit status 2, a failure during the run one line with status 1, a stop
-signal N status 128 + N; ``--debug`` or ``NEURONPATH_DEBUG=1`` adds the traceback.
+One module per subcommand adds its parser. A mistake is one line on stderr with exit status 2, a
+failure during the run one line with status 1, a stop signal N status 128 + N; ``--debug`` or
+``NEURONPATH_DEBUG=1`` adds the traceback.
 """
 
 import argparse

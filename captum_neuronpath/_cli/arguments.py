@@ -1,9 +1,4 @@
-"""Argument types and the help format shared by every subcommand.
-
-Each type is an ``argparse`` type: it returns the parsed value or raises
-:class:`argparse.ArgumentTypeError`, which argparse reports as a usage error (exit status 2)
-naming the option.
-"""
+"""Argument types (argparse reports their errors as usage errors naming the option) and the help format."""
 
 import argparse
 from typing import List, Optional, Type

@@ -1,13 +1,4 @@
-"""One error policy for every subcommand: what ends a command, and with which exit status.
-
-- 2: a mistake in the command line or in what it names (:class:`CommandLineError`; argparse's
-  own usage errors exit with 2 too);
-- 1: a failure during the run (:class:`RunFailure`, or an ``OSError`` such as a full disk);
-- 128 + N: the signal N (SIGINT, SIGTERM, SIGHUP) stopped the command (:class:`Interrupted`).
-
-Each is one line on stderr, ``neuronpath COMMAND: error: ...``, without a traceback unless
-debugging.
-"""
+"""One error policy for every subcommand: the exit statuses and the stop signals (see :mod:`captum_neuronpath._cli`)."""
 
 import signal
 import threading
@@ -60,8 +51,7 @@ class _Stops:
 
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
-    """Meanwhile SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only; a
-    signal someone else set to be ignored stays ignored)."""
+    """Meanwhile stop signals not set to be ignored raise :class:`Interrupted` (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

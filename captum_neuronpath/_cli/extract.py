@@ -9,32 +9,18 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
 from captum_neuronpath._cli.arguments import device, non_negative_int, positive_int, subcommand
 
 EPILOG = """\
-resuming:
-  Run the same command again (after a crash, kill -9, a stop signal or a full disk):
-  finished inputs are skipped, a line or batch cut short is dropped, the records of inputs
-  that changed or vanished since (each record holds its input's fingerprint) are computed
-  again with their batches, and the final FILE equals an uninterrupted run's on the data
-  as it is now. Changed settings, another model (its weights' fingerprint) or other
-  versions of captum-neuronpath, torch, captum or timm are refused; pass --overwrite to
-  start afresh, --allow-version-change to go on under new versions, or choose another
-  --out. A run that wrote no record yet is simply started again.
-
-unreadable inputs:
-  The run stops at the first image that cannot be read, naming it; the records so far
-  are kept, and once the file is fixed or removed the same command resumes. With
-  --skip-unreadable such an image gets a record with an "error" and no path, the run
-  goes on, and a later run computes it once the file is fixed.
-
-one command per FILE:
-  FILE.lock holds the pid and host of the command writing FILE; a second command on the
-  same FILE is refused while the first runs.
+Running the same command again resumes (after a crash, kill -9, a stop signal or a full disk): the
+final FILE equals an uninterrupted run's on the data as it is now, inputs that changed since computed
+again. Changed settings, another model or other library versions are refused (--overwrite,
+--allow-version-change). The first image that cannot be read stops the run, naming it, unless
+--skip-unreadable; FILE.lock refuses a second command on the same FILE; a pass that runs out of memory
+is retried with half the rows per pass. The command-line page of the documentation says more of each.
 
 exit statuses:
-  0 done; 1 a failure during the run (an unreadable input, a full disk, a read-only file
-  system), one line naming the file and the cause; 2 a mistake in the command line or in
-  what it names, one line; 128 + N on the stop signal N (130 Ctrl-C, 143 SIGTERM, 129
-  SIGHUP), after dropping the batch in flight. --debug or NEURONPATH_DEBUG=1 adds the
-  traceback.
+  0 done; 1 a failure during the run (an unreadable input, a full disk, a read-only file system), one
+  line naming the file and the cause; 2 a mistake in the command line or in what it names, one line;
+  128 + N on the stop signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), after dropping the batch in
+  flight. --debug or NEURONPATH_DEBUG=1 adds the traceback.
 
 several processes (one machine):
   torchrun --nproc_per_node 4 -m captum_neuronpath extract --model timm:vit_base_patch16_224 \\
@@ -44,100 +30,50 @@ several machines (run on each; DATA and FILE on a file system all of them share)
   torchrun --nnodes 2 --nproc_per_node 8 --rdzv_id paths --rdzv_backend c10d \\
       --rdzv_endpoint HOST:29500 -m captum_neuronpath extract ... --out /shared/paths.jsonl
 
-  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the
-  shards into FILE when all are done. The processes exchange only small objects and
-  barriers, over gloo whatever the device; CUDA processes use the GPU cuda:LOCAL_RANK. A
-  killed distributed run resumes with any number of processes.
-
-out of memory:
-  A pass that runs out of memory is retried with half the rows per pass (the
-  quadrature nodes split into chunks; the numbers stay the same up to rounding), once
-  said on stderr; the value settled on is recorded in FILE.meta.json. A batch that does
-  not fit even at one node per pass stops the run (exit 1): pass a smaller --batch-size.
+  Each process takes every WORLD_SIZE-th batch and writes FILE.rankR; rank 0 merges the shards into
+  FILE. A killed distributed run resumes with any number of processes.
 """
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
-        commands,
-        "extract",
+        commands, "extract", epilog=EPILOG,
         help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",
         description="Locate the neuron path of every input of DATA and write one JSON line per input to FILE.",
-        epilog=EPILOG,
-    )
-    parser.add_argument("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
-    parser.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        help="an ImageFolder directory, a .safetensors file of images, or a .jsonl file of token sequences",
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
-    parser.add_argument(
-        "--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict"
-    )
-    parser.add_argument("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
-    parser.add_argument(
-        "--transform",
-        metavar="CALLABLE",
-        help="package.module:callable returning the image folder's transform (default: timm's data config "
-        "for the model as built)",
-    )
-    parser.add_argument("--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (paper: 20)")
-    parser.add_argument(
-        "--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
-        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)",
     )  # fmt: skip
-    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
-    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
-    parser.add_argument(
-        "--device", type=device, metavar="D", help="torch device (default: cuda if available, else cpu)"
-    )
-    parser.add_argument(
-        "--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction"
-    )
-    parser.add_argument(
-        "--layers",
-        metavar="PATTERN",
-        help="the neuron sites: module names as model.named_modules() gives them, * for one name component "
-        "(e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) (default: the model "
-        "family's MLP neurons)",
-    )
-    parser.add_argument(
-        "--token",
-        type=token_spec,
-        metavar="SPEC",
-        help="the token set of image models: cls, an integer position, A:B or all (default: the token the "
-        "model family's head reads)",
-    )
-    parser.add_argument(
-        "--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="what the model's layers run in: bfloat16 under torch.autocast on the device (the library's own "
-        "sums, JAS and scores stay float32)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=non_negative_int,
-        metavar="N",
-        help="worker processes that read and decode the images of an image folder (0: the main process; "
-        f"default: one per spare core, at most 4, here {default_workers()}; 0 for tensor and text data)",
-    )
-    parser.add_argument(
-        "--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on"
-    )
-    parser.add_argument(
-        "--allow-version-change", action="store_true", help="resume a FILE written under other library versions"
-    )
-    parser.add_argument(
-        "--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
+    add = parser.add_argument
+    add("--model", required=True, help="timm:NAME, torchvision:NAME or package.module:callable")
+    add("--data", required=True, type=Path, help="an ImageFolder directory, a .safetensors file of images, "
+        "or a .jsonl file of token sequences")  # fmt: skip
+    add("--out", required=True, type=Path, metavar="FILE", help="the JSON Lines output")
+    add("--checkpoint", type=Path, metavar="WEIGHTS", help="weights to load: safetensors or a torch state dict")
+    add("--pretrained", action="store_true", help="timm's or torchvision's pretrained weights")
+    add("--transform", metavar="CALLABLE", help="package.module:callable returning the image folder's transform "
+        "(default: timm's data config for the model as built)")  # fmt: skip
+    add("--n-steps", type=positive_int, default=3, metavar="N", help="quadrature nodes (paper: 20)")
+    add("--method", default="gausslegendre", choices=SUPPORTED_METHODS, metavar="M",
+        help=f"Captum quadrature, one of {', '.join(SUPPORTED_METHODS)} (paper: riemann_left)")  # fmt: skip
+    add("--batch-size", type=positive_int, default=8, metavar="B", help="inputs per attribution call")
+    add("--top-k", type=positive_int, default=1, metavar="K", help="neurons kept per layer")
+    add("--device", type=device, metavar="D", help="torch device (default: cuda if available, else cpu)")
+    add("--target", choices=("label", "predicted"), default="label", help="explain the label or the prediction")
+    add("--layers", metavar="PATTERN", help="the neuron sites: module names as model.named_modules() gives them, "
+        "* for one name component (e.g. 'blocks.*.mlp.act'; 'input:blocks.*.mlp.fc2' for each module's input) "
+        "(default: the model family's MLP neurons)")  # fmt: skip
+    add("--token", type=token_spec, metavar="SPEC", help="the token set of image models: cls, an integer position, "
+        "A:B or all (default: the token the model family's head reads)")  # fmt: skip
+    add("--layer-scores", type=positive_int, metavar="N", help="also write the N best candidates of each layer")
+    add("--precision", choices=("float32", "bfloat16"), default="float32", help="what the model's layers run in: "
+        "bfloat16 under torch.autocast on the device (the library's own sums, JAS and scores stay "
+        "float32)")  # fmt: skip
+    add("--workers", type=non_negative_int, metavar="N", help="worker processes that read and decode the images of "
+        f"an image folder (0: the main process; default: one per spare core, at most 4, here {default_workers()}; "
+        "0 for tensor and text data)")  # fmt: skip
+    add("--skip-unreadable", action="store_true", help="record an error for an input that cannot be read and go on")
+    add("--allow-version-change", action="store_true", help="resume a FILE written under other library versions")
+    add("--class-names", type=Path, metavar="NAMES", help="a text file of class names, one a line, for FILE.meta.json")
+    add("--overwrite", action="store_true", help="discard an existing FILE and start afresh")
     parser.set_defaults(handler=run)
     return parser
 

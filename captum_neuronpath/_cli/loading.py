@@ -1,12 +1,8 @@
-"""Models, labelled image sets, token sequences and user callables named on the command line.
-
-Every mistake in what a command line names (a model that does not exist, a checkpoint
-that does not fit, a data file that cannot be read) is raised as :class:`ValueError`,
-:class:`TypeError` or :class:`OSError` with a message naming the argument, chained to
-the original error; the commands report it in one line.
-"""
+"""Models, labelled image sets, token sequences and user callables named on the command line; a mistake in
+what it names is a :class:`ValueError`, :class:`TypeError` or :class:`OSError` naming the argument."""
 
 import difflib
+import functools
 import importlib
 import json
 import os
@@ -33,15 +29,13 @@ class UnreadableImage(ValueError):
 
 
 def load_callable(spec: str, what: str) -> Callable:
-    """The object ``callable`` of the module ``package.module`` named by ``package.module:callable``.
-
-    Modules are found in the current directory too, as with ``python -m``. ``what`` names
-    the argument in error messages (``"model"``, ``"transform"``).
-    """
+    """The callable named by ``package.module:callable`` (found in the current directory too); ``what`` names
+    the argument in error messages."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ValueError(f"{what} must be package.module:callable, got {spec!r}")
-    _import_from_current_directory()
+    if not any(entry in ("", ".", os.getcwd()) for entry in sys.path):  # as python -m does
+        sys.path.insert(0, os.getcwd())
     try:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
@@ -51,19 +45,9 @@ def load_callable(spec: str, what: str) -> Callable:
     return found
 
 
-def _import_from_current_directory() -> None:
-    """Put the current directory first on ``sys.path`` unless it is there already, as ``python -m`` does."""
-    here = os.getcwd()
-    if not any(entry in ("", ".", here) for entry in sys.path):
-        sys.path.insert(0, here)
-
-
 def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = False) -> Module:
-    """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, in eval mode.
-
-    ``checkpoint`` (safetensors, or a state dict loaded with ``weights_only=True``) is
-    loaded into the model; ``pretrained`` downloads timm's or torchvision's weights.
-    """
+    """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, with ``checkpoint``
+    (see :func:`load_state_dict`) or timm's or torchvision's ``pretrained`` weights, in eval mode."""
     family, sep, name = spec.partition(":")
     if not sep or not name:
         raise ValueError(f"model must be timm:NAME, torchvision:NAME or package.module:callable, got {spec!r}")
@@ -98,20 +82,17 @@ def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = 
 def _check_fit(spec: str, checkpoint: Path, model: Module, state: dict) -> None:
     """Refuse a state dict with missing, unexpected or misshapen tensors, in a few words."""
     expected = model.state_dict()
-    problems = []
-    for what, keys in (
-        ("missing", [k for k in expected if k not in state]),
-        ("unexpected", [k for k in state if k not in expected]),
-    ):
-        if keys:
-            problems.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
-    shapes = [
-        f"{key} {tuple(state[key].shape)} for {tuple(expected[key].shape)}"
-        for key in expected
-        if key in state and hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(expected[key].shape)
-    ]
-    if shapes:
-        problems.append(f"{len(shapes)} of another shape ({', '.join(shapes[:3])}{', ...' if len(shapes) > 3 else ''})")
+    kinds = {
+        "missing": [k for k in expected if k not in state],
+        "unexpected": [k for k in state if k not in expected],
+        "of another shape": [
+            f"{key} {tuple(state[key].shape)} for {tuple(expected[key].shape)}"
+            for key in expected
+            if key in state and hasattr(state[key], "shape") and tuple(state[key].shape) != tuple(expected[key].shape)
+        ],
+    }
+    problems = [f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                for what, keys in kinds.items() if keys]  # fmt: skip
     if problems:
         raise ValueError(f"checkpoint {checkpoint} does not fit model {spec!r}: tensors {'; '.join(problems)}")
 
@@ -167,12 +148,8 @@ def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
 
 @dataclass
 class Inputs:
-    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file;
-    ``source(i)`` the bytes input ``i`` is made of (an image file's, a tensor's, a sequence's).
-
-    Token sequences (``text``) differ in length: ``collate`` pads a batch of them into
-    ``(input_ids, labels, attention_mask)``; images batch as ``(images, labels)``.
-    """
+    """A labelled data set: ``dataset[i]`` is ``(input, label)``; ``files[i]`` the image's file; ``source(i)``
+    the bytes input ``i`` is made of; ``collate`` pads token sequences into ``(input_ids, labels, mask)``."""
 
     dataset: Dataset
     labels: Tensor  # (N,) int64, read without loading any image
@@ -186,15 +163,9 @@ class Inputs:
 
 
 def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
-    """An ImageFolder directory, a safetensors file of ``images`` and ``labels``, or a
-    JSON Lines file of token sequences (``.jsonl``, see :func:`load_text_data`).
-
-    Folder images are preprocessed by ``transform`` (``package.module:callable`` returning
-    the transform) or else by timm's data configuration for ``model``, at the image size of
-    its patch embedding as built where it has one. An image that
-    cannot be decoded raises :class:`UnreadableImage` naming its file when it is read.
-    Token sequences are right-padded with the model's ``config.pad_token_id``, or 0.
-    """
+    """An ImageFolder directory (preprocessed by ``transform``, else by timm's data configuration for the model
+    as built), a safetensors file of ``images`` and ``labels``, or a ``.jsonl`` file of token sequences
+    (right-padded with the model's ``config.pad_token_id``, or 0)."""
     if not data.exists():
         raise FileNotFoundError(f"data {data} does not exist")
     if data.is_dir():
@@ -223,7 +194,8 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
         pad_id = 0 if not isinstance(pad_id, int) else pad_id
         source = _tensor_bytes(sequences)
-        return Inputs(_Sequences(sequences, targets), targets, None, source, _Padder(pad_id), text=True)
+        dataset = list(zip(sequences, targets))  # item i: (ids, target)
+        return Inputs(dataset, targets, None, source, functools.partial(_pad, pad_id), text=True)
     raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
 
 
@@ -250,19 +222,36 @@ def _tensor_bytes(tensors: Sequence[Tensor]) -> Callable[[int], bytes]:
 
 
 def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:
-    """Token sequences and their targets from a JSON Lines file.
-
-    Each non-blank line is an object ``{"input_ids": [int, ...], "target": int}``: a
-    non-empty sequence of token ids and the id of the token expected next. Returns the
-    sequences (``(T_i,)`` int64 each) and the targets ``(N,)``; a malformed line is a
-    :class:`ValueError` naming the file and the line number.
-    """
+    """The sequences and targets of a JSON Lines file of ``{"input_ids": [int, ...], "target": int}``."""
     sequences, targets = [], []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
-            ids, target = _text_record(raw, f"data file {path} line {number}")
+            where = f"data file {path} line {number}"
+            try:
+                record = json.loads(raw)
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+                raise ValueError(f"{where} is not JSON: {error}") from error
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f'{where} must be an object {{"input_ids": [...], "target": ...}}, got {type(record).__name__}'
+                )
+            missing = [key for key in ("input_ids", "target") if key not in record]
+            if missing:
+                raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
+            ids, target = record["input_ids"], record["target"]
+            if not isinstance(ids, list) or not ids:
+                raise ValueError(
+                    f"{where}: input_ids must be a non-empty list of token ids, got {json.dumps(ids)[:60]}"
+                )
+            bad = [value for value in ids if not _is_token_id(value)]
+            if bad:
+                raise ValueError(f"{where}: input_ids must hold non-negative integers, got {json.dumps(bad[0])[:60]}")
+            if not _is_token_id(target):
+                raise ValueError(
+                    f"{where}: target must be a non-negative integer token id, got {json.dumps(target)[:60]}"
+                )
             sequences.append(torch.tensor(ids, dtype=torch.long))
             targets.append(target)
     return sequences, torch.tensor(targets, dtype=torch.long)
@@ -272,57 +261,15 @@ def _is_token_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _text_record(raw: bytes, where: str) -> Tuple[List[int], int]:
-    """``(input_ids, target)`` of one line, or a :class:`ValueError` that starts with ``where``."""
-    try:
-        record = json.loads(raw)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-        raise ValueError(f"{where} is not JSON: {error}") from error
-    if not isinstance(record, dict):
-        raise ValueError(
-            f'{where} must be an object {{"input_ids": [...], "target": ...}}, got {type(record).__name__}'
-        )
-    missing = [key for key in ("input_ids", "target") if key not in record]
-    if missing:
-        raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
-    ids, target = record["input_ids"], record["target"]
-    if not isinstance(ids, list) or not ids:
-        raise ValueError(f"{where}: input_ids must be a non-empty list of token ids, got {json.dumps(ids)[:60]}")
-    bad = [value for value in ids if not _is_token_id(value)]
-    if bad:
-        raise ValueError(f"{where}: input_ids must hold non-negative integers, got {json.dumps(bad[0])[:60]}")
-    if not _is_token_id(target):
-        raise ValueError(f"{where}: target must be a non-negative integer token id, got {json.dumps(target)[:60]}")
-    return ids, target
-
-
-class _Sequences(Dataset):
-    """Token sequences of different lengths and their targets: item ``i`` is ``(ids, target)``."""
-
-    def __init__(self, sequences: List[Tensor], targets: Tensor):
-        self.sequences, self.targets = sequences, targets
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
-        return self.sequences[index], self.targets[index]
-
-
-class _Padder:
+def _pad(pad_id: int, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
     """Collates ``(ids, target)`` items into ``(input_ids, targets, attention_mask)``, right-padded."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
-        length = max(len(ids) for ids, _ in items)
-        input_ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, (ids, _) in enumerate(items):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        return input_ids, torch.stack([target for _, target in items]), mask
+    length = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    for row, (ids, _) in enumerate(items):
+        input_ids[row, : len(ids)] = ids
+        mask[row, : len(ids)] = 1
+    return input_ids, torch.stack([target for _, target in items]), mask
 
 
 def _read_image(path: str):

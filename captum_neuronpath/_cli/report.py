@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> None:
 
     from captum_neuronpath import paths
     from captum_neuronpath._report import write_report
-    from captum_neuronpath._report.inputs import data_source, describe_inputs
+    from captum_neuronpath._report.inputs import data_source
 
     if args.out.exists() and not args.out.is_dir():
         raise CommandLineError(f"--out {args.out} exists and is not a folder")
@@ -45,5 +45,5 @@ def run(args: argparse.Namespace) -> None:
         source = data_source(records, args.tokenizer)
     except (ValueError, OSError) as error:  # FILE is not an extract's, or is not there
         raise CommandLineError(str(error)) from error
-    written = write_report(records, args.out, lambda positions: describe_inputs(source, positions), args.file.name)
+    written = write_report(records, args.out, source, args.file.name)
     print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from captum_neuronpath._utils.quadrature import Quadrature, quadrature
 from captum_neuronpath._utils.tokens import TokenType, check_token
 from captum_neuronpath._utils.validation import (
     check_forward_func,
-    check_internal_batch_size,
+    check_int,
     check_layers,
     format_neuron_indices,
 )
@@ -72,7 +72,8 @@ class SiteAttribution:
     ) -> Tuple[Prepared, Quadrature, Optional[int]]:
         """The shared preamble: check the quadrature and batch size, then run the clean pass."""
         rule = quadrature(n_steps, method)
-        internal_batch_size = check_internal_batch_size(internal_batch_size)
+        if internal_batch_size is not None:
+            check_int(internal_batch_size, "internal_batch_size", 1)
         prepared = prepare(
             self.forward_func, self.layers, self.token, inputs, target, additional_forward_args, check_target,
             self.family_plan,

@@ -119,20 +119,9 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
         r"""
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located,
-                        batch first.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs.
-                        Default: ``None``
-            n_steps (int, optional): Quadrature nodes of the path's JAS.
-                        Default: ``3`` (the library's quadrature, as every class)
-            method (str, optional): Quadrature method of the path's JAS.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Largest number of rows in one
-                        forward pass of the JAS.
-                        Default: ``None``
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size: As for
+                        :meth:`~captum_neuronpath.NeuronPath.attribute`; the quadrature is the
+                        path's JAS's.
             top_k (int, optional): Channels kept per layer.
                         Default: ``1``
 
@@ -192,11 +181,7 @@ class LayerMethodPath(_PathBaseline):
             layer_method (type): A Captum layer attribution class built as
                         ``layer_method(forward_func, layer)``, e.g. ``LayerConductance``,
                         ``LayerIntegratedGradients``, ``LayerGradientXActivation``.
-            forward_func (Callable): The model or a function of its inputs whose output,
-                        selected with ``target``, gives one score per example.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
+            forward_func, layers, token: As for :class:`~captum_neuronpath.NeuronPath`.
         """
         if not (isinstance(layer_method, type) and issubclass(layer_method, LayerAttribution)):
             raise TypeError(
@@ -222,21 +207,10 @@ class LayerMethodPath(_PathBaseline):
         r"""
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs.
-                        Default: ``None``
-            n_steps (int, optional): Quadrature nodes of the path's JAS and, where its
-                        ``attribute()`` takes them, of the Captum method.
-                        Default: ``3`` (the library's quadrature, as every class)
-            method (str, optional): Quadrature method, for both.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Rows per forward pass, for both.
-                        Default: ``None``
-            top_k (int, optional): Channels kept per layer.
-                        Default: ``1``
+            inputs, target, additional_forward_args, top_k: As for
+                        :meth:`ActivationPath.attribute`.
+            n_steps, method, internal_batch_size: As for :meth:`ActivationPath.attribute`,
+                        and for the Captum method too where its ``attribute()`` takes them.
             **method_kwargs: Further keywords of ``layer_method(...).attribute()``,
                         e.g. ``baselines``.
 
@@ -288,11 +262,7 @@ class InfluencePatternPath(LayerMethodPath):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs whose output,
-                        selected with ``target``, gives one score per example.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
+            forward_func, layers, token: As for :class:`~captum_neuronpath.NeuronPath`.
         """
         super().__init__(InternalInfluence, forward_func, layers, token)
 
@@ -312,20 +282,9 @@ class InfluencePatternPath(LayerMethodPath):
         r"""
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Input for which paths are located.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs.
-                        Default: ``None``
-            n_steps (int, optional): Interpolation nodes, for the influence and the JAS.
-                        Default: ``3`` (the library's quadrature, as every class)
-            method (str, optional): Quadrature method, for both.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Rows per forward pass.
-                        Default: ``None``
-            top_k (int, optional): Channels kept per layer.
-                        Default: ``1``
+            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k: As
+                        for :meth:`LayerMethodPath.attribute`: the quadrature is the
+                        influence's and the JAS's.
             baselines (scalar, Tensor or tuple, optional): Captum baselines the input
                         is interpolated from (a keyword argument).
                         Default: ``None`` (zeros)
@@ -368,11 +327,7 @@ class RandomPath(_PathBaseline):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs whose output,
-                        selected with ``target``, gives one score per example.
-            layers (list[torch.nn.Module]): The neuron layers, input side first.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
+            forward_func, layers, token: As for :class:`~captum_neuronpath.NeuronPath`.
             seed (int, optional): Seed of the draws.
                         Default: ``0``
         """

@@ -1,7 +1,7 @@
 """Interventions on path neurons, as in the paper's evaluation: remove, enhance, prune."""
 
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -37,11 +37,6 @@ def intervene(
     token set; on exit (errors included) every hook is removed and the model is exactly
     as it was.
 
-    - ``"remove"``: the path's channels are set to 0;
-    - ``"enhance"``: they are multiplied by ``factor``;
-    - ``"prune"``: they are kept and a fraction ``p`` of each layer's *other* channels is
-      set to 0, drawn at random (seeded by ``seed``) per example and layer.
-
     Args:
 
         layers (list[torch.nn.Module]): The neuron layers the path runs through.
@@ -49,7 +44,10 @@ def intervene(
                     ``(B, L, K)`` (a batch in the block must then have ``B`` rows, or a
                     whole multiple of ``B`` that repeats each example in place, as
                     Captum's ``NoiseTunnel`` does), or ``L`` ints shared by any batch.
-        mode (str, optional): ``"remove"``, ``"enhance"`` or ``"prune"``.
+        mode (str, optional): ``"remove"`` sets the path's channels to 0, ``"enhance"``
+                    multiplies them by ``factor``, ``"prune"`` keeps them and sets a
+                    fraction ``p`` of each layer's *other* channels to 0, drawn at random
+                    (seeded by ``seed``) per example and layer.
                     Default: ``"remove"``
         token (int, slice, sequence of int or None, optional): The token set.
                     Default: ``0``
@@ -91,7 +89,8 @@ def intervene(
             f"path must have shape (B, L) or (B, L, K), or be a sequence of L ints; got shape {tuple(path.shape)}"
         )
     # Widths are known only when a layer runs: each layer's indices are checked then.
-    indices = format_neuron_indices(path, "path", _rows_of(path), [2**62] * len(layers), torch.device("cpu"))
+    rows = len(path) if isinstance(path, Tensor) else 1  # L ints are shared by any batch
+    indices = format_neuron_indices(path, "path", rows, [2**62] * len(layers), torch.device("cpu"))
     multipliers: Dict[Tuple[int, int], Tensor] = {}
 
     def multiplier(index: int, values: Tensor) -> Tensor:
@@ -124,11 +123,6 @@ def intervene(
 
     with site_hooks(layers, {index: intervention(index) for index in range(len(layers))}):
         yield
-
-
-def _rows_of(path: Any) -> int:
-    """Examples in ``path``: a tensor's first dimension, or 1 for ``L`` ints shared by any batch."""
-    return path.shape[0] if isinstance(path, Tensor) and path.dim() >= 2 else 1
 
 
 def _pruned(selected: Tensor, p: float, seed: int, index: int) -> Tensor:

@@ -56,26 +56,11 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
                         layer whose channels are scored.
             path_prefix (Tensor, sequence of int or None, optional): The path in
                         layers ``0 .. t-1``: a LongTensor ``(B, t)`` or ``(B, t, K)``,
-                        or a sequence of ``t`` ints shared by the batch.
-                        Rows follow Captum's batch expansion: for a batch that is a whole
-                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
-                        is repeated in place, as Captum repeats the inputs.
+                        or a sequence of ``t`` ints shared by the batch; rows follow
+                        Captum's batch expansion as ``neuron_selector``'s do.
                         Default: ``None`` (only allowed for ``layer_index=0``)
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs.
-                        Default: ``None``
-            n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the library's quadrature; the paper's is
-                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
-            method (str, optional): Captum quadrature: ``riemann_left``,
-                        ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
-                        or ``gausslegendre``.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Largest number of rows in one
-                        forward pass.
-                        Default: ``None``
+            target, additional_forward_args, n_steps, method, internal_batch_size: As for
+                        :meth:`NeuronJointIntegratedGradients.attribute`.
 
         Returns:
             *Tensor* of **scores**, shape ``(B, C)``: ``score_t(c)`` of every channel of

@@ -103,13 +103,8 @@ def _summed_activations(
 class PathSaliency(SiteAttribution, GradientAttribution):
     r"""
     Where a neuron path looks in the image: integrated gradients, with respect to the
-    input, of the sum of the path's neuron activations at the token set,
-
-    .. math::
-
-        g(x) = \sum_{l} \sum_{c \in p_l} \sum_{t} w_{l,t,c}(x).
-
-    The map has the inputs' shape and is complete: it sums to
+    input, of the sum :math:`g(x)` of the path's neuron activations at the token set
+    (:func:`path_activation`). The map has the inputs' shape and is complete: it sums to
     :math:`g(x) - g(\text{baseline})` up to the quadrature error (Captum's convergence
     delta). Pass one layer and its part of the path for a per-layer map.
 
@@ -139,10 +134,7 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         r"""
         Args:
 
-            forward_func (Callable): The model or a function of its inputs.
-            layers (list[torch.nn.Module]): The layers the path runs through.
-            token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                        Default: ``0``
+            forward_func, layers, token: As for :func:`path_activation`.
             input_layer (torch.nn.Module, optional): A layer whose output is interpolated
                         in place of the inputs, e.g. ``model.get_input_embeddings()``.
                         Default: ``None`` (the inputs)
@@ -168,12 +160,8 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         Args:
 
             inputs (Tensor or tuple[Tensor, ...]): Inputs to explain, batch first.
-            path (Tensor or sequence of int): ``(B, L)`` or ``(B, L, K)`` paths, one per
-                        example (e.g. ``NeuronPath(...).attribute(...).path``), or ``L``
-                        ints shared by the batch.
-                        Rows follow Captum's batch expansion: for a batch that is a whole
-                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
-                        is repeated in place, as Captum repeats the inputs.
+            path (Tensor or sequence of int): As for :func:`path_activation`, e.g.
+                        ``NeuronPath(...).attribute(...).path``.
             baselines (scalar, Tensor or tuple, optional): Captum baselines.
                         Default: ``None`` (zeros)
             additional_forward_args (Any, optional): Further arguments of

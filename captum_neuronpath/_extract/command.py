@@ -1,15 +1,4 @@
-"""The ``neuronpath extract`` job (its arguments are in :mod:`captum_neuronpath._cli.extract`):
-set up, explain every input, merge.
-
-Running the same command again resumes: finished inputs are skipped, a last line cut
-short by a crash is discarded and the records of inputs that changed since are computed
-again, so after any number of ``kill -9``, stop signals, full disks and resumes ``FILE``
-equals an uninterrupted run's on the data as it is now. Settings that change the records
-must match ``FILE.meta.json``, and so must the model and the library versions; otherwise
-the command refuses to touch ``FILE``. Under ``torchrun`` each process writes its own
-shard and rank 0 merges them into the file one process writes; a resumed run may use any
-number of processes.
-"""
+"""The ``neuronpath extract`` job: set up, explain every input, merge; resumable (docs/command_line.md)."""
 
 import argparse
 import json
@@ -27,7 +16,7 @@ from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFail
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract.description import describe_paths, record_description
-from captum_neuronpath._extract.distributed import barrier, on_rank_zero, process_group, resolve_device
+from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
@@ -45,13 +34,8 @@ from captum_neuronpath._models import mlp_layers, readout_token
 
 
 def run(args: argparse.Namespace) -> None:
-    """The ``extract`` command: set up and check everything, lock the output, explain, merge.
-
-    Mistakes in the command line or in what it names raise :class:`CommandLineError`
-    before anything is written; a failure during the run (an unreadable input, a full
-    disk) raises :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`,
-    each saying how far the run got.
-    """
+    """The ``extract`` command: a mistake raises :class:`CommandLineError` before anything is written, a
+    failure during the run :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`."""
     device = resolve_device(args.device)
     with process_group(device) as (rank, world_size):
         try:
@@ -88,10 +72,8 @@ def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
         f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")
         + (f"; {tried_again} unreadable before, tried again" if tried_again else "")
-        + f"; {again} to compute",
-        file=sys.stderr,
-        flush=True,
-    )
+        + f"; {again} to compute", file=sys.stderr, flush=True,
+    )  # fmt: skip
 
 
 def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device, rank: int, world_size: int) -> None:
@@ -119,7 +101,7 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
             f"{describe(error)}; records so far are kept: run the same command again once this is fixed"
         ) from error
     if world_size > 1:
-        barrier()
+        torch.distributed.barrier()
     if rank == 0:
         total = merge_records(args.out)
         unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])
@@ -128,36 +110,20 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         rate = new / max(elapsed, 1e-9)
         threads = torch.get_num_threads()
         unit = "sequences" if job.inputs.text else "images"
-        record_run(
-            args.out,
-            {
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "num_inputs": len(job.inputs),
-                "new_inputs": new,
-                "seconds": round(elapsed, 3),
-                "images_per_second": round(rate, 3),
-                "processes": world_size,
-                "threads_per_process": threads,
-                "device": str(device),
-                "internal_batch_size": job.rows_per_pass,  # None: every pass ran all nodes at once
-            },
-        )
+        record_run(args.out, {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_inputs": len(job.inputs), "new_inputs": new,
+            "seconds": round(elapsed, 3), "images_per_second": round(rate, 3), "processes": world_size,
+            "threads_per_process": threads, "device": str(device),
+            "internal_batch_size": job.rows_per_pass,  # None: every pass ran all nodes at once
+        })  # fmt: skip
         skipped = f" ({unreadable} unreadable: error records)" if unreadable else ""
-        print(
-            f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
-            f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
+              f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)", file=sys.stderr,
+              flush=True)  # fmt: skip
 
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
-    """Load the model and the inputs; check that the model takes the inputs and knows their labels.
-
-    Images are explained at a Vision Transformer's MLP layers and readout token; token
-    sequences (a ``.jsonl`` file) at a causal language model's MLP layers, each at its
-    last real token.
-    """
+    """Load the model and the inputs; check that the model takes the inputs and knows their labels."""
     if args.checkpoint is not None and args.pretrained:
         raise ValueError("pass --checkpoint or --pretrained, not both")
     with torch.random.fork_rng(devices=[]):
@@ -170,11 +136,10 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
             if args.token is not None:
                 raise ValueError("--token applies to images; each token sequence is explained at its last token")
             forward, token = next_token_probabilities(model), None
-            num_classes = _probe_text(args, model, inputs, device)
         else:
             forward = image_probabilities(model)
             token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
-            num_classes = _probe(args, model, inputs, device)
+        num_classes = _probe(args, model, inputs, device)
     if names is not None:
         check_call_order(args.layers, names, order)
     if args.target == "label":
@@ -196,23 +161,47 @@ def _family(args: argparse.Namespace, find: Callable[[Module], object], model: M
 
 
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the first readable input: the number of classes, or the model's own error, reported."""
-    image = _first_readable(inputs)
-    if image is None:
-        raise ValueError(f"--data {args.data} holds no inputs" + (" that can be read" if len(inputs) else ""))
-    image = image[None].to(device)
+    """One forward pass on the first readable image or the longest token sequence: the number of classes
+    (the vocabulary size), or the model's own error, reported."""
+    if inputs.text and len(inputs):
+        lengths = [len(ids) for ids, _ in inputs.dataset]
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
+        batch, keywords = input_ids.to(device), {"attention_mask": mask.to(device)}
+        what = (
+            f"the token sequences of --data {args.data} (the longest, input {longest}, has {lengths[longest]} tokens)"
+        )
+    else:
+        image = None if inputs.text else _first_readable(inputs)
+        if image is None:
+            unreadable = " that can be read" if len(inputs) and not inputs.text else ""
+            raise ValueError(f"--data {args.data} holds no inputs{unreadable}")
+        batch, keywords = image[None].to(device), {}
+        what = f"the inputs of --data {args.data} (the first has shape {tuple(batch.shape)})"
     try:
         with torch.no_grad():
-            output = model(image)
+            output = model(batch, **keywords)
     except Exception as error:  # whatever the model raises, its own message says why
         raise ValueError(
-            f"--model {args.model} cannot take the inputs of --data {args.data} (the first has shape "
-            f"{tuple(image.shape)}); the model says: {type(error).__name__}: {error}"
+            f"--model {args.model} cannot take {what}; the model says: {type(error).__name__}: {error}"
         ) from error
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
-    return output.shape[1]
+    scores = getattr(output, "logits", None) if inputs.text else output
+    if not isinstance(scores, Tensor) or scores.dim() != (3 if inputs.text else 2):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(output).__name__
+        if not inputs.text:
+            raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
+        raise ValueError(
+            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
+            f"vocabulary) for token sequences, got {shape}"
+        )
+    classes = scores.shape[-1]
+    for index, (ids, _) in enumerate(inputs.dataset if inputs.text else ()):
+        if int(ids.max()) >= classes:
+            raise ValueError(
+                f"--data {args.data}: input {index} holds token id {int(ids.max())}, outside the model's "
+                f"vocabulary of {classes} (0 to {classes - 1})"
+            )
+    return classes
 
 
 def _first_readable(inputs: Inputs) -> Optional[Tensor]:
@@ -223,38 +212,6 @@ def _first_readable(inputs: Inputs) -> Optional[Tensor]:
         except UnreadableImage:
             continue
     return None
-
-
-def _probe_text(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
-    """One forward pass on the longest sequence: the vocabulary size, or the model's own error, reported."""
-    if len(inputs) == 0:
-        raise ValueError(f"--data {args.data} holds no inputs")
-    lengths = [len(ids) for ids, _ in inputs.dataset]
-    longest = max(range(len(lengths)), key=lengths.__getitem__)
-    input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
-    try:
-        with torch.no_grad():
-            output = model(input_ids.to(device), attention_mask=mask.to(device))
-    except Exception as error:  # whatever the model raises, its own message says why
-        raise ValueError(
-            f"--model {args.model} cannot take the token sequences of --data {args.data} (the longest, input "
-            f"{longest}, has {lengths[longest]} tokens); the model says: {type(error).__name__}: {error}"
-        ) from error
-    logits = getattr(output, "logits", None)
-    if not isinstance(logits, Tensor) or logits.dim() != 3:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
-        raise ValueError(
-            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
-            f"vocabulary) for token sequences, got {shape}"
-        )
-    vocabulary = logits.shape[-1]
-    for index, (ids, _) in enumerate(inputs.dataset):
-        if int(ids.max()) >= vocabulary:
-            raise ValueError(
-                f"--data {args.data}: input {index} holds token id {int(ids.max())}, outside the model's "
-                f"vocabulary of {vocabulary} (0 to {vocabulary - 1})"
-            )
-    return vocabulary
 
 
 def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from torch import Tensor
 from torch.nn import Module
 
 from captum_neuronpath._cli.loading import Inputs
 from captum_neuronpath._extract.store import meta_path, write_meta
+from captum_neuronpath._utils.hooks import site_hooks
 from captum_neuronpath._utils.sites import ModuleInput
 from captum_neuronpath._utils.tokens import TokenType
 
@@ -19,12 +21,8 @@ from captum_neuronpath._utils.tokens import TokenType
 def describe_paths(
     model: Module, layers: List[Module], token: Optional[TokenType], inputs: Inputs, class_names: Optional[Path]
 ) -> Dict[str, object]:
-    """``layers`` (module ``name`` and ``width`` of each), ``token`` and ``class_names`` (``None``: the indices).
-
-    The names come from ``class_names`` (one name a line), else from an image folder's
-    class folders. Raises :class:`ValueError` when ``class_names`` names fewer classes
-    than the labels use.
-    """
+    """``layers`` (module ``name`` and ``width`` of each), ``token`` and ``class_names`` (from the file, one a
+    line, else an image folder's class folders; ``None``: the indices)."""
     names = {id(module): name for name, module in model.named_modules()}
 
     def name_of(layer: Module) -> Optional[str]:
@@ -53,28 +51,18 @@ def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[i
     widths: Dict[int, int] = {}
 
     def recorder(position: int):
-        def record(module: Module, args: tuple, output=None) -> None:  # returns None: the value is left as it is
-            widths.setdefault(position, (args[0] if output is None else output).shape[-1])
+        def record(value: Tensor) -> None:  # returns None: the value is left as it is
+            widths.setdefault(position, value.shape[-1])
 
         return record
 
-    handles = [
-        layer.module.register_forward_pre_hook(recorder(position))
-        if isinstance(layer, ModuleInput)
-        else layer.register_forward_hook(recorder(position))
-        for position, layer in enumerate(layers)
-    ]
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            if inputs.text:
-                input_ids, _, mask = inputs.collate([inputs.dataset[0]])
-                model(input_ids.to(device), attention_mask=mask.to(device))
-            else:
-                model(inputs.dataset[0][0][None].to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad(), site_hooks(layers, {position: recorder(position) for position in range(len(layers))}):
+        if inputs.text:
+            input_ids, _, mask = inputs.collate([inputs.dataset[0]])
+            model(input_ids.to(device), attention_mask=mask.to(device))
+        else:
+            model(inputs.dataset[0][0][None].to(device))
     return [int(widths[position]) for position in range(len(layers))]
 
 

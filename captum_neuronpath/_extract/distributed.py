@@ -1,13 +1,6 @@
-"""Several processes under ``torchrun``: the process group and who explains which batch.
-
-Under ``torchrun`` every process takes every ``WORLD_SIZE``-th batch (batch ``b`` holds
-indices ``b * batch_size`` up to ``(b + 1) * batch_size`` and goes to rank
-``b % WORLD_SIZE``), so every input is computed with the same batch companions whatever
-the number of processes. The processes exchange only small objects and barriers, so
-they talk over gloo whatever the device; CUDA processes use one GPU each
-(``cuda:LOCAL_RANK``). Alone (no ``WORLD_SIZE``), the process is rank 0 of 1 and
-no process group is started.
-"""
+"""Several processes under ``torchrun`` (over gloo whatever the device: they exchange only small objects
+and barriers): the process group and who explains which batch, so that every input has the same batch
+companions whatever the number of processes."""
 
 import os
 from contextlib import contextmanager
@@ -44,11 +37,6 @@ def process_group(device: torch.device) -> Iterator[Tuple[int, int]]:
         yield dist.get_rank(), world_size
     finally:
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    """Wait for every process."""
-    dist.barrier()
 
 
 def on_rank_zero(rank: int, world_size: int, action: Callable[[], None]) -> None:

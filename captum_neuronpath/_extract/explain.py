@@ -1,20 +1,7 @@
 """One batch of inputs to its records, and this process's share of the data set to its file.
 
-A record's fields: ``label``, ``target`` (the label, or the prediction with ``--target
-predicted``), ``prediction``, ``probability`` (the model's softmax probability of the
-target), ``path`` and ``jas`` from :class:`~captum_neuronpath.NeuronPath`, and with
-``--layer-scores N`` each layer's ``N`` best greedy candidates and their scores.
-
-Images are explained at the model's readout token. A batch of token sequences is
-right-padded; each sequence is explained at its own last real token (one position per
-example), through the softmax of the next-token logits there, so its record equals the
-one the sequence would get alone.
-
-A stop signal (Ctrl-C, SIGTERM, SIGHUP) drops the batch in flight at once, but never while
-its records are being written: the file then holds whole batches only, and a resumed run
-computes every remaining input with the same batch companions as an uninterrupted run.
-Each record also holds its input's ``fingerprint``; an input that cannot be read gets,
-with ``--skip-unreadable``, a record with an ``error`` and no path.
+A right-padded token sequence is explained at its own last real token, so its record equals the one it
+would get alone. A stop signal drops the batch in flight, never while its records are being written.
 """
 
 import os
@@ -30,7 +17,7 @@ from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from captum_neuronpath._cli.errors import RunFailure, deferred_stops
+from captum_neuronpath._cli.errors import STOP_SIGNALS, RunFailure, deferred_stops
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
@@ -43,12 +30,8 @@ from captum_neuronpath._utils.tokens import TokenType
 
 @dataclass
 class Job:
-    """What every batch needs: the model on its device, what to explain, the inputs and the settings.
-
-    ``forward`` maps a batch (and, for token sequences, its attention mask) to class or
-    next-token probabilities; ``token`` is the readout token of image models, ``None``
-    for token sequences (each is read at its last real token).
-    """
+    """What every batch needs: the model on its device, ``forward`` (to class or next-token probabilities),
+    the sites and ``token`` (``None`` for token sequences), the inputs and the settings."""
 
     model: Module
     device: torch.device
@@ -73,10 +56,7 @@ def _softmax(logits: Tensor) -> Tensor:
 
 
 def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token.
-
-    The positions are read from the mask, which the engine expands with the batch.
-    """
+    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token."""
 
     def forward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         logits = model(input_ids, attention_mask=attention_mask).logits
@@ -87,32 +67,21 @@ def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor
 
 
 def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
-    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``.
-
-    An input that cannot be read stops the run with :class:`UnreadableImage`, or with
-    ``job.skip_unreadable`` becomes an error record and the rest of its batch goes on.
-    """
+    """Explain this rank's unfinished inputs batch by batch, appending their records to ``records_file``; an
+    unreadable input raises :class:`UnreadableImage`, or with ``job.skip_unreadable`` gets an error record."""
     num_inputs, batch_size = len(job.inputs), job.settings["batch_size"]
     batches = assigned_batches(num_inputs, batch_size, rank, world_size, done)
     share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
     todo = sum(len(batch) for batch in batches)
     bar = tqdm(
-        total=share,
-        initial=share - todo,
-        unit="seq" if job.inputs.text else "img",
-        desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})",
-        file=sys.stderr,
-        disable=rank != 0,
+        total=share, initial=share - todo, unit="seq" if job.inputs.text else "img", file=sys.stderr,
+        desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})", disable=rank != 0,
         dynamic_ncols=True,
-    )
+    )  # fmt: skip
     loader = DataLoader(
-        _Readable(job.inputs.dataset),
-        batch_sampler=batches,
-        collate_fn=list,
-        num_workers=job.workers,
-        pin_memory=job.device.type == "cuda",
-        worker_init_fn=_quiet_worker,
-    )
+        _Readable(job.inputs.dataset), batch_sampler=batches, collate_fn=list, num_workers=job.workers,
+        pin_memory=job.device.type == "cuda", worker_init_fn=_quiet_worker,
+    )  # fmt: skip
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
             records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
@@ -136,16 +105,11 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
 
 
 def _quiet_worker(worker_id: int) -> None:
-    """A data loader worker leaves stop signals to the command and prints nothing of its own.
-
-    A stop signal sent to the whole process group (Ctrl-C in a terminal, a scheduler's
-    SIGTERM) is the command's to handle between batches; the worker ends when the command
-    shuts the loader down or dies. Its errors in reading an input reach the command as
-    exceptions; what else it could print (a broken pipe as the command exits) is noise.
-    """
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):  # no SIGHUP on Windows
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    """A data loader worker leaves stop signals sent to the whole process group to the command, which
+    handles them between batches, and prints nothing of its own: its read errors reach the command as
+    exceptions, and what else it could print (a broken pipe as the command exits) is noise."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     sys.stderr = open(os.devnull, "w")
 
 
@@ -168,17 +132,13 @@ class _Readable(Dataset):
 def explain_batch(
     job: Job, inputs: Tensor, labels: Tensor, attention_mask: Optional[Tensor] = None
 ) -> List[Dict[str, object]]:
-    """The record fields of one batch: label, target, prediction, probability, path, jas (and candidates).
-
-    ``inputs`` are images, or right-padded token ids with their ``attention_mask``. With
-    ``--target label`` the predictions and probabilities come from the locator's clean
-    pass; ``--target predicted`` needs them first, from a forward pass of their own.
-    """
+    """The record fields of one batch (images, or token ids with their ``attention_mask``); the predictions
+    and probabilities come from the locator's clean pass."""
     settings = job.settings
     extra = () if attention_mask is None else (attention_mask,)
     token = job.token if attention_mask is None else last_token(attention_mask)
     clean = _CleanOutput(job.forward, len(inputs))
-    with _precision(job):
+    with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bfloat16"):
         if settings["target"] == "label":
             targets = labels
         else:
@@ -217,31 +177,17 @@ class _CleanOutput:
         return output
 
 
-def _precision(job: Job):
-    """Autocast to bfloat16 on the job's device with ``--precision bfloat16``; nothing otherwise."""
-    enabled = job.settings["precision"] == "bfloat16"
-    return torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):
-    """``locator.attribute`` on the batch, halving the rows per pass whenever a pass runs out of memory.
-
-    The value settled on stays for the next batches (``job.rows_per_pass``); a batch that
-    does not fit at one quadrature node per pass stops the run.
-    """
+    """``locator.attribute`` on the batch, halving the rows per pass (kept in ``job.rows_per_pass``) whenever a
+    pass runs out of memory."""
     settings = job.settings
     batch_size = len(inputs)
     while True:
         try:
             return locator.attribute(
-                inputs,
-                target=targets,
-                additional_forward_args=extra or None,
-                n_steps=settings["n_steps"],
-                method=settings["method"],
-                top_k=settings["top_k"],
-                internal_batch_size=job.rows_per_pass,
-            )
+                inputs, target=targets, additional_forward_args=extra or None, n_steps=settings["n_steps"],
+                method=settings["method"], top_k=settings["top_k"], internal_batch_size=job.rows_per_pass,
+            )  # fmt: skip
         except torch.OutOfMemoryError as error:
             rows = job.rows_per_pass or batch_size * settings["n_steps"]
             if rows <= batch_size:  # one node per pass already
@@ -252,10 +198,6 @@ def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targ
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
             if job.rows_per_pass is None:
-                print(
-                    f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
-                    "(internal_batch_size, recorded in the meta file)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
+                      "(internal_batch_size, recorded in the meta file)", file=sys.stderr, flush=True)  # fmt: skip
             job.rows_per_pass = max(batch_size, rows // 2)

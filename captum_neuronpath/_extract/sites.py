@@ -1,13 +1,5 @@
-"""``--layers PATTERN`` and ``--token SPEC``: the neuron sites and the token set, named on the command line.
-
-A pattern is a module name as ``model.named_modules()`` gives it, where ``*`` stands for
-one name component (``blocks.*.mlp.act``); ``input:PATTERN`` takes the input of each
-matched module instead of its output (a gated MLP's down projection). The matched modules
-are listed in ``named_modules`` order, which must be the order the forward pass runs them.
-
-A token spec is ``cls`` (the class token, position 0), an integer position, ``A:B`` (a
-range, either end may be left out) or ``all``.
-"""
+"""``--layers PATTERN`` and ``--token SPEC`` (see ``neuronpath extract --help``): the neuron sites, in the
+order the forward pass runs them, and the token set."""
 
 import difflib
 from contextlib import contextmanager

@@ -1,15 +1,6 @@
-"""The output of ``neuronpath extract``: ``FILE``, ``FILE.meta.json`` and the shards ``FILE.rankR``.
-
-``FILE`` holds one JSON line per finished input. Records are appended, flushed and
-fsync'd after every batch; a last line without its newline is a write cut short by a
-crash and is not a record, so a resumed run drops it and computes that input again.
-Each process of a distributed run appends to its own shard ``FILE.rankR``; merging
-gathers ``FILE`` and every shard into ``FILE``, each index once and in index order, with
-an atomic rename. ``FILE.meta.json`` holds the settings that determine the records and
-the library versions, the model's fingerprint and the throughput of each run; a resumed
-run must have the same settings, model and versions, and computes again the records whose
-input changed (each record holds its input's fingerprint). ``FILE.lock`` keeps two
-commands from writing ``FILE`` at once.
+"""The output of ``neuronpath extract``: ``FILE`` (one JSON line per finished input, appended and fsync'd
+after every batch; a last line without its newline is a write cut short, not a record), the shards
+``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
 import json
@@ -70,16 +61,12 @@ def prepare_output(
     overwrite: bool = False,
     allow_version_change: bool = False,
 ) -> None:
-    """Start ``out`` afresh or check that it continues a run of the same settings, model and versions.
-
-    A run that wrote no record yet (one that failed or was interrupted in its first batch)
-    is nothing to resume: its files are replaced. Leftover shards are merged into ``out``.
-    With ``allow_version_change`` a resume under other library versions goes on; the meta
-    then keeps the earlier versions in ``earlier_versions``.
-    """
-    meta = meta_path(out)
-    existing = [path for path in (out, meta, *shard_paths(out)) if path.exists()]
-    if overwrite or (meta.exists() and not has_records(out)):
+    """Start ``out`` afresh (also when it holds no record yet) or check that it continues a run of the same
+    settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``)."""
+    meta, shards = meta_path(out), shard_paths(out)
+    existing = [path for path in (out, meta, *shards) if path.exists()]
+    has_records = any(b"\n" in path.read_bytes() for path in (out, *shards) if path.exists())
+    if overwrite or (meta.exists() and not has_records):
         for path in existing:
             path.unlink()
     elif meta.exists():
@@ -87,7 +74,12 @@ def prepare_output(
         problems = _changes(
             "other settings", recorded["settings"], settings, sorted(set(recorded["settings"]) | set(settings))
         )
-        problems += _fingerprint_changes(recorded.get("fingerprints", {}), fingerprints)
+        before = recorded.get("fingerprints", {}).get("model")
+        if before != fingerprints["model"]:
+            problems.append(
+                f"the model changed (its parameters or buffers differ): fingerprint {before or 'not recorded'}, "
+                f"now {fingerprints['model']}"
+            )
         if problems:
             raise ValueError(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
@@ -111,20 +103,9 @@ def prepare_output(
         )
     if not meta.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        meta_record = {
-            "command": "neuronpath extract",
-            "settings": settings,
-            "fingerprints": fingerprints,
-            "versions": library_versions(),
-            "runs": [],
-        }
-        write_meta(out, meta_record)
+        fresh = {"settings": settings, "fingerprints": fingerprints, "versions": library_versions(), "runs": []}
+        write_meta(out, {"command": "neuronpath extract", **fresh})
     merge_records(out)
-
-
-def has_records(out: Path) -> bool:
-    """Whether ``out`` or one of its shards holds at least one whole record."""
-    return any(b"\n" in path.read_bytes() for path in (out, *shard_paths(out)) if path.exists())
 
 
 def _changes(what: str, recorded: Dict[str, object], current: Dict[str, object], keys) -> List[str]:
@@ -135,13 +116,6 @@ def _changes(what: str, recorded: Dict[str, object], current: Dict[str, object],
     return [f"{what} ({changes})".lstrip()] if changes else []
 
 
-def _fingerprint_changes(recorded: Dict[str, str], fingerprints: Dict[str, str]) -> List[str]:
-    if recorded.get("model") == fingerprints["model"]:
-        return []
-    before = recorded.get("model") or "not recorded"
-    return [f"the model changed (its parameters or buffers differ): fingerprint {before}, now {fingerprints['model']}"]
-
-
 def drop_changed_records(
     out: Path,
     identity: Callable[[int], Dict[str, object]],
@@ -149,15 +123,9 @@ def drop_changed_records(
     batch_size: int,
     keep_errors: bool,
 ) -> Tuple[int, int, int]:
-    """Keep the records of the whole batches whose every input is as recorded; rewrite ``out`` without the rest.
-
-    ``identity(index)`` holds the fields (file, label, fingerprint) a record of the input
-    now at ``index`` has; a record with others, or beyond ``num_inputs``, is of an input
-    that changed or vanished. An error record is kept only with ``keep_errors`` (otherwise its input is
-    tried again). Dropping whole batches keeps the batches' composition, hence the records
-    equal to an uninterrupted run's. Returns ``(kept, changed, tried_again)``: the records
-    kept, those of changed or vanished inputs, and the error records tried again.
-    """
+    """Keep the records of the whole batches (so that batches keep their composition) whose every input is as
+    ``identity(index)`` says and, with ``keep_errors``, error records; rewrite ``out`` without the rest.
+    Returns ``(kept, changed, tried_again)``."""
     records, _ = read_records(out)
     changed, tried_again, valid = 0, 0, set()
     for index, line in records:
@@ -203,14 +171,11 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
 
 
 class OutputLock:
-    """An exclusive lock on ``FILE`` for one command at a time: a POSIX lock on ``FILE.lock``.
+    """An exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder.
 
-    The lock file records the holder's pid, host and start time, so a refused command can
-    name it. The kernel releases the lock when its process ends, however it ends, and a
-    POSIX lock (``lockf``), unlike ``flock``, is not held by forked children such as the
-    data loader's workers, which may outlive a killed command by a moment; a lock
-    file left by a killed run is taken over. The file is removed on release, while still
-    locked, and a taker checks that the file it locked is still the one at the path.
+    ``lockf``, unlike ``flock``, is not held by forked data loader workers, which may outlive a
+    killed command by a moment. The file is removed on release while still locked, so a taker
+    checks that the file it locked is still the one at the path.
     """
 
     def __init__(self, out: Path):
@@ -258,10 +223,7 @@ class OutputLock:
 
 
 def read_records(path: Path) -> Tuple[List[Tuple[int, str]], int]:
-    """The records of a JSON Lines file as ``(index, line)`` pairs, and the bytes they span.
-
-    A last line without its newline is a write cut short by a crash, not a record.
-    """
+    """The records of a JSON Lines file as ``(index, line)`` pairs, and the bytes they span."""
     if not path.exists():
         return [], 0
     data = path.read_bytes()
@@ -277,12 +239,8 @@ def read_records(path: Path) -> Tuple[List[Tuple[int, str]], int]:
 
 
 def merge_records(out: Path) -> int:
-    """Gather ``out`` and every shard into ``out``, each index once and in index order.
-
-    Rewrites ``out`` atomically, and only when it is not already so (shards to take in,
-    records out of order, or a torn last line); then deletes the shards. Returns the
-    number of records.
-    """
+    """Gather ``out`` and every shard into ``out`` (rewritten atomically where it must be), each index once
+    and in index order; delete the shards and return the number of records."""
     shards = shard_paths(out)
     records, complete = read_records(out)
     tidy = not shards and complete == (out.stat().st_size if out.exists() else 0)
@@ -308,11 +266,8 @@ def count_records(out: Path) -> int:
 
 
 def append_records(path: Path, descriptor: int, records: List[Dict[str, object]]) -> None:
-    """Append one line per record to ``path`` (open unbuffered as ``descriptor``) and make them durable.
-
-    A write that fails (a full disk, say) is undone whole: the file is cut back to where
-    the batch began, so it holds whole batches only, and the error names the file.
-    """
+    """Append one line per record to ``path`` (open unbuffered as ``descriptor``) durably; a write that
+    fails is cut back to where the batch began, and the error names the file."""
     data = "".join(json.dumps(record) + "\n" for record in records).encode()
     start = os.fstat(descriptor).st_size
     try:

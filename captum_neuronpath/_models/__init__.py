@@ -1,11 +1,5 @@
-"""Model-family knowledge: which modules are a model's neurons, which tokens its head reads,
-and how its blocks run (the fast plan's :class:`~captum_neuronpath._core.plan.Layout`).
-
-One module per model library: :mod:`.timm_models`, :mod:`.torchvision_models`,
-:mod:`.hugging_face_vision` (vision families, one :class:`.family.VisionFamily` each) and
-:mod:`.language` (Hugging Face language models). A library's module is imported only once
-the library itself is, since a model of it cannot exist before: ``import
-captum_neuronpath`` imports none of them.
+"""Model-family knowledge: which modules are a model's neurons, which tokens its head reads, and how its
+blocks run; one module per model library, imported only once the library itself is (docs/model_families.md).
 """
 
 import importlib
@@ -274,17 +268,9 @@ def layout_of(module: Module) -> Optional[Layout]:
 def readout_of_called(called: Dict[Module, int]):
     """The token set the head of the first module of a known family in ``called`` reads, else ``None``."""
     for module in called:
-        found = _vision(module)
-        if found is None:
-            found = language.find_family(module)
-            if found is None:
-                continue
+        if _vision(module) is not None or language.find_family(module) is not None:
             try:
-                return language.readout(found[0], module)
+                return readout_token(module)
             except TypeError:
                 return None
-        try:
-            return found[0].readout(module)
-        except TypeError:
-            return None
     return None

@@ -17,7 +17,6 @@ class VisionFamily:
     the model's own (its head decides).
     """
 
-    name: str  # as listed in error messages
     network: Callable[[object], Optional[Module]]
     mlp_sites: Callable[[Module], List[Module]]
     readout: Callable[[Module], Union[int, slice]]

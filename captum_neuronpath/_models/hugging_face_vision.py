@@ -45,9 +45,8 @@ def _network(*pairs: Tuple[str, Optional[str]]) -> Callable[[object], Optional[M
     return network
 
 
-def _family(name: str, pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
+def _family(pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
     return VisionFamily(
-        name=name,
         network=_network(*pairs),
         mlp_sites=lambda network: [_mlp_site(block) for block in _blocks(network)],
         attention_sites=lambda network: [_attention_site(block) for block in _blocks(network)],
@@ -55,44 +54,30 @@ def _family(name: str, pairs, readout: Callable[[Module], Union[int, slice]]) ->
     )
 
 
-def _beit_readout(model: Module) -> Union[int, slice]:
-    return slice(1, None) if model.config.use_mean_pooling else 0  # the pooler averages the patch tokens
-
-
 FAMILIES = (
-    _family(
-        "Hugging Face ViTModel, ViTForImageClassification",
-        [("ViTForImageClassification", "vit"), ("ViTModel", None)],
-        lambda model: 0,
-    ),
-    _family(
-        "Hugging Face DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher",
+    _family([("ViTForImageClassification", "vit"), ("ViTModel", None)], lambda model: 0),
+    _family(  # the distilled model averages its class and distillation heads
         [
             ("DeiTForImageClassificationWithTeacher", "deit"),
             ("DeiTForImageClassification", "deit"),
             ("DeiTModel", None),
         ],
-        # the distilled model averages its class and distillation heads
         lambda model: slice(0, 2) if type(model).__name__.endswith("WithTeacher") else 0,
-    ),  # fmt: skip
-    _family(
-        "Hugging Face BeitModel, BeitForImageClassification",
-        [("BeitForImageClassification", "beit"), ("BeitModel", None)],
-        _beit_readout,
     ),
-    _family(
-        "Hugging Face Dinov2Model, Dinov2ForImageClassification",
+    _family(  # the pooler averages the patch tokens
+        [("BeitForImageClassification", "beit"), ("BeitModel", None)],
+        lambda model: slice(1, None) if model.config.use_mean_pooling else 0,
+    ),
+    _family(  # the classifier reads the class token and the mean of the patch tokens
         [("Dinov2ForImageClassification", "dinov2"), ("Dinov2Model", None)],
-        # the classifier reads the class token and the mean of the patch tokens
         lambda model: slice(0, None) if type(model).__name__.endswith("ForImageClassification") else 0,
     ),
-    _family(
-        "Hugging Face CLIPVisionModel, CLIPVisionModelWithProjection, CLIPModel (its vision tower)",
+    _family(  # the pooled output is the class token's
         [
             ("CLIPVisionModel", "vision_model"),
             ("CLIPVisionModelWithProjection", "vision_model"),
             ("CLIPModel", "vision_model"),
         ],
-        lambda model: 0,  # the pooled output is the class token's
-    ),  # fmt: skip
+        lambda model: 0,
+    ),
 )

@@ -84,25 +84,17 @@ def _attribute(obj: object, path: str) -> Optional[object]:
     return obj
 
 
-def _backbone(model: Module) -> Module:
-    base = getattr(model, "base_model", None)  # a Hugging Face model without its head
-    return base if isinstance(base, Module) else model
-
-
-def _is_backbone(backbone: Module, names: Tuple[str, ...]) -> bool:
-    transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
-    if transformers is None:
-        return False
-    return isinstance(backbone, tuple(getattr(transformers, name) for name in names))
-
-
 def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
     """``(family, blocks)`` of a language model, or ``None`` if no family matches."""
     if not isinstance(model, Module):
         return None
-    backbone = _backbone(model)
+    base = getattr(model, "base_model", None)  # a Hugging Face model without its head
+    backbone = base if isinstance(base, Module) else model
+    transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
     for family in FAMILIES:
-        if family.backbones and not _is_backbone(backbone, family.backbones):
+        if family.backbones and not (
+            transformers is not None and isinstance(backbone, tuple(getattr(transformers, n) for n in family.backbones))
+        ):
             continue
         blocks = _attribute(backbone, family.blocks)
         if not isinstance(blocks, ModuleList) or len(blocks) == 0:

@@ -55,14 +55,6 @@ def _eva_readout(model: Eva) -> Union[int, slice]:
     return _prefix_readout(model, model.global_pool, False)
 
 
-def _beit_readout(model: Beit) -> Union[int, slice]:
-    return _prefix_readout(model, model.global_pool, False)
-
-
-def _swin_sites(model: SwinTransformer) -> List[Module]:
-    return [block.mlp.act for block in model.layers[-1].blocks]
-
-
 def _of(cls: type) -> Callable[[object], Optional[Module]]:
     return lambda model: model if isinstance(model, cls) else None
 
@@ -136,10 +128,9 @@ def _block_sites(site: Callable[[Module], Module]) -> Callable[[Module], List[Mo
     return lambda model: [site(block) for block in model.blocks]
 
 
-def _blocks_family(name: str, cls: type, readout: Callable, **layout) -> VisionFamily:
+def _blocks_family(cls: type, readout: Callable, **layout) -> VisionFamily:
     """A family whose blocks are ``model.blocks``, each with ``mlp`` and ``attn.proj``."""
     return VisionFamily(
-        name=name,
         network=_of(cls),
         mlp_sites=_block_sites(_mlp_site),
         attention_sites=_block_sites(lambda block: block.attn.proj),
@@ -149,18 +140,12 @@ def _blocks_family(name: str, cls: type, readout: Callable, **layout) -> VisionF
 
 
 FAMILIES = (
-    _blocks_family(
-        "timm VisionTransformer (ViT, DeiT, MAE, DINOv2, gated MLPs, register tokens, any global_pool)",
-        VisionTransformer,
-        _vit_readout,
-        layout=_vit_layout,
-    ),
-    _blocks_family("timm Eva (EVA-02)", Eva, _eva_readout),
-    _blocks_family("timm Beit", Beit, _beit_readout),
+    _blocks_family(VisionTransformer, _vit_readout, layout=_vit_layout),
+    _blocks_family(Eva, _eva_readout),
+    _blocks_family(Beit, lambda model: _prefix_readout(model, model.global_pool, False)),
     VisionFamily(
-        name="timm SwinTransformer (the last stage's blocks)",
         network=_of(SwinTransformer),
-        mlp_sites=_swin_sites,
+        mlp_sites=lambda model: [block.mlp.act for block in model.layers[-1].blocks],  # the last stage's
         readout=lambda model: slice(None),  # the head averages every position
     ),
 )

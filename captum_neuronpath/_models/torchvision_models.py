@@ -53,7 +53,6 @@ def _readout_forward(block: EncoderBlock, r: int) -> Callable:
 
 FAMILIES = (
     VisionFamily(
-        name="torchvision VisionTransformer",
         network=lambda model: model if isinstance(model, VisionTransformer) else None,
         mlp_sites=lambda model: [block.mlp[1] for block in model.encoder.layers],
         # nn.MultiheadAttention applies its projection without calling the module: the dropout
@@ -63,9 +62,8 @@ FAMILIES = (
         layout=_layout,
     ),
     VisionFamily(
-        name="torchvision SwinTransformer (the last stage's blocks)",
         network=lambda model: model if isinstance(model, SwinTransformer) else None,
-        mlp_sites=lambda model: [block.mlp[1] for block in model.features[-1]],
+        mlp_sites=lambda model: [block.mlp[1] for block in model.features[-1]],  # the last stage's blocks
         readout=lambda model: slice(None),  # the head averages every position
     ),
 )

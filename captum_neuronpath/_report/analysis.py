@@ -1,11 +1,7 @@
-"""The numbers of ``neuronpath report``, from the records alone.
-
-Classes are the labels. Only classes with at least one input take part (a language
-model's vocabulary is mostly unused). The frequencies are those of
-:func:`captum_neuronpath.metrics.neuron_frequency` and the similarities those of
-:func:`captum_neuronpath.metrics.class_similarity`, computed sparsely: a class's frequency
-matrix holds at most its inputs' neurons, so neither the ``(N, L, C)`` hits nor the
-``(classes, L, C)`` frequencies are ever held densely.
+"""The numbers of ``neuronpath report``: per label with at least one input, the frequencies of
+:func:`captum_neuronpath.metrics.neuron_frequency` and similarities of
+:func:`captum_neuronpath.metrics.class_similarity`, computed sparsely (a class holds at most its
+inputs' neurons).
 """
 
 import warnings
@@ -15,6 +11,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
+from captum_neuronpath.metrics import most_similar_classes
 from captum_neuronpath.paths import Paths
 
 JAS_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -84,9 +81,7 @@ def analyze(
     sorted_channels = frequency.channels[order].tolist()
     sorted_frequency = frequency.frequency[order].tolist()
     row_bounds = torch.searchsorted(frequency.rows[order], torch.arange(len(classes) + 1)).tolist()
-    nearest_k = min(nearest, len(classes) - 1)
-    others = similar.clone().fill_diagonal_(float("-inf"))
-    nearest_rows = torch.sort(others, dim=1, descending=True, stable=True).indices[:, :nearest_k].tolist()
+    nearest_rows = most_similar_classes(similar, min(nearest, len(classes) - 1)).tolist()
     rows_of_inputs = torch.searchsorted(frequency.classes, paths.labels)
     inputs_by_row = torch.argsort(rows_of_inputs, stable=True)
     input_bounds = torch.searchsorted(rows_of_inputs[inputs_by_row], torch.arange(len(classes) + 1)).tolist()

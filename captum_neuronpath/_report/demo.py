@@ -12,7 +12,7 @@ from captum_neuronpath._cli.loading import Inputs
 from captum_neuronpath._extract.description import describe_paths
 from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
 from captum_neuronpath._report import write_report
-from captum_neuronpath._report.inputs import describe_inputs, stacked
+from captum_neuronpath._report.inputs import stacked
 from captum_neuronpath.paths import Paths
 
 
@@ -26,15 +26,7 @@ def write_demo_report(
     meta = describe_paths(model, vit_mlp_layers(model), vit_readout_token(model), inputs, None)
     meta["class_names"] = list(class_names)
     records = Paths(
-        paths=path,
-        jas=jas.double(),
-        labels=labels,
-        targets=labels,
-        predictions=probabilities.argmax(-1),
-        probabilities=probabilities.gather(1, labels[:, None])[:, 0].double(),
-        indices=torch.arange(len(labels)),
-        files=[None] * len(labels),
-        meta=meta,
-    )
-    source = stacked(images)
-    return write_report(records, out, lambda positions: describe_inputs(source, positions), "digits ViT test set")
+        path, jas.double(), labels, labels, probabilities.argmax(-1),
+        probabilities.gather(1, labels[:, None])[:, 0].double(), torch.arange(len(labels)), [None] * len(labels), meta,
+    )  # fmt: skip
+    return write_report(records, out, stacked(images), "digits ViT test set")

@@ -1,10 +1,5 @@
-"""What the explorer shows of an input: a thumbnail of an image, or the text of a token sequence.
-
-The inputs are read from the data the records were extracted from (``settings.data`` in
-``FILE.meta.json``) when it is still there: an image folder (the records' ``file``), a
-``.safetensors`` file (its ``images`` at the records' indices) or a ``.jsonl`` file of token
-sequences (decoded with a tokenizer when one is named, else the token ids).
-"""
+"""What the explorer shows of an input, read from the data the records came from (``settings.data``) when
+it is still there: a thumbnail of an image, or the text (else the ids) of a token sequence."""
 
 import base64
 import io
@@ -66,16 +61,11 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
 
 def describe_inputs(source: Optional[Callable[[int], Dict[str, str]]], positions: Iterable[int]) -> Dict[str, Dict]:
     """``{"thumbnails": {position: URL}, "texts": {position: text}}`` for ``positions``."""
-    thumbnails: Dict[int, str] = {}
-    texts: Dict[int, str] = {}
-    if source is not None:
-        for position in positions:
-            shown = source(position)
-            if "thumbnail" in shown:
-                thumbnails[position] = shown["thumbnail"]
-            if "text" in shown:
-                texts[position] = shown["text"]
-    return {"thumbnails": thumbnails, "texts": texts}
+    shown = {} if source is None else {position: source(position) for position in positions}
+    return {
+        kind + "s": {position: one[kind] for position, one in shown.items() if kind in one}
+        for kind in ("thumbnail", "text")
+    }
 
 
 def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:

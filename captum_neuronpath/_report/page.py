@@ -1,16 +1,12 @@
-"""``index.html``: the path explorer, one self-contained file rendered from ``explorer.html.j2``.
-
-The page embeds the records (labels, predictions, JAS, paths), each class's summary from
-``report.json`` and the thumbnails or texts of a few example inputs per class; it draws
-every panel in the browser when it is opened, from that data alone (no server, nothing
-fetched).
-"""
+"""``index.html``: the path explorer, one self-contained file rendered from ``explorer.html.j2`` that draws
+every panel in the browser from the records and summaries it embeds (nothing fetched)."""
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
+from captum_neuronpath._report.inputs import describe_inputs
 from captum_neuronpath.paths import Paths
 
 TEMPLATE = "explorer.html.j2"
@@ -21,11 +17,11 @@ THUMBNAILS = 4000  # more inputs than this: only a few examples per class get a 
 def render_page(
     paths: Paths,
     report: Dict[str, object],
-    describe: Callable[[List[int]], Dict[str, Dict]],
+    source: Optional[Callable[[int], Dict[str, str]]],
     title: str,
     examples: Optional[int] = None,
 ) -> str:
-    """The explorer's HTML; ``describe(positions)`` gives the thumbnails and texts of those records."""
+    """The explorer's HTML; ``source`` gives the thumbnail or text of a record (see :mod:`.inputs`)."""
     import jinja2
 
     classes = report["classes"]
@@ -41,7 +37,7 @@ def render_page(
             for start, c in zip(starts.tolist(), classes)
             for position in order[start : start + min(examples, c["inputs"])]
         ]
-    described = describe(shown)
+    described = describe_inputs(source, shown)
     labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     names = paths.class_names
     data = {

@@ -9,11 +9,7 @@ from torch.nn import Module
 
 
 def fsync_directory(directory: Path) -> None:
-    """Make the entries of ``directory`` (a rename, a new or deleted file) durable.
-
-    A rename is durable only once its directory is synced; file systems that cannot sync
-    a directory (some network ones) are left to their own guarantees.
-    """
+    """Make the entries of ``directory`` (a rename, a new or deleted file) durable, where it can be synced."""
     try:
         descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -27,12 +23,7 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data``: a crash leaves either the old or the new file, never a mix.
-
-    The data is synced before the rename and the directory after it, so once this returns
-    the new file survives a power loss too. A write that fails (a full disk) leaves the old
-    file and no partial one, and the error names ``path``.
-    """
+    """Replace ``path`` by ``data`` durably: a crash or a failed write leaves the old or the new file, never a mix."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
@@ -54,9 +45,7 @@ def cached_model(
     log: Optional[Callable[[str], None]],
     description: str,
 ) -> Module:
-    """The model whose weights are cached at ``path``: built and loaded when the file exists,
-    else trained (telling ``log`` that ``description`` is being trained), then cached
-    atomically. Returned in eval mode."""
+    """The model whose weights are cached at ``path`` (trained and cached first if they are not), in eval mode."""
     from safetensors.torch import load_file, save
 
     if path.exists():

@@ -1,11 +1,5 @@
-"""The one place where the library puts hooks on a model.
-
-Every hook the library registers goes through :func:`site_hooks`, which registers them
-inside its ``try`` and removes them on every exit, errors included, so a model always
-leaves an attribution exactly as it came in. The same holds for the two other things it
-can put on a model: a replacement ``forward`` of a module (the fast plans of
-``captum_neuronpath/_core/plan.py``) and an observer of every module call.
-"""
+"""The one place where the library puts hooks, replacement ``forward`` methods (the fast plans) and call
+observers on a model, and removes them on every exit, so a model leaves an attribution as it came in."""
 
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
@@ -38,13 +32,8 @@ def site_hooks(
     forwards: Optional[Mapping[Module, Callable]] = None,
     observe: Optional[Callable[[Module], None]] = None,
 ) -> Iterator[None]:
-    """Within the block, ``functions[i]`` sees (and may replace) the value of site ``layers[i]``.
-
-    A site must hold a single tensor; anything else raises a ``TypeError`` that names it.
-    ``forwards`` maps a module to the function that replaces its ``forward`` within the
-    block (the module's hooks still run around it). ``observe`` is called with every
-    module that any model calls within the block, before it runs.
-    """
+    """Within the block, ``functions[i]`` sees (and may replace) the value of site ``layers[i]``, a single
+    tensor; ``forwards`` replace modules' ``forward``; ``observe`` sees every module called, before it runs."""
     handles: List[Any] = []
     replaced: Dict[Module, Any] = {}
     try:

@@ -1,9 +1,4 @@
-"""The quadrature of the integrals along alpha: the library's default and the paper's.
-
-Every attribution class defaults to :data:`DEFAULT_N_STEPS` nodes of
-:data:`DEFAULT_METHOD`, so the same path gets the same JAS whichever class computes it.
-Why this default: docs/concepts.md (Quadrature) and docs/performance.md.
-"""
+"""The quadrature along alpha: every class's default, and the paper's (why: docs/concepts.md, Quadrature)."""
 
 from types import MappingProxyType
 from typing import Any, List, Mapping, NamedTuple

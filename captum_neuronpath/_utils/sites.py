@@ -1,9 +1,4 @@
-"""Neuron sites: where in the model a layer's neurons are read and replaced.
-
-A site is normally a module's output. :class:`ModuleInput` names a module's input
-instead, for neurons that no module outputs on its own, such as the hidden units of a
-gated MLP (``act(gate(x)) * up(x)``, the input of the down projection).
-"""
+"""Neuron sites: a module's output, or the input of one (:class:`ModuleInput`)."""
 
 from typing import Any
 

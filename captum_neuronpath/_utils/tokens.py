@@ -1,16 +1,7 @@
-"""Token sets: which positions of a layer's ``(B, T, C)`` output carry the neurons.
-
-A ``(B, ..., C)`` output with the channel last (``(B, H, W, C)`` in Swin's MLPs) has its
-positions in the middle axes, flattened in row-major order.
-
-A token set is an ``int`` (one token), a ``slice`` or a sequence of ints (several
-tokens), ``None`` for layers whose output is ``(B, C)``, or a ``(B,)`` integer tensor:
-one position per example (the last real token of each padded sequence, say). Every
-activation or gradient read at a token set has shape ``(B, T_sel, C)``; ``None`` and
-per-example positions read as ``T_sel = 1``.
-
-Resolved against a layer's output, a token set becomes a :data:`Positions`: ``None``,
-a list of non-negative positions shared by the batch, or a ``(B,)`` LongTensor.
+"""Token sets: which positions of a layer's ``(B, T, C)`` output (or ``(B, ..., C)``, positions flattened
+row-major) carry the neurons. A token set read is ``(B, T_sel, C)``; ``None`` (a ``(B, C)`` output) and
+per-example positions (a ``(B,)`` tensor) read as ``T_sel = 1``. Resolved against an output, a token
+set becomes :data:`Positions`: ``None``, a list of non-negative positions, or a ``(B,)`` LongTensor.
 """
 
 import math
@@ -29,13 +20,8 @@ _CHANNELS_LAST = (nn.Linear, nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))
 
 
 def channel_axis(module: nn.Module, previous: Optional[nn.Module], is_input: bool) -> Optional[str]:
-    """Where the channel of ``module``'s ``(B, ?, ?, ?)`` output is: ``"last"``, ``"first"`` or ``None`` (unknown).
-
-    A linear layer or layer norm computes over the last axis (and reads its input so),
-    a convolution or a feature-map norm over the second; an elementwise module (an
-    activation, a dropout) keeps the layout of ``previous``, the module that ran before it.
-    ``is_input``: the site is ``module``'s input.
-    """
+    """Where the channel of ``module``'s output (its input with ``is_input``) is: ``"last"``, ``"first"`` or
+    ``None``; an elementwise module keeps the layout of ``previous``, the module that ran before it."""
     for candidate in (module,) if is_input else (module, previous):
         if isinstance(candidate, _CHANNELS_LAST):
             return "last"
@@ -85,12 +71,8 @@ def check_token(token: TokenType) -> TokenType:
 
 
 def expand_per_example(value: Tensor, batch_size: int, name: str) -> Tensor:
-    """``value`` (one row per example) for a batch of ``batch_size`` rows.
-
-    A batch that is a whole multiple of ``value``'s is taken to be Captum's expansion of
-    the examples (``NoiseTunnel``, ``captum.metrics``): each row is repeated in place
-    (``repeat_interleave``), as Captum repeats the inputs.
-    """
+    """``value`` (one row per example) for a batch of ``batch_size`` rows: in a whole multiple, Captum's
+    expansion of the examples, each row is repeated in place as Captum repeats the inputs."""
     rows = value.shape[0]
     if rows == batch_size:
         return value
@@ -103,12 +85,8 @@ def expand_per_example(value: Tensor, batch_size: int, name: str) -> Tensor:
 
 
 def token_positions(token: TokenType, output_shape: torch.Size, where: str, axis: Optional[str] = "last") -> Positions:
-    """Resolve ``token`` against a layer output's shape; ``None`` means the whole ``(B, C)``.
-
-    A ``(B, ..., C)`` output has its positions in the middle axes, flattened row-major;
-    ``axis`` (see :func:`channel_axis`) says whether a 4-D or larger output has its channel
-    last, which is required. ``where`` names the layer in error messages.
-    """
+    """Resolve ``token`` against a layer output's shape; a 4-D or larger output must have ``axis`` (see
+    :func:`channel_axis`) ``"last"``. ``where`` names the layer in error messages."""
     if token is None:
         if len(output_shape) != 2:
             raise ValueError(
@@ -182,15 +160,9 @@ def read_tokens(output: Tensor, positions: Positions) -> Tensor:
 def write_tokens(
     output: Tensor, positions: Positions, values: Tensor, in_place: bool = False, own_gradient: bool = False
 ) -> Tensor:
-    """``output`` whose token set holds ``values`` (``(B, T_sel, C)``).
-
-    The result keeps the autograd link to ``values`` only at the token set, so gradients
-    reaching it there flow to ``values`` and not to what computed ``output``. By default it
-    is a copy; ``in_place`` writes into ``output`` itself, for a site whose module neither
-    keeps its output for the backward pass nor returns a view of its input.
-    ``own_gradient``: the gradient that reaches ``output`` is a tensor that nothing else
-    reads, so the backward pass may block the token set in it in place.
-    """
+    """``output`` (a copy, or itself with ``in_place``) whose token set holds ``values`` ``(B, T_sel, C)``, the
+    gradient there flowing to ``values`` only; ``own_gradient``: nothing else reads the gradient that reaches
+    ``output``, so the backward pass may block the token set in it in place."""
     if positions is None:
         return values[:, 0].to(output.dtype)
     values = values.to(output.dtype)
@@ -211,10 +183,8 @@ def write_tokens(
 
 
 class _OverwriteSpan(torch.autograd.Function):
-    """``output[:, start:stop] = values`` in place; the backward zeroes that span of the gradient in place.
-
-    Autograd's own in-place write copies the whole gradient to zero the span in the copy.
-    """
+    """``output[:, start:stop] = values`` in place; the backward zeroes that span of the gradient in place
+    (autograd's own in-place write copies the whole gradient to do so)."""
 
     @staticmethod
     def forward(ctx, output: Tensor, values: Tensor, start: int, stop: int) -> Tensor:

@@ -1,9 +1,5 @@
-"""Argument checks shared by every public class.
-
-Each check raises ``TypeError`` (wrong kind of value), ``ValueError`` (wrong shape
-or setting) or ``IndexError`` (an index out of range) with a message that names the
-argument and says what was expected.
-"""
+"""Argument checks shared by every public class: ``TypeError``, ``ValueError`` or ``IndexError`` naming the
+argument and what was expected."""
 
 import warnings
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -51,12 +47,6 @@ def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ValueError(f"{name} must be {bound}, got {value}")
     return value
-
-
-def check_internal_batch_size(internal_batch_size: Any) -> Optional[int]:
-    if internal_batch_size is None:
-        return None
-    return check_int(internal_batch_size, "internal_batch_size", 1)
 
 
 def check_inputs(inputs: Tuple[Any, ...]) -> int:
@@ -111,12 +101,8 @@ def check_forward_output(output: Any, batch_size: int) -> Tensor:
 
 
 def format_target(target: Any, output: Tensor) -> Any:
-    """Check ``target`` against the clean forward output; tensors move to its device.
-
-    Accepts Captum's forms: ``None`` (the output already has one score per example),
-    an int, a tuple of ints, a tensor of one or ``B`` indices, or a list of ints or
-    tuples with one entry per example. The selection must give one score per example.
-    """
+    """Check ``target`` (Captum's forms) against the clean forward output; it must select one score per
+    example, and a tensor moves to the output's device."""
     batch_size = output.shape[0]
     if target is not None and output.dim() < 2:
         raise ValueError(
@@ -178,12 +164,8 @@ def format_neuron_indices(
     num_channels: Sequence[int],
     device: torch.device,
 ) -> Tensor:
-    """Neuron indices as a ``(B, L, K)`` LongTensor, one row of K channels per layer.
-
-    Accepts a ``(B, L)`` or ``(B, L, K)`` integer tensor, or a sequence of ``L`` ints
-    shared by the batch. ``num_channels[l]`` bounds layer ``l``'s indices. Rows for a
-    batch that Captum expanded (a whole multiple of theirs) are repeated in place.
-    """
+    """A ``(B, L)`` or ``(B, L, K)`` integer tensor, or ``L`` ints shared by the batch, as a ``(B, L, K)``
+    LongTensor (rows expanded as :func:`expand_per_example` does), bounded by ``num_channels``."""
     num_layers = len(num_channels)
     if not isinstance(indices, Tensor):
         try:
@@ -222,19 +204,14 @@ def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
 
 
 def check_layer_index(layer_index: Any, num_layers: int) -> int:
-    if isinstance(layer_index, bool) or not isinstance(layer_index, int):
-        raise TypeError(f"layer_index must be an int, got {type(layer_index).__name__}")
-    if not 0 <= layer_index < num_layers:
-        raise IndexError(f"layer_index must be between 0 and {num_layers - 1}, got {layer_index}")
-    return layer_index
+    try:
+        return check_int(layer_index, "layer_index", 0, num_layers - 1)
+    except ValueError as error:  # out of range: an index
+        raise IndexError(str(error)) from None
 
 
 def check_baselines(baselines: Any, inputs: Any) -> None:
-    """Captum's baseline forms, checked against ``inputs`` with a named error.
-
-    Each input's baseline is a number, a tensor of the input's shape, or a tensor of
-    one example (first dimension 1) broadcast to the batch.
-    """
+    """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked."""
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     formatted = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(formatted) != len(inputs):
