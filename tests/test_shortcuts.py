@@ -196,6 +196,7 @@ def test_a_forward_func_that_varies_per_row_keeps_the_generic_path():
 
 @pytest.mark.parametrize("family", ["timm", "torchvision"])
 def test_each_greedy_step_starts_at_the_block_that_changed(family, monkeypatch):
+    monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
     model = _timm_vit() if family == "timm" else _torchvision_vit()
     blocks = model.blocks if family == "timm" else model.encoder.layers
     locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
@@ -207,6 +208,10 @@ def test_each_greedy_step_starts_at_the_block_that_changed(family, monkeypatch):
     # the tangent on.
     assert [len(calls) for calls in seen.values()] == [1 + 2 + 1, 1 + 3 + 1, 1 + 4]
     monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph instead: no forward-mode runs
+    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
+    assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
+    monkeypatch.setattr(GreedySearch, "tangents", True)
+    monkeypatch.setattr(GreedySearch, "tangent_min_layers", 4)  # a path this short keeps the graph too
     seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
     assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
     locator.family_plan = False
@@ -241,7 +246,8 @@ TANGENT_OPTIONS = {
 
 @pytest.mark.parametrize("option", list(TANGENT_OPTIONS))
 @pytest.mark.parametrize("model_name", list(TANGENT_MODELS))
-def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_name, option):
+def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_name, option, monkeypatch):
+    monkeypatch.setattr(GreedySearch, "tangent_min_layers", 1)  # these models are shallow
     make, layers_of = TANGENT_MODELS[model_name]
     token, options = TANGENT_OPTIONS[option]
     model = make()
@@ -257,6 +263,7 @@ def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_na
 
 @pytest.mark.parametrize("family", ["timm", "torchvision"])
 def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monkeypatch):
+    monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
     model = _timm_vit() if family == "timm" else _torchvision_vit()
     blocks = model.blocks if family == "timm" else model.encoder.layers
     backward = {i: 0 for i in range(len(blocks))}

@@ -394,25 +394,31 @@ class GreedySearch:
     input that the previous pass recorded; the blocks before it run once for the whole
     search. The gradients of the path's earlier layers reach it in one of two ways:
 
-    - *Tangents* (one token per example): ``sum_{l < t-1} dF/dw[l][p_l] = <dF/dh, tau>``
+    - *Tangents* (one token per example, from :attr:`tangent_min_layers` path layers on):
+      ``sum_{l < t-1} dF/dw[l][p_l] = <dF/dh, tau>``
       with ``tau`` the forward-mode tangent of ``h`` when each earlier path neuron's
       substituted value has tangent 1. Before step ``t`` the block between the previous
       step's ``h`` and this one runs in forward mode (:func:`advance_block_input`), which
       carries ``h`` and ``tau`` one block on, so each pass runs backward to ``h`` only and
       no graph of earlier blocks is kept.
-    - *The kept graph* (token sets): each pass backpropagates through the previous pass's
+    - *The kept graph* (token sets, shorter paths): each pass backpropagates through the previous pass's
       autograd graph of the earlier blocks, down to their substituted values.
 
     The numbers are those of independent passes. The steps come in order.
     """
 
     tangents = True  # False: the kept graph for every token set (to compare the two)
+    #: Path layers from which the tangents pay: carrying them costs one forward-mode run per
+    #: block, about what a few backward passes through it cost, while the kept graph costs a
+    #: block one backward pass per later step (measured on the performance page).
+    tangent_min_layers = 9
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], prepared: Prepared, rule: Quadrature,
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
         self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
         self.rule, self.internal_batch_size = rule, internal_batch_size
-        self._resume: Optional[Resume] = Resume(carry=carries_tangents(prepared, rule, internal_batch_size))
+        carry = len(layers) >= self.tangent_min_layers and carries_tangents(prepared, rule, internal_batch_size)
+        self._resume: Optional[Resume] = Resume(carry=carry)
         self._steps = 0
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
