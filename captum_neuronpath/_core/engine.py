@@ -333,12 +333,10 @@ def advance_block_input(
     hidden, tangent = resume.block_input.detach(), resume.tangent
     if hidden.shape[0] == batch_size < n_nodes * batch_size:  # the nodes' shared work ended after it
         hidden = hidden.repeat(n_nodes, *[1] * (hidden.dim() - 1))
-    mask = channel_masks(path[:, index : index + 1], clean.activations[index : index + 1])[0].repeat(n_nodes, 1, 1)
-    clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
-    alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
-    value = torch.where(mask, alpha * clean_value, clean_value)
+    mask = channel_masks(path[:, index : index + 1], clean.activations[index : index + 1])[0]
+    value = _scaled_values(clean.activations[index], mask, alphas)
+    value_tangent = mask.to(value.dtype).repeat(n_nodes, 1, 1).expand_as(value)
     positions = repeat_positions(clean.positions[index], n_nodes)
-    value_tangent = mask.to(value.dtype).expand_as(value)
     blocks = list(plan.blocks)[plan.site_blocks[index] : plan.site_blocks[index + 1]]
 
     def substitute(output: Tensor) -> Tensor:
@@ -361,6 +359,15 @@ def advance_block_input(
             resume.block_input, resume.tangent = forward_ad.unpack_dual(hidden)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
+
+
+def _scaled_values(activation: Tensor, mask: Tensor, alphas: Tensor) -> Tensor:
+    """A layer's substituted values at the nodes ``alphas``: its clean ``(B, T_sel, C)`` ``activation`` with
+    the ``(B, 1, C)`` ``mask``'s channels times ``alpha``, row ``k * B + b`` for node ``k``."""
+    n_nodes, batch_size = len(alphas), activation.shape[0]
+    clean_value = activation.repeat(n_nodes, 1, 1)
+    alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
+    return torch.where(mask.repeat(n_nodes, 1, 1), alpha * clean_value, clean_value)
 
 
 def _gradient_sum(
@@ -430,12 +437,15 @@ class GreedySearch:
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
-    def joint_score(self, path: Tensor) -> Tensor:
-        """:func:`joint_score` of the path the steps found; ends the search."""
+    def joint_score_and_gradients(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor], Tensor]:
+        """:func:`joint_score_and_gradients` of the path the steps found; ends the search.
+
+        The gradients are every layer's, or with tangents the last layer's only.
+        """
         resume = self._next_pass(self._steps - 1, keep=None, path=path)
         self._resume = None  # the search ends: what it kept goes with the last pass
         return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
-                                         self.internal_batch_size, resume)[0]  # fmt: skip
+                                         self.internal_batch_size, resume)  # fmt: skip
 
     def _next_pass(self, start: Optional[int], keep: Optional[int], path: Tensor) -> Optional[Resume]:
         resume = self._resume
@@ -517,9 +527,11 @@ def _integrated_gradients(
     carried = None
     for start in range(0, rule.n_steps, nodes_per_pass):
         stop = min(start + nodes_per_pass, rule.n_steps)
-        chunk, carried = _substituted_pass(
+        chunk, chunk_carried = _substituted_pass(
             forward_func, layers, prepared, scaled, alphas[start:stop], step_sizes[start:stop], resume
-        )  # a pass that carries tangents runs all nodes at once
+        )
+        if chunk_carried is not None:
+            carried = chunk_carried if carried is None else carried + chunk_carried
         for index, gradient in chunk.items():
             if gradient is None:
                 absent.add(index)
@@ -588,7 +600,6 @@ def _substituted_pass(
         resume = None
     resumed = resume is not None and resume.start is not None and resume.block_input is not None
     carry = resumed and resume.carry
-    alpha = alphas.repeat_interleave(batch_size).view(-1, 1, 1)
     values = {}
     for index in sorted(scaled):
         if resumed and index < resume.start:  # substituted in a block that this pass does not run again
@@ -597,17 +608,13 @@ def _substituted_pass(
             if index in resume.values:
                 values[index] = resume.values[index]
                 continue
-        clean_value = clean.activations[index].repeat(n_nodes, 1, 1)
-        mask = scaled[index].repeat(n_nodes, 1, 1)
-        values[index] = torch.where(mask, alpha * clean_value, clean_value).requires_grad_()
+        values[index] = _scaled_values(clean.activations[index], scaled[index], alphas).requires_grad_()
     positions = {index: repeat_positions(clean.positions[index], n_nodes) for index in values}
     in_place = plan.in_place if plan is not None else frozenset()
     own_gradient = plan.own_gradient if plan is not None else frozenset()
-    if carry:
-        block_input, tangent = resume.block_input, resume.tangent
-        if tangent is not None:
-            block_input = block_input.detach().requires_grad_()
-            resume.block_input = block_input
+    start_input = None  # carry: the leaf the pass starts from, where earlier layers' tangents reach it
+    if carry and resume.tangent is not None:
+        start_input = resume.block_input = resume.block_input.detach().requires_grad_()
 
     def substitute(index: int) -> Callable[[Tensor], Tensor]:
         def function(value: Tensor) -> Tensor:
@@ -633,7 +640,7 @@ def _substituted_pass(
                 _expand_additional_forward_args(prepared.additional_forward_args, n_nodes),
             )
             # The clean pass checked that the selected output is one score per example.
-            sources = list(values.values()) + ([block_input] if carry and tangent is not None else [])
+            sources = list(values.values()) + ([] if start_input is None else [start_input])
             keep = resume is not None and not resume.carry  # the next pass backpropagates through this graph again
             grads = torch.autograd.grad(output.sum(), sources, allow_unused=True, retain_graph=keep)
         except torch.OutOfMemoryError as error:
@@ -647,9 +654,9 @@ def _substituted_pass(
         resume.values = values
     weights = step_sizes.view(-1, 1, 1, 1)
     carried = None
-    if carry and tangent is not None:  # <dF/dh, tau> per row, summed over the nodes like the gradients
-        grad_h = grads[-1] if grads[-1] is not None else torch.zeros_like(block_input)
-        dot = (grad_h.to(prepared.dtype) * tangent.to(prepared.dtype)).flatten(1).sum(1)
+    if start_input is not None:  # <dF/dh, tau> per row, summed over the nodes like the gradients
+        grad_h = grads[-1] if grads[-1] is not None else torch.zeros_like(start_input)
+        dot = (grad_h.to(prepared.dtype) * resume.tangent.to(prepared.dtype)).flatten(1).sum(1)
         carried = (dot.view(n_nodes, batch_size, 1) * weights.view(-1, 1, 1)).sum(0)
     return {
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)

@@ -135,10 +135,11 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             scores = search.candidate_scores(layer_index, path)
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas = search.joint_score(path)
+        jas, gradients, gradient_sum = search.joint_score_and_gradients(path)
         layer_scores = stack_padded(step_scores)
         if refine_steps:
-            path, jas = self._refine(prepared, path, jas, refine_steps, refine_candidates, rule, internal_batch_size)
+            path, jas = self._refine(prepared, path, jas, gradients, gradient_sum, refine_steps, refine_candidates,
+                                     rule, internal_batch_size)  # fmt: skip
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
             jas=self._finish(prepared, jas),
@@ -150,6 +151,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         prepared: Prepared,
         path: Tensor,
         jas: Tensor,
+        gradients: Dict[int, Tensor],
+        gradient_sum: Tensor,
         steps: int,
         num_candidates: int,
         rule: Quadrature,
@@ -166,6 +169,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         tangents (see ``engine.GreedySearch``), the trial of layer ``l`` starts at the
         block of layer ``l`` from the current path's input of that block and its
         tangent; a pass of the whole model gives every layer's gradients once per sweep.
+        The first sweep otherwise predicts from the greedy search's last pass
+        (``gradients``, ``gradient_sum``) where it gave every layer's gradients.
         """
         batch_size, num_layers, _ = path.shape
         activations = prepared.clean.activations
@@ -173,9 +178,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         restart = carries_tangents(repeated, rule, internal_batch_size)
         rows = torch.arange(batch_size, device=path.device)
         greedy_path, greedy_jas = path, jas
-        gradients = None
         for _ in range(steps):
-            if gradients is None or restart:  # every layer's gradients, and the first block's input
+            if restart or len(gradients) < num_layers:  # every layer's gradients, and the first block's input
                 current = Resume(keep=0, carry=True) if restart else None
                 _, gradients, gradient_sum = joint_score_and_gradients(
                     self.forward_func, self.layers, prepared, path, rule, internal_batch_size, current
