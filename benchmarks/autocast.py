@@ -3,7 +3,9 @@
 Locates the paths of the digits ViT's first 200 test images in float32 and under
 ``torch.autocast(device, dtype=torch.bfloat16)``, at the library's default quadrature and
 at the paper preset, and reports the share of identical whole paths, the agreement per
-layer, the relative JAS difference (median and 90th percentile) and the time of each. The
+layer, the relative JAS difference (median and 90th percentile), the median relative
+difference of the float32 paths' own JAS when scored under autocast (what the model's
+bfloat16 passes alone move; no search can agree better than that) and the time of each. The
 library computes its nodes, sums, JAS and scores in float32 whatever autocast is in force
 (the concepts page's precision policy); only the model's layers run in bfloat16. The
 explained function is the softmax of the logits taken in float32 (``model(x).float()``):
@@ -43,8 +45,15 @@ def agreement(model, images, labels, device, quadrature, upcast=True):
     same = (low.path == full.path).all(-1).double().mean()
     per_layer = (low.path == full.path).double().mean(0)
     relative = ((low.jas - full.jas) / full.jas.abs()).abs()
+    # The floor: the float32 paths themselves, scored under autocast. No search is involved, so
+    # this difference is the model's bfloat16 forward and backward passes alone.
+    scorer = cnp.NeuronJointIntegratedGradients(locator.forward_func, locator.layers)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        fixed = scorer.attribute(images, full.path.unsqueeze(-1), target=labels, **quadrature)
+    floor = ((fixed - full.jas) / full.jas.abs()).abs()
     return dict(same=float(same), per_layer=[float(v) for v in per_layer], median=float(relative.median()),
-                p90=float(relative.quantile(0.9)), float32_s=full_seconds, bfloat16_s=low_seconds)  # fmt: skip
+                p90=float(relative.quantile(0.9)), floor=float(floor.median()), float32_s=full_seconds,
+                bfloat16_s=low_seconds)  # fmt: skip
 
 
 def vit_ti_times(device, rounds):
@@ -78,15 +87,15 @@ def main() -> None:
     images, labels = images[: args.images].to(device), labels[: args.images].to(device)
     print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads\n")
     print(f"digits ViT, {len(images)} test images, float32 against bfloat16 autocast:\n")
-    print("| quadrature | identical paths | per layer | JAS rel. diff. median | 90th pct. | float32 (s) "
-          "| bfloat16 (s) |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| quadrature | identical paths | per layer | JAS rel. diff. median | 90th pct. "
+          "| same paths' JAS rel. diff. median | float32 (s) | bfloat16 (s) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = [("default (3-node Gauss-Legendre)", {}, True), ("paper preset", dict(cnp.PAPER_QUADRATURE), True),
             ("paper preset, softmax left in bfloat16", dict(cnp.PAPER_QUADRATURE), False)]  # fmt: skip
     for name, quadrature, upcast in rows:
         r = agreement(model, images, labels, device, quadrature, upcast)
         layers = ", ".join(f"{100 * v:.1f}%" for v in r["per_layer"])
-        print(f"| {name} | {100 * r['same']:.1f}% | {layers} | {r['median']:.1e} | {r['p90']:.1e} | "
+        print(f"| {name} | {100 * r['same']:.1f}% | {layers} | {r['median']:.1e} | {r['p90']:.1e} | {r['floor']:.1e} | "
               f"{r['float32_s']:.1f} | {r['bfloat16_s']:.1f} |")  # fmt: skip
     f32, bf16, ratio = vit_ti_times(device, args.rounds)
     print(f"\nViT-Ti/16 @224, paper preset, one image, median of {args.rounds} interleaved rounds: float32 "

@@ -12,7 +12,7 @@ from captum_neuronpath._core.engine import (
     clean_pass,
     joint_score,
     prepare,
-    repeat_prepared,
+    select_examples,
 )
 from captum_neuronpath._utils.hooks import site_hooks
 from captum_neuronpath._utils.quadrature import quadrature
@@ -64,14 +64,18 @@ def test_candidate_scores_and_joint_score_match_brute_force(vit):
     torch.testing.assert_close(jas, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_repeated_batch_scores_each_copy_like_the_original(vit):
+def test_selected_examples_score_like_the_originals(vit):
     forward, layers = softmax_forward(vit), layers_of(vit)
     prepared = prepare(forward, layers, 0, X, TARGET, None)
     rule = quadrature(3, "gausslegendre")
     selector = random_selector(3, 3, 64, 1, seed=6)
     once = joint_score(forward, layers, prepared, selector, rule, None)
-    twice = joint_score(forward, layers, repeat_prepared(prepared, 2), selector.repeat(2, 1, 1), rule, None)
+    twice = joint_score(forward, layers, select_examples(prepared, torch.arange(3).repeat(2)), selector.repeat(2, 1, 1),
+                        rule, None)  # fmt: skip
     torch.testing.assert_close(twice, once.repeat(2), rtol=1e-12, atol=1e-15)
+    rows = torch.tensor([2, 0, 2])  # a subset, reordered, with a repeat
+    some = joint_score(forward, layers, select_examples(prepared, rows), selector[rows], rule, None)
+    torch.testing.assert_close(some, once[rows], rtol=1e-12, atol=1e-15)
 
 
 def test_site_hooks_replace_outputs_and_module_inputs_and_always_clean_up():

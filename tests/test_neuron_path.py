@@ -197,7 +197,7 @@ def test_predicted_swap_is_exact_for_a_layer_without_downstream_effect():
     rule = quadrature(3, "gausslegendre")
     path = torch.tensor([[[2], [3]]] * 3)
     _, gradients, gradient_sum = joint_score_and_gradients(forward, model.layers, prepared, path, rule, None)
-    best = _predicted_best_swaps(prepared.clean.activations, gradients, gradient_sum, path, 1, 1)[:, 0]
+    channels, predicted = _predicted_best_swaps(prepared.clean.activations, gradients, gradient_sum, path, 1, 1)
     exact = []
     for c in range(7):
         trial = path.clone()
@@ -205,7 +205,8 @@ def test_predicted_swap_is_exact_for_a_layer_without_downstream_effect():
         exact.append(joint_score_and_gradients(forward, model.layers, prepared, trial, rule, None)[0])
     exact = torch.stack(exact, 1)
     exact[:, 3] = float("-inf")  # the current channel is not a candidate
-    assert torch.equal(best, exact.argmax(1))
+    assert torch.equal(channels[:, 0], exact.argmax(1))
+    torch.testing.assert_close(predicted, exact.max(1).values, rtol=1e-9, atol=0)
 
 
 @pytest.mark.parametrize(

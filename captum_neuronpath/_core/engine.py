@@ -342,6 +342,13 @@ def advance_block_input(
     def substitute(output: Tensor) -> Tensor:
         return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
 
+    linears = {
+        m: _tangent_linear(m)
+        for block in blocks
+        for m in block.modules()
+        if isinstance(m, torch.nn.Linear) and "forward" not in m.__dict__
+    }
+
     # Fused attention kernels have no forward mode: the math kernel, and no fused inference
     # path of torch.nn.MultiheadAttention.
     fast_path = torch.backends.mha.get_fastpath_enabled()
@@ -351,7 +358,7 @@ def advance_block_input(
             torch.no_grad(),
             forward_ad.dual_level(),
             sdpa_kernel([SDPBackend.MATH]),
-            site_hooks(layers, {index: substitute}),
+            site_hooks(layers, {index: substitute}, linears),
         ):
             hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
             for block in blocks:
@@ -359,6 +366,29 @@ def advance_block_input(
             resume.block_input, resume.tangent = forward_ad.unpack_dual(hidden)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
+
+
+class _LinearWithTangent(torch.autograd.Function):
+    """``F.linear`` whose forward-mode rule is one matrix product, ``linear(x_t, W)``.
+
+    PyTorch's own rule for ``linear`` also multiplies by the weight's (zero) tangent.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Tuple[Tensor, ...], output: Tensor) -> None:
+        ctx.weight = inputs[1]
+
+    @staticmethod
+    def jvp(ctx: Any, x_tangent: Optional[Tensor], *_: Any) -> Tensor:
+        return torch.nn.functional.linear(x_tangent, ctx.weight)
+
+
+def _tangent_linear(module: torch.nn.Linear) -> Callable[[Tensor], Tensor]:
+    return lambda x: _LinearWithTangent.apply(x, module.weight, module.bias)
 
 
 def _scaled_values(activation: Tensor, mask: Tensor, alphas: Tensor) -> Tensor:
@@ -424,9 +454,12 @@ class GreedySearch:
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
         self.forward_func, self.layers, self.prepared = forward_func, layers, prepared
         self.rule, self.internal_batch_size = rule, internal_batch_size
-        carry = len(layers) >= self.tangent_min_layers and carries_tangents(prepared, rule, internal_batch_size)
-        self._resume: Optional[Resume] = Resume(carry=carry)
+        #: Whether the steps carry tangents (else they keep the graph, or do not restart at all).
+        self.carries = len(layers) >= self.tangent_min_layers and carries_tangents(prepared, rule, internal_batch_size)
+        self._resume: Optional[Resume] = Resume(carry=self.carries)
         self._steps = 0
+        #: The input of the first path layer's block at the nodes, detached, once a pass recorded it.
+        self.first_block_input: Optional[Tensor] = None
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
         """:func:`candidate_scores` of step ``layer_index``."""
@@ -450,6 +483,8 @@ class GreedySearch:
     def _next_pass(self, start: Optional[int], keep: Optional[int], path: Tensor) -> Optional[Resume]:
         resume = self._resume
         if resume is not None:
+            if start == 0 and resume.block_input is not None:
+                self.first_block_input = resume.block_input.detach()
             if resume.carry and start is not None and start > 0:  # from the previous pass's start to this one's
                 advance_block_input(self.layers, self.prepared, self.rule, path, start - 1, resume)
             resume.start, resume.keep = start, keep
@@ -469,21 +504,29 @@ def carries_tangents(
     return GreedySearch.tangents and single and whole and plan is not None and plan.blocks is not None
 
 
-def repeat_prepared(prepared: Prepared, times: int) -> Prepared:
-    """``prepared`` for ``times`` copies of the batch: row ``j * B + b`` is example ``b``."""
-    clean = prepared.clean
+def select_examples(prepared: Prepared, index: Tensor) -> Prepared:
+    """``prepared`` for the batch whose row ``j`` is example ``index[j]``, e.g. ``arange(B).repeat(n)`` for
+    ``n`` copies of the batch."""
+    clean, batch_size = prepared.clean, prepared.batch_size
+
+    def rows(value: Any) -> Any:  # Captum's convention: tensors batch first, other values shared
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch_size:
+            return value[index.to(value.device)]
+        if isinstance(value, list) and len(value) == batch_size:
+            return [value[i] for i in index.tolist()]
+        return value
+
+    args = prepared.additional_forward_args
     return replace(
         prepared,
-        inputs=tuple(torch.cat([x] * times) for x in prepared.inputs),
-        additional_forward_args=_expand_additional_forward_args(prepared.additional_forward_args, times),
-        target=_expand_target(prepared.target, times),
-        clean=CleanPass(
-            [a.repeat(times, 1, 1) for a in clean.activations],
-            [repeat_positions(p, times) for p in clean.positions],
-            clean.output.repeat(times, *[1] * (clean.output.dim() - 1)),
-            clean.plan,
-            clean.called,
-            clean.num_tokens,
+        inputs=tuple(x[index.to(x.device)] for x in prepared.inputs),
+        additional_forward_args=None if args is None else tuple(map(rows, args)),
+        target=rows(prepared.target),
+        clean=replace(
+            clean,
+            activations=[a[index.to(a.device)] for a in clean.activations],
+            positions=[p[index.to(p.device)] if isinstance(p, Tensor) else p for p in clean.positions],
+            output=clean.output[index.to(clean.output.device)],
         ),
     )
 

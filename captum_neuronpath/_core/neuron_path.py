@@ -18,12 +18,16 @@ from captum_neuronpath._core.engine import (
     carries_tangents,
     joint_score,
     joint_score_and_gradients,
-    repeat_prepared,
+    select_examples,
 )
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import channel_masks, extended_set_scores, set_sum, stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
 from captum_neuronpath._utils.validation import check_int, check_top_k
+
+#: The refinement tries the swaps of the examples whose best predicted JAS is above
+#: ``(1 - TRIAL_MARGIN)`` times their JAS (the margin and its cost on the performance page).
+TRIAL_MARGIN = 0.05
 
 
 class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
@@ -87,11 +91,12 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         path's JAS after the greedy search (Definition 2 of the paper asks
                         for the path that maximises it). Layer by layer, the JAS of
                         swapping each of the layer's channels in for the chosen one is
-                        predicted from the current path's integrated gradients; the
+                        predicted from the current path's integrated gradients; for the
+                        examples whose best prediction beats their JAS, the
                         ``refine_candidates`` best predictions are scored exactly in one
                         batched pass, and a swap is kept only when the JAS rises. A sweep
-                        costs one pass per layer at ``refine_candidates`` times the batch;
-                        sweeps stop early when no path improves. The result's JAS is never
+                        costs one pass per layer over ``refine_candidates`` copies of those
+                        examples; sweeps stop early when no path improves. The result's JAS is never
                         below the greedy path's. Needs ``top_k=1``. Its gain and cost are
                         measured on the performance page.
                         Default: ``0`` (the paper's greedy path)
@@ -138,8 +143,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         jas, gradients, gradient_sum = search.joint_score_and_gradients(path)
         layer_scores = stack_padded(step_scores)
         if refine_steps:
-            path, jas = self._refine(prepared, path, jas, gradients, gradient_sum, refine_steps, refine_candidates,
-                                     rule, internal_batch_size)  # fmt: skip
+            path, jas = self._refine(prepared, path, jas, search, gradients, gradient_sum, refine_steps,
+                                     refine_candidates, rule, internal_batch_size)  # fmt: skip
         return NeuronPathResult(
             path=path if top_k > 1 else path.squeeze(-1),
             jas=self._finish(prepared, jas),
@@ -151,6 +156,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         prepared: Prepared,
         path: Tensor,
         jas: Tensor,
+        search: GreedySearch,
         gradients: Dict[int, Tensor],
         gradient_sum: Tensor,
         steps: int,
@@ -162,55 +168,69 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
 
         At each layer, every channel's JAS after a swap is predicted from the current
         path's pass (its integrated gradients, with the swapped-in channel's own
-        scaling left out); the ``num_candidates`` best predictions are scored exactly
-        in one pass over a repeated batch, and the best one is kept if the JAS rises.
-        The winning trial's gradients feed the next layer's predictions, so each layer
-        costs one pass at ``num_candidates`` times the batch. Where passes can carry
-        tangents (see ``engine.GreedySearch``), the trial of layer ``l`` starts at the
-        block of layer ``l`` from the current path's input of that block and its
-        tangent; a pass of the whole model gives every layer's gradients once per sweep.
-        The first sweep otherwise predicts from the greedy search's last pass
-        (``gradients``, ``gradient_sum``) where it gave every layer's gradients.
+        scaling left out; the current channel's prediction is the path's JAS). For the
+        examples whose best prediction beats their JAS, the ``num_candidates`` best
+        predictions are scored exactly in one pass over a batch of those examples, one
+        copy per candidate, and the best one is kept if the JAS rises. The winning
+        trial's gradients feed the next layer's predictions. Where the greedy steps
+        carried tangents (see ``engine.GreedySearch``), the trial of layer ``l`` starts at
+        the block of layer ``l`` from the current path's input of that block and its
+        tangent. Every layer's gradients come from the greedy search's last pass in the
+        first sweep where it gave them, else from one pass of the whole model per sweep.
         """
         batch_size, num_layers, _ = path.shape
         activations = prepared.clean.activations
-        repeated = repeat_prepared(prepared, num_candidates)
-        restart = carries_tangents(repeated, rule, internal_batch_size)
-        rows = torch.arange(batch_size, device=path.device)
+        # Trials restart where the greedy steps did, and where their batch of up to num_candidates
+        # copies of the examples runs all nodes in one pass.
+        per_copy = None if internal_batch_size is None else internal_batch_size // num_candidates
+        restart = search.carries and carries_tangents(prepared, rule, per_copy)
         greedy_path, greedy_jas = path, jas
-        for _ in range(steps):
-            if restart or len(gradients) < num_layers:  # every layer's gradients, and the first block's input
+        for sweep in range(steps):
+            # Restarted trials give the gradients of their layer's block on only: a whole pass per sweep.
+            current = Resume(carry=True, block_input=search.first_block_input) if restart else None
+            if len(gradients) < num_layers or (restart and (sweep or current.block_input is None)):
                 current = Resume(keep=0, carry=True) if restart else None
                 _, gradients, gradient_sum = joint_score_and_gradients(
                     self.forward_func, self.layers, prepared, path, rule, internal_batch_size, current
                 )
             improved = torch.zeros_like(jas, dtype=torch.bool)
             for layer in range(num_layers):
-                candidates = _predicted_best_swaps(activations, gradients, gradient_sum, path, layer, num_candidates)
-                # Row j * B + b of the trial batch is example b with candidate j at this layer.
-                trials = path.repeat(num_candidates, 1, 1)
-                trials[:, layer, 0] = candidates.T.reshape(-1)
-                resume = None
-                if restart:
-                    resume = Resume(start=layer, carry=True,
-                                    block_input=_per_candidate(current.block_input, batch_size, num_candidates),
-                                    tangent=_per_candidate(current.tangent, batch_size, num_candidates))  # fmt: skip
-                trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
-                    self.forward_func, self.layers, repeated, trials, rule, internal_batch_size, resume
+                candidates, best_predicted = _predicted_best_swaps(
+                    activations, gradients, gradient_sum, path, layer, num_candidates
                 )
-                best_jas, best = trial_jas.view(num_candidates, batch_size).max(0)
-                better = best_jas > jas
-                path = path.clone()
-                path[:, layer, 0] = torch.where(better, candidates[rows, best], path[:, layer, 0])
-                if restart and layer + 1 < num_layers:  # the next trial starts from the new path's block input
+                # The examples a swap may improve: the prediction is first order, so a margin below.
+                tried = (best_predicted > jas - TRIAL_MARGIN * jas.abs()).nonzero()[:, 0]
+                if len(tried):
+                    # Row j * n + i of the trial batch is example tried[i] with candidate j at this layer.
+                    index = tried.repeat(num_candidates)
+                    trials = path[index]
+                    trials[:, layer, 0] = candidates[tried].T.reshape(-1)
+                    resume = None
+                    if restart:
+                        block_input, tangent = (
+                            _rows_of(t, batch_size, index) for t in (current.block_input, current.tangent)
+                        )
+                        resume = Resume(start=layer, carry=True, block_input=block_input, tangent=tangent)
+                    trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
+                        self.forward_func, self.layers, select_examples(prepared, index), trials, rule,
+                        internal_batch_size, resume,
+                    )  # fmt: skip
+                    best_jas, best = trial_jas.view(num_candidates, len(tried)).max(0)
+                    better = best_jas > jas[tried]
+                    winner = (best * len(tried) + torch.arange(len(tried), device=best.device))[better]
+                    won = tried[better]
+                    path = path.clone()
+                    path[won, layer, 0] = candidates[won, best[better]]
+                    jas = jas.clone()
+                    jas[won] = best_jas[better]
+                    gradients = {
+                        i: g.index_put((won,), trial_gradients[i][winner]) if i in trial_gradients else g
+                        for i, g in gradients.items()
+                    }
+                    gradient_sum = gradient_sum.index_put((won,), trial_sum[winner])
+                    improved[won] = True
+                if restart and layer + 1 < num_layers:  # the next trial starts from the path's block input
                     advance_block_input(self.layers, prepared, rule, path, layer, current)
-                jas = torch.where(better, best_jas, jas)
-                winner = best * batch_size + rows
-                keep = better.view(-1, 1, 1)
-                gradients = {i: torch.where(keep, trial_gradients[i][winner], g) if i in trial_gradients else g
-                             for i, g in gradients.items()}  # fmt: skip
-                gradient_sum = torch.where(better.view(-1, 1), trial_sum[winner], gradient_sum)
-                improved |= better
             if not improved.any():
                 break
         if torch.equal(path, greedy_path):
@@ -223,18 +243,19 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         return path, torch.where(keep_greedy, greedy_jas, jas)
 
 
-def _per_candidate(rows: Optional[Tensor], batch_size: int, count: int) -> Optional[Tensor]:
-    """Node-major rows ``k * B + b`` as the trial batch's rows ``k * count * B + j * B + b``, every ``j``."""
+def _rows_of(rows: Optional[Tensor], batch_size: int, index: Tensor) -> Optional[Tensor]:
+    """Node-major rows ``k * B + b`` for the batch of examples ``index``: rows ``k * N + j`` are ``index[j]``'s."""
     if rows is None:
         return None
     nodes, rest = rows.shape[0] // batch_size, rows.shape[1:]
-    return rows.view(nodes, 1, batch_size, *rest).expand(nodes, count, batch_size, *rest).reshape(-1, *rest)
+    return rows.view(nodes, batch_size, *rest)[:, index].reshape(-1, *rest)
 
 
 def _predicted_best_swaps(
     activations: List[Tensor], gradients: Dict[int, Tensor], gradient_sum: Tensor, path: Tensor, layer: int, count: int
 ) -> Tensor:
-    """The ``count`` channels of ``layer`` whose swap into ``path`` gives the highest predicted JAS, ``(B, count)``.
+    """The ``count`` channels of ``layer`` whose swap into ``path`` gives the highest predicted JAS, ``(B, count)``,
+    and the best one's prediction, ``(B,)``.
 
     With ``A`` and ``G`` the activation and gradient sums per token of the path without
     ``layer`` (``gradient_sum`` is ``G`` with it), swapping in channel ``c`` is predicted to
@@ -249,4 +270,5 @@ def _predicted_best_swaps(
         gradient,
     )  # fmt: skip
     predicted = predicted.scatter(1, path[:, layer, :1], float("-inf"))
-    return top_channels(predicted, count)
+    channels = top_channels(predicted, count)
+    return channels, predicted.gather(1, channels[:, :1])[:, 0]
