@@ -5,7 +5,7 @@ from typing import Callable, List, Optional, Union
 
 from torch.nn import Module
 
-from captum_neuronpath._core.plan import Layout
+from captum_neuronpath._core.plan import BlockParts, Layout
 
 
 @dataclass(frozen=True)
@@ -33,3 +33,21 @@ def blocks_of(owner: Module, *paths: str) -> Optional[List[Module]]:
         if isinstance(found, Module):
             return list(found)
     return None
+
+
+def instance_of(cls: type) -> Callable[[object], Optional[Module]]:
+    """``VisionFamily.network`` of a family whose network is the model itself, an instance of ``cls``."""
+    return lambda model: model if isinstance(model, cls) else None
+
+
+def exact_block_parts(
+    block_type: type, mlp_type: type, parts: Callable[[Module, Module], BlockParts]
+) -> Callable[[Module], Optional[BlockParts]]:
+    """``Layout.parts``: ``parts(block, block.mlp)``, empty parts for another MLP, ``None`` for another block."""
+
+    def block_parts(block: Module) -> Optional[BlockParts]:
+        if type(block) is not block_type:
+            return None
+        return parts(block, block.mlp) if type(block.mlp) is mlp_type else BlockParts()
+
+    return block_parts
