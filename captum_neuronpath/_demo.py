@@ -13,6 +13,7 @@ from captum_neuronpath import digits, visualization
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._models import vit_mlp_layers
 from captum_neuronpath._report.demo import write_demo_report
+from captum_neuronpath._report.figures import save_figures
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import (
@@ -124,7 +125,6 @@ def write_figures(
     agreement: Optional[MethodAgreement] = None,
 ) -> Dict[str, Path]:
     """Render the demo's figures as PNG files; returns name -> path."""
-    folder.mkdir(parents=True, exist_ok=True)
     first_class = int(labels[0])
     result = NeuronPathResult(
         table.paths["Neuron Path"][:3], table.jas["Neuron Path"][:3], table.layer_scores["Neuron Path"][:3]
@@ -176,8 +176,4 @@ def write_figures(
             methods, num_neurons=WIDTH, use_pyplot=False,
             title=f"Neuron path and each method's top neurons, first test image (label {first_class})",
         )  # fmt: skip
-    written = {}
-    for name, (figure, _) in drawn.items():
-        written[name] = folder / f"{name}.png"
-        figure.savefig(written[name], dpi=110)
-    return written
+    return save_figures(folder, {name: figure for name, (figure, _) in drawn.items()}, dpi=110)
