@@ -20,18 +20,9 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
 
     A neuron is one channel of one of ``layers`` at the token set ``token``. The model
     is run with every selected channel replaced by ``alpha`` times its clean activation
-    (other channels of those layers keep their clean value; layers without a selected
-    neuron run normally), and
-
-    .. math::
-
-        JAS(S) = \sum_{t} \Big(\sum_{(l,c) \in S} \bar w_{l,t,c}\Big)
-                 \cdot \sum_k s_k \sum_{(l,c) \in S}
-                 \frac{\partial F}{\partial w_{l,t,c}}\Big|_{\alpha_k}
-
-    with quadrature nodes and weights :math:`(\alpha_k, s_k)` from Captum's
-    ``approximation_parameters``. For a single neuron this is its integrated gradient;
-    for several it is the paper's product of sums, not the sum of per-neuron scores.
+    (see :doc:`concepts` for the substitution and the formula). For a single neuron this
+    is its integrated gradient; for several it is the paper's product of sums, not the
+    sum of per-neuron scores.
     """
 
     @log_usage()
@@ -65,17 +56,8 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
                         ``forward_func`` after the inputs; tensors whose first
                         dimension is the batch are expanded with it.
                         Default: ``None``
-            n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the library's quadrature; the paper's is
-                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
-            method (str, optional): Captum quadrature: ``riemann_left``,
-                        ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
-                        or ``gausslegendre``.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Largest number of rows (examples
-                        times nodes) in one forward pass; bounds memory without
-                        changing the result.
-                        Default: ``None`` (all nodes at once)
+            n_steps, method, internal_batch_size: As for :meth:`NeuronPath.attribute`
+                        (``internal_batch_size=None``: all nodes at once).
 
         Returns:
             *Tensor* of **jas**, shape ``(B,)``: the joint attribution score of each
