@@ -49,15 +49,9 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
                         Rows follow Captum's batch expansion: for a batch that is a whole
                         multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
                         is repeated in place, as Captum repeats the inputs.
-            target (int, tuple, Tensor or list, optional): Captum's output selection:
-                        which output gives each example's score.
-                        Default: ``None`` (``forward_func`` returns one score per example)
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs; tensors whose first
-                        dimension is the batch are expanded with it.
-                        Default: ``None``
-            n_steps, method, internal_batch_size: As for :meth:`NeuronPath.attribute`
-                        (``internal_batch_size=None``: all nodes at once).
+            target, additional_forward_args, n_steps, method, internal_batch_size: As for
+                        :meth:`NeuronPath.attribute`; tensors of ``additional_forward_args``
+                        whose first dimension is the batch are expanded with it.
 
         Returns:
             *Tensor* of **jas**, shape ``(B,)``: the joint attribution score of each
