@@ -1,5 +1,6 @@
 """Where a neuron path looks in the input, and the quantity that map explains."""
 
+import functools
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
@@ -78,14 +79,7 @@ def _summed_activations(
 ) -> Tensor:
     """Run ``forward_func(*args)`` and sum the path's activations at the token set, ``(rows,)``."""
     recorded: Dict[int, Tensor] = {}
-
-    def record(index: int) -> Callable[[Tensor], None]:
-        def function(value: Tensor) -> None:
-            recorded[index] = value
-
-        return function
-
-    with site_hooks(layers, {i: record(i) for i in range(len(layers))}):
+    with site_hooks(layers, {i: functools.partial(recorded.__setitem__, i) for i in range(len(layers))}):
         forward_func(*args)
     for i, layer in enumerate(layers):
         if i not in recorded:
