@@ -24,12 +24,19 @@ class VisionFamily:
     layout: Optional[Callable[[Module], Optional[Layout]]] = None  # the fast plan's layout, for the network
 
 
+def attribute_at(obj: object, path: str) -> Optional[object]:
+    """``obj.a.b`` for the dotted path ``"a.b"``, or ``None`` where an attribute is missing."""
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
 def blocks_of(owner: Module, *paths: str) -> Optional[List[Module]]:
     """The blocks at the first dotted path of ``paths`` that ``owner`` has, or ``None``."""
     for path in paths:
-        found: object = owner
-        for name in path.split("."):
-            found = getattr(found, name, None)
+        found = attribute_at(owner, path)
         if isinstance(found, Module):
             return list(found)
     return None
