@@ -51,11 +51,8 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
 
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Inputs, batch first.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of the forward.
-                        Default: ``None``
+            inputs, target, additional_forward_args: As for
+                        :meth:`~captum_neuronpath.NeuronPath.attribute`.
             **method_kwargs: ``n_steps``, ``method``, ``internal_batch_size`` and, for a
                         :class:`LayerMethodPath`, further keywords of its Captum method.
 

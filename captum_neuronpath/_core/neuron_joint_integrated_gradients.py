@@ -45,10 +45,8 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
             neuron_selector (Tensor or sequence of int): The neuron set: a LongTensor
                         of shape ``(B, L)`` (one channel per layer and example) or
                         ``(B, L, K)`` (K channels per layer), or a sequence of ``L``
-                        ints shared by the whole batch. ``L = len(layers)``.
-                        Rows follow Captum's batch expansion: for a batch that is a whole
-                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
-                        is repeated in place, as Captum repeats the inputs.
+                        ints shared by the whole batch. ``L = len(layers)``. Rows follow
+                        Captum's batch expansion (see :doc:`concepts`).
             target, additional_forward_args, n_steps, method, internal_batch_size: As for
                         :meth:`NeuronPath.attribute`; tensors of ``additional_forward_args``
                         whose first dimension is the batch are expanded with it.
