@@ -131,7 +131,7 @@ def visualize_path(
     axis.set_ylim(low, high)
     # Paths sit side by side within a layer; a label column follows each layer's markers.
     width = min(0.09, 0.36 / num_paths)
-    offsets = (np.arange(num_paths) - (num_paths - 1) / 2) * width if num_paths > 1 else np.zeros(1)
+    offsets = (np.arange(num_paths) - (num_paths - 1) / 2) * width
     largest = None if score_rows is None else float(score_rows.abs().max().clamp(min=1e-30))
     colours = []
     for i, (row, label) in enumerate(zip(rows.tolist(), labels)):
