@@ -3,16 +3,23 @@
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Type
+from typing import Dict, List, Optional, Sequence, Type
 
 import torch
 from captum.attr import LayerAttribution
 from matplotlib.figure import Figure
+from torch import Tensor
+from torch.nn import Module
+from torch.utils.data import TensorDataset
 
 from captum_neuronpath import digits, visualization
+from captum_neuronpath._cli.loading import Inputs
 from captum_neuronpath._core.result import NeuronPathResult
-from captum_neuronpath._models import vit_mlp_layers
-from captum_neuronpath._report.demo import write_demo_report
+from captum_neuronpath._extract.description import describe_paths
+from captum_neuronpath._models import vit_mlp_layers, vit_readout_token
+from captum_neuronpath._report import write_report
+from captum_neuronpath._report.figures import save_figures
+from captum_neuronpath._report.inputs import stacked
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import (
@@ -23,6 +30,7 @@ from captum_neuronpath.experiments import (
     paper_table,
 )
 from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
+from captum_neuronpath.paths import Paths
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
 PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
@@ -124,7 +132,6 @@ def write_figures(
     agreement: Optional[MethodAgreement] = None,
 ) -> Dict[str, Path]:
     """Render the demo's figures as PNG files; returns name -> path."""
-    folder.mkdir(parents=True, exist_ok=True)
     first_class = int(labels[0])
     result = NeuronPathResult(
         table.paths["Neuron Path"][:3], table.jas["Neuron Path"][:3], table.layer_scores["Neuron Path"][:3]
@@ -176,8 +183,20 @@ def write_figures(
             methods, num_neurons=WIDTH, use_pyplot=False,
             title=f"Neuron path and each method's top neurons, first test image (label {first_class})",
         )  # fmt: skip
-    written = {}
-    for name, (figure, _) in drawn.items():
-        written[name] = folder / f"{name}.png"
-        figure.savefig(written[name], dpi=110)
-    return written
+    return save_figures(folder, {name: figure for name, (figure, _) in drawn.items()}, dpi=110)
+
+
+def write_demo_report(
+    out: Path, model: Module, images: Tensor, labels: Tensor, path: Tensor, jas: Tensor, class_names: Sequence[str]
+) -> List[Path]:
+    """Write ``out/report.json``, ``out/figures`` and ``out/index.html`` for the paths of ``images``."""
+    with torch.no_grad():
+        probabilities = model(images).softmax(-1)
+    inputs = Inputs(TensorDataset(images, labels), labels, None, source=lambda index: images[index].numpy().tobytes())
+    meta = describe_paths(model, vit_mlp_layers(model), vit_readout_token(model), inputs, None)
+    meta["class_names"] = list(class_names)
+    records = Paths(
+        path, jas.double(), labels, labels, probabilities.argmax(-1),
+        probabilities.gather(1, labels[:, None])[:, 0].double(), torch.arange(len(labels)), [None] * len(labels), meta,
+    )  # fmt: skip
+    return write_report(records, out, stacked(images), "digits ViT test set")

@@ -177,30 +177,30 @@ def _locator(
     raise TypeError(f"{_ACCEPTED}; got {type(entry).__name__} {entry!r}")
 
 
-def _over_batches(batches: Sequence[Tuple[Tensor, Tensor]], bar: tqdm, call: Callable) -> list:
-    """``call(x, y)`` of every batch, the progress bar moved on after each."""
+def _over_batches(batches: Sequence[Tuple[Tensor, Tensor]], bar: tqdm, call: Callable, **kwargs: Any) -> list:
+    """``call(x, target=y, **kwargs)`` of every batch, the progress bar moved on after each."""
     results = []
     for x, y in batches:
-        results.append(call(x, y))
+        results.append(call(x, target=y, **kwargs))
         bar.update(len(x))
     return results
 
 
-def _explained(
-    model: Module, layers: Optional[Sequence[Module]], token: Optional[TokenType]
-) -> Tuple[Callable[[Tensor], Tensor], List[Module], TokenType]:
-    """The explained score (the softmax probability), and the layers and token set, a ViT's by default."""
+def _setup(
+    model: Module,
+    layers: Optional[Sequence[Module]],
+    token: Optional[TokenType],
+    methods: Sequence[MethodType],
+    seed: int,
+) -> Tuple[Callable[[Tensor], Tensor], List[Module], TokenType, Dict[str, Union[NeuronPath, _PathBaseline]]]:
+    """The explained score (the softmax probability), the layers and token set (a ViT's by default), and
+    the locator of each ``methods`` entry by its row name."""
 
     def forward(x: Tensor) -> Tensor:
         return model(x).softmax(-1)
 
     layers = vit_mlp_layers(model) if layers is None else list(layers)
-    return forward, layers, vit_readout_token(model) if token is None else token
-
-
-def _locators(
-    methods: Sequence[MethodType], forward: Callable, layers: Sequence[Module], token: TokenType, seed: int
-) -> Dict[str, Union[NeuronPath, _PathBaseline]]:
+    token = vit_readout_token(model) if token is None else token
     if isinstance(methods, (str, type)) or not isinstance(methods, Sequence) or not methods:
         raise TypeError(f"methods must be a non-empty sequence; {_ACCEPTED}")
     located: Dict[str, Union[NeuronPath, _PathBaseline]] = {}
@@ -209,7 +209,7 @@ def _locators(
         if name in located:
             raise ValueError(f"methods names {name!r} twice; each row needs its own name")
         located[name] = _locator(entry, forward, layers, token, seed)
-    return located
+    return forward, layers, token, located
 
 
 @dataclass
@@ -412,8 +412,7 @@ def paper_table(
         >>> [row.method for row in table.rows]
         ['Neuron Path', 'Random', 'LayerGradientXActivation']
     """
-    forward, layers, token = _explained(model, layers, token)
-    locators = _locators(methods, forward, layers, token, seed)
+    forward, layers, token, locators = _setup(model, layers, token, methods, seed)
     batches = list(zip(images.split(batch_size), labels.split(batch_size)))
     data = (images, labels)
     clean = explained_scores(forward, data, batch_size=batch_size)
@@ -422,7 +421,7 @@ def paper_table(
     modes, intervened = ("remove", "enhance"), {"token": token, "factor": factor}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
-        found = _over_batches(batches, bar, lambda x, y: locator.attribute(x, target=y, n_steps=n_steps, method=method))
+        found = _over_batches(batches, bar, locator.attribute, n_steps=n_steps, method=method)
         paths[name], jas[name] = torch.cat([r.path for r in found]), torch.cat([r.jas for r in found])
         if all(r.layer_scores is not None for r in found):
             layer_scores[name] = torch.cat([r.layer_scores for r in found]).detach()
@@ -540,8 +539,7 @@ def method_agreement(
         >>> found.agreement["LayerConductance"].spearman.shape
         torch.Size([3, 2])
     """
-    forward, layers, token = _explained(model, layers, token)
-    locators = _locators(methods, forward, layers, token, seed=0)
+    forward, layers, token, locators = _setup(model, layers, token, methods, seed=0)
     for name, locator in locators.items():
         if not isinstance(locator, (ActivationPath, LayerMethodPath)):
             raise ValueError(f"method_agreement compares per-neuron scores; methods cannot hold {name!r}")
@@ -550,7 +548,7 @@ def method_agreement(
     bar = tqdm(total=runs * len(images), desc="agreement", unit="img", disable=not show_progress)
     if layer_scores is None:
         greedy = NeuronPath(forward, layers, token=token)
-        found = _over_batches(batches, bar, lambda x, y: greedy.attribute(x, target=y, n_steps=n_steps, method=method))
+        found = _over_batches(batches, bar, greedy.attribute, n_steps=n_steps, method=method)
         layer_scores = torch.cat([r.layer_scores for r in found]).detach()
     elif layer_scores.shape[:2] != (len(images), len(layers)):
         raise ValueError(
@@ -560,10 +558,7 @@ def method_agreement(
     scores: Dict[str, Tensor] = {}
     for name, locator in locators.items():
         bar.set_postfix_str(name)
-        call = locator.channel_scores
-        scores[name] = torch.cat(
-            _over_batches(batches, bar, lambda x, y: call(x, target=y, n_steps=n_steps, method=method))
-        )
+        scores[name] = torch.cat(_over_batches(batches, bar, locator.channel_scores, n_steps=n_steps, method=method))
     bar.close()
     top = {name: best_channel(values) for name, values in scores.items()}
     agreement = {name: rank_agreement(layer_scores, values) for name, values in scores.items()}

@@ -258,14 +258,9 @@ def summarize_score_change(
         >>> round(summary.change, 6), round(summary.clean_score, 6), summary.n
         (-0.2, 0.7, 2)
     """
-    clean, intervened = clean.double().cpu(), intervened.double().cpu()
-    if clean.shape != intervened.shape or clean.dim() != 1:
-        raise ValueError(
-            f"clean and intervened must be (N,) alike, got {tuple(clean.shape)}, {tuple(intervened.shape)}"
-        )
-    change = intervened - clean
-    low, high = bootstrap_interval(change, n_bootstrap, confidence, seed)
-    return ScoreChange(float(change.mean()), low, high, float(clean.mean()), float(intervened.mean()), len(change))
+    change, low, high = _paired(intervened, clean, "intervened and clean", n_bootstrap, confidence, seed)
+    means = float(clean.double().mean()), float(intervened.double().mean())
+    return ScoreChange(float(change.mean()), low, high, *means, len(change))
 
 
 def score_change(
@@ -338,15 +333,20 @@ def paired_difference(
         >>> round(result.difference, 6), result.n
         (0.1, 3)
     """
-    values, reference = values.double().cpu(), reference.double().cpu()
+    difference, low, high = _paired(values, reference, "values and reference", n_bootstrap, confidence, seed)
+    return PairedDifference(float(difference.mean()), low, high, len(difference))
+
+
+def _paired(
+    values: Tensor, reference: Tensor, names: str, n_bootstrap: int, confidence: float, seed: int
+) -> Tuple[Tensor, float, float]:
+    """``values - reference`` over the same ``(N,)`` examples (float64), and its bootstrap interval."""
     if values.shape != reference.shape or values.dim() != 1:
         raise ValueError(
-            f"values and reference must be (N,) over the same examples, got {tuple(values.shape)} "
-            f"and {tuple(reference.shape)}"
+            f"{names} must be (N,) over the same examples, got {tuple(values.shape)} and {tuple(reference.shape)}"
         )
-    difference = values - reference
-    low, high = bootstrap_interval(difference, n_bootstrap, confidence, seed)
-    return PairedDifference(float(difference.mean()), low, high, len(difference))
+    difference = values.double().cpu() - reference.double().cpu()
+    return (difference, *bootstrap_interval(difference, n_bootstrap, confidence, seed))
 
 
 def _average_ranks(values: Tensor) -> Tensor:
@@ -465,13 +465,14 @@ def accuracy_deviation(
     Returns:
         :class:`AccuracyDeviation`.
     """
-    clean = correct_predictions(forward_func, data, batch_size=batch_size).double()
+    clean = correct_predictions(forward_func, data, batch_size=batch_size)
     intervened = correct_predictions(
         forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor
     )
-    change = 100.0 * (intervened.double() - clean)
-    low, high = bootstrap_interval(change, n_bootstrap, confidence, seed)
-    accuracies = (100.0 * float(clean.mean()), 100.0 * float(intervened.double().mean()))
+    change, low, high = _paired(
+        100.0 * intervened.double(), 100.0 * clean.double(), "intervened and clean", n_bootstrap, confidence, seed
+    )
+    accuracies = (100.0 * float(clean.double().mean()), 100.0 * float(intervened.double().mean()))
     return AccuracyDeviation(float(change.mean()), low, high, *accuracies, len(clean))
 
 

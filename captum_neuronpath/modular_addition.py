@@ -25,14 +25,6 @@ P = 31
 TRAIN_FRACTION = 0.8
 
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise ImportError("modular_addition needs transformers: pip install 'captum-neuronpath[hf]'") from None
-    return transformers
-
-
 def modular_addition_data(p: int = P) -> Tuple[Tensor, Tensor]:
     r"""
     Every sequence of the task: ``(p * p, 3)`` token ids ``a b =`` (``=`` is token ``p``)
@@ -85,7 +77,10 @@ def modular_addition_split(
 
 def build_modular_addition_gpt2(p: int = P) -> Module:
     """The task's ``GPT2LMHeadModel`` (2 blocks, 64-wide, 4 heads, no dropout), randomly initialised."""
-    transformers = _transformers()
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("modular_addition needs transformers: pip install 'captum-neuronpath[hf]'") from None
     config = transformers.GPT2Config(
         vocab_size=p + 1, n_positions=3, n_embd=64, n_layer=2, n_head=4,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=p, eos_token_id=p,

@@ -131,7 +131,7 @@ def visualize_path(
     axis.set_ylim(low, high)
     # Paths sit side by side within a layer; a label column follows each layer's markers.
     width = min(0.09, 0.36 / num_paths)
-    offsets = (np.arange(num_paths) - (num_paths - 1) / 2) * width if num_paths > 1 else np.zeros(1)
+    offsets = (np.arange(num_paths) - (num_paths - 1) / 2) * width
     largest = None if score_rows is None else float(score_rows.abs().max().clamp(min=1e-30))
     colours = []
     for i, (row, label) in enumerate(zip(rows.tolist(), labels)):
@@ -174,9 +174,7 @@ def visualize_path(
     handles += [Line2D([], [], linestyle="none", label=note) for note in notes]
     axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
     axis.set_xlim(-0.2 + min(offsets[0], 0.0), num_layers - 0.35)
-    axis.set_xlabel("layer (input side first)")
-    axis.set_ylabel("neuron index")
-    axis.set_title(title)
+    axis.set(xlabel="layer (input side first)", ylabel="neuron index", title=title)
     axis.grid(alpha=0.3)
     axis.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, borderaxespad=0)
     return figure, axis
@@ -237,9 +235,7 @@ def visualize_layer_scores(
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_yscale("symlog", linthresh=1.0)  # linear within +-1, logarithmic for outliers
     axis.set_xticks(range(scores.shape[0]))
-    axis.set_xlabel("layer")
-    axis.set_ylabel("score / |best score| (symlog)")
-    axis.set_title(title)
+    axis.set(xlabel="layer", ylabel="score / |best score| (symlog)", title=title)
     axis.margins(y=0.18)
     axis.legend(loc="lower left", fontsize=9)
     return figure, axis
@@ -286,9 +282,7 @@ def visualize_neuron_frequency(
             bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.7, linewidth=0),
         )  # fmt: skip
     axis.set_yticks(range(values.shape[0]))
-    axis.set_xlabel("neuron index")
-    axis.set_ylabel("layer")
-    axis.set_title(title)
+    axis.set(xlabel="neuron index", ylabel="layer", title=title)
     return figure, axis
 
 
@@ -379,8 +373,7 @@ def visualize_nearest_classes(
     for position, value in zip(positions, values):
         axis.text(value, position, f" {value:.2f}", va="center", fontsize=9)
     axis.set_xlim(0, 1.12 * max(max(values), 1e-9))
-    axis.set_xlabel("cosine similarity of neuron-path frequency")
-    axis.set_title(f"Classes closest to {names[class_index]}")
+    axis.set(xlabel="cosine similarity of neuron-path frequency", title=f"Classes closest to {names[class_index]}")
     return figure, axis
 
 
@@ -413,9 +406,7 @@ def visualize_pruning_curve(
     figure, axis = _figure(plt_fig_axis, use_pyplot, (6.0, 4.2))
     for i, (name, curve) in enumerate(curves.items()):
         axis.plot(curve.fractions, curve.accuracy, label=name, linewidth=1.6, markersize=7, **_style(i))
-    axis.set_xlabel("fraction of other neurons pruned")
-    axis.set_ylabel("accuracy (%)")
-    axis.set_title(title)
+    axis.set(xlabel="fraction of other neurons pruned", ylabel="accuracy (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=9)
     return figure, axis
@@ -479,8 +470,7 @@ def visualize_effects(
     axis.axhline(0, color="black", linewidth=0.8)
     crowded = len(methods) > 4
     axis.set_xticks(positions, methods, rotation=20 if crowded else 0, ha="right" if crowded else "center")
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
+    axis.set(ylabel=ylabel, title=title)
     axis.margins(y=0.12)
     axis.legend(fontsize=9)
     return figure, axis
@@ -530,9 +520,9 @@ def visualize_rank_agreement(
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_ylim(-1.05, 1.05)
     axis.set_xticks(range(rho.shape[1]) if num_methods else [])
-    axis.set_xlabel("layer")
-    axis.set_ylabel("Spearman correlation with greedy scores\n(median over images, bars: IQR)")
-    axis.set_title(title)
+    axis.set(
+        xlabel="layer", ylabel="Spearman correlation with greedy scores\n(median over images, bars: IQR)", title=title
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=9, loc="best")
     return figure, axis
@@ -598,9 +588,11 @@ def visualize_top_neuron_ranks(
         axis.set_xlim(0.9, num_neurons * 1.1)
     axis.set_xscale("log")
     axis.set_ylim(0, 1.02)
-    axis.set_xlabel(_RANK_FIELDS[field] + "\n(1 = best, log scale)")
-    axis.set_ylabel("fraction of (image, layer) pairs\nwith at most this rank")
-    axis.set_title(title)
+    axis.set(
+        xlabel=_RANK_FIELDS[field] + "\n(1 = best, log scale)",
+        ylabel="fraction of (image, layer) pairs\nwith at most this rank",
+        title=title,
+    )
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=9, loc="upper left")
     return figure, axis

@@ -176,7 +176,7 @@ def test_mistakes_are_one_line_errors(tmp_path, capsys):
 
 def test_the_demo_writes_the_same_page_for_the_digits_vit(digits_vit, tmp_path):
     from captum_neuronpath import digits
-    from captum_neuronpath._report.demo import write_demo_report
+    from captum_neuronpath._demo import write_demo_report
 
     _, (images, labels) = digits.digits_split()
     images, labels = images[:20], labels[:20]

@@ -8,7 +8,6 @@ from captum_neuronpath._cli.errors import CommandLineError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``demo`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(commands, "demo", help="the paper's experiments on the embedded digits ViT, offline")
     parser.add_argument(
         "--out", type=Path, default=Path("neuronpath-demo"), help="folder for results.json and figures/"

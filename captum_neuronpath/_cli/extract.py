@@ -36,7 +36,6 @@ several machines (run on each; DATA and FILE on a file system all of them share)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``extract`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
         commands, "extract", epilog=EPILOG,
         help="neuron paths of every image or token sequence of a data set, to a resumable JSON Lines file",

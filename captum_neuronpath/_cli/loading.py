@@ -183,42 +183,35 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
             preprocess = create_transform(**config)
         folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
-        return Inputs(folder, torch.tensor(folder.targets, dtype=torch.long), files, _file_bytes(folder))
+        labels = torch.tensor(folder.targets, dtype=torch.long)
+        return Inputs(folder, labels, files, functools.partial(_file_bytes, folder))
     if data.suffix in (".safetensors", ".jsonl") and transform:
         raise ValueError(f"--transform applies to an image folder, not to a {data.suffix} file")
     if data.suffix == ".safetensors":
         images, labels = load_safetensors_data(data)
-        return Inputs(TensorDataset(images, labels), labels, None, _tensor_bytes(images))
+        return Inputs(TensorDataset(images, labels), labels, None, functools.partial(_tensor_bytes, images))
     if data.suffix == ".jsonl":
         sequences, targets = load_text_data(data)
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
         pad_id = 0 if not isinstance(pad_id, int) else pad_id
-        source = _tensor_bytes(sequences)
+        source = functools.partial(_tensor_bytes, sequences)
         dataset = list(zip(sequences, targets))  # item i: (ids, target)
         return Inputs(dataset, targets, None, source, functools.partial(_pad, pad_id), text=True)
     raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
 
 
-def _file_bytes(folder) -> Callable[[int], bytes]:
-    """Image ``i``'s file as bytes; ``b""`` for a file that is gone or cannot be read."""
-
-    def source(index: int) -> bytes:
-        try:
-            return Path(folder.samples[index][0]).read_bytes()
-        except OSError:
-            return b""
-
-    return source
+def _file_bytes(folder, index: int) -> bytes:
+    """Image ``index``'s file as bytes; ``b""`` for a file that is gone or cannot be read."""
+    try:
+        return Path(folder.samples[index][0]).read_bytes()
+    except OSError:
+        return b""
 
 
-def _tensor_bytes(tensors: Sequence[Tensor]) -> Callable[[int], bytes]:
-    """Tensor ``i``'s dtype, shape and bytes."""
-
-    def source(index: int) -> bytes:
-        tensor = tensors[index].contiguous()
-        return f"{tensor.dtype}{tuple(tensor.shape)}".encode() + tensor.numpy().tobytes()
-
-    return source
+def _tensor_bytes(tensors: Sequence[Tensor], index: int) -> bytes:
+    """Tensor ``index``'s dtype, shape and bytes."""
+    tensor = tensors[index].contiguous()
+    return f"{tensor.dtype}{tuple(tensor.shape)}".encode() + tensor.numpy().tobytes()
 
 
 def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:

@@ -9,7 +9,6 @@ from captum_neuronpath._cli.errors import CommandLineError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``report`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
         commands,
         "report",
@@ -27,7 +26,6 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    """The ``report`` command: read the records, write the report."""
     from tqdm import tqdm
 
     from captum_neuronpath import paths

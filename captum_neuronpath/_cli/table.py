@@ -22,7 +22,6 @@ examples:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``table`` subcommand to ``commands`` (the ``neuronpath`` subparsers)."""
     parser = subcommand(
         commands, "table", help="the paper's Table 1 on any model and labelled image set",
         description="The paper's Table 1 (JAS, removal and enhancement accuracy deviation) on any model.",

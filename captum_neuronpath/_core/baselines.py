@@ -51,11 +51,8 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
 
         Args:
 
-            inputs (Tensor or tuple[Tensor, ...]): Inputs, batch first.
-            target (int, tuple, Tensor or list, optional): Captum's output selection.
-                        Default: ``None``
-            additional_forward_args (Any, optional): Further arguments of the forward.
-                        Default: ``None``
+            inputs, target, additional_forward_args: As for
+                        :meth:`~captum_neuronpath.NeuronPath.attribute`.
             **method_kwargs: ``n_steps``, ``method``, ``internal_batch_size`` and, for a
                         :class:`LayerMethodPath`, further keywords of its Captum method.
 
@@ -72,36 +69,23 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
             >>> lig.channel_scores(torch.randn(2, 3, 32, 32), target=1, n_steps=4).shape
             torch.Size([2, 2, 768])
         """
-        kwargs = dict(n_steps=DEFAULT_N_STEPS, method=DEFAULT_METHOD, internal_batch_size=None)
-        kwargs.update(method_kwargs)
-        prepared, _, _ = self._prepare(
-            inputs, target, additional_forward_args, kwargs["n_steps"], kwargs["method"], kwargs["internal_batch_size"]
-        )
+        kwargs = {"n_steps": DEFAULT_N_STEPS, "method": DEFAULT_METHOD, "internal_batch_size": None, **method_kwargs}
+        prepared, _, _ = self._prepare_with(inputs, target, additional_forward_args, kwargs)
         return stack_padded([self._channel_scores(prepared, i, kwargs).detach() for i in range(len(self.layers))])
 
+    def _prepare_with(self, inputs: Any, target: Any, additional_forward_args: Any, kwargs: Dict[str, Any]):
+        """``_prepare`` with the quadrature and batch size of ``kwargs`` (the Captum method's keywords too)."""
+        n_steps, method, internal_batch_size = (kwargs[k] for k in ("n_steps", "method", "internal_batch_size"))
+        return self._prepare(inputs, target, additional_forward_args, n_steps, method, internal_batch_size)
+
     def _locate(
-        self,
-        inputs: TensorOrTupleOfTensorsGeneric,
-        target: TargetType,
-        additional_forward_args: Any,
-        n_steps: int,
-        method: str,
-        internal_batch_size: Optional[int],
-        top_k: int,
-        method_kwargs: Optional[Dict[str, Any]] = None,
+        self, inputs: Any, target: TargetType, additional_forward_args: Any, top_k: int, method_kwargs: Dict[str, Any]
     ) -> NeuronPathResult:
-        prepared, rule, internal_batch_size = self._prepare(
-            inputs, target, additional_forward_args, n_steps, method, internal_batch_size
-        )
+        prepared, rule, internal_batch_size = self._prepare_with(inputs, target, additional_forward_args, method_kwargs)
         top_k = check_top_k(top_k, prepared.num_channels)
         device = prepared.clean.activations[0].device
-        path = torch.stack(
-            [
-                top_channels(self._channel_scores(prepared, index, method_kwargs or {}), top_k).to(device)
-                for index in range(len(self.layers))
-            ],
-            dim=1,
-        )
+        scores = [self._channel_scores(prepared, index, method_kwargs) for index in range(len(self.layers))]
+        path = torch.stack([top_channels(layer_scores, top_k).to(device) for layer_scores in scores], dim=1)
         jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
         return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=self._finish(prepared, jas))
 
@@ -129,7 +113,8 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
             :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
             ``top_k > 1``) and ``jas`` ``(B,)``; ``layer_scores`` is ``None``.
         """
-        return self._locate(inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k)
+        quadrature = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
+        return self._locate(inputs, target, additional_forward_args, top_k, quadrature)
 
 
 class ActivationPath(_PathBaseline):
@@ -218,10 +203,7 @@ class LayerMethodPath(_PathBaseline):
             :class:`NeuronPathResult` with ``path`` and ``jas``.
         """
         shared = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
-        return self._locate(
-            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k,
-            dict(shared, **method_kwargs),
-        )  # fmt: skip
+        return self._locate(inputs, target, additional_forward_args, top_k, dict(shared, **method_kwargs))
 
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         captum_method = self.layer_methods[layer_index]

@@ -21,18 +21,8 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
 
     Given the path chosen so far in layers ``0 .. t-1`` (``path_prefix``), each
     channel ``c`` of layer ``t = layer_index`` is scored by the joint attribution of
-    the prefix extended by ``c``. The prefix neurons are scaled by ``alpha`` (their
-    layers' other channels keep their clean value) and layer ``t`` is scaled by
-    ``alpha`` as a whole:
-
-    .. math::
-
-        score_t(c) = \sum_{tok} \Big(\bar w_{t,c} + \sum_{l<t} \bar w_{l,p_l}\Big)
-                     \cdot \sum_k s_k \Big(\frac{\partial F}{\partial w_{t,c}}
-                     + \sum_{l<t} \frac{\partial F}{\partial w_{l,p_l}}\Big)\Big|_{\alpha_k}
-
-    One forward and one backward pass at ``B * n_steps`` rows give every candidate's
-    score.
+    the prefix extended by ``c`` (its formula: :doc:`concepts`, the greedy locator). One
+    forward and one backward pass at ``B * n_steps`` rows give every candidate's score.
     """
 
     @log_usage()

@@ -20,18 +20,9 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
 
     A neuron is one channel of one of ``layers`` at the token set ``token``. The model
     is run with every selected channel replaced by ``alpha`` times its clean activation
-    (other channels of those layers keep their clean value; layers without a selected
-    neuron run normally), and
-
-    .. math::
-
-        JAS(S) = \sum_{t} \Big(\sum_{(l,c) \in S} \bar w_{l,t,c}\Big)
-                 \cdot \sum_k s_k \sum_{(l,c) \in S}
-                 \frac{\partial F}{\partial w_{l,t,c}}\Big|_{\alpha_k}
-
-    with quadrature nodes and weights :math:`(\alpha_k, s_k)` from Captum's
-    ``approximation_parameters``. For a single neuron this is its integrated gradient;
-    for several it is the paper's product of sums, not the sum of per-neuron scores.
+    (see :doc:`concepts` for the substitution and the formula). For a single neuron this
+    is its integrated gradient; for several it is the paper's product of sums, not the
+    sum of per-neuron scores.
     """
 
     @log_usage()
@@ -54,28 +45,11 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
             neuron_selector (Tensor or sequence of int): The neuron set: a LongTensor
                         of shape ``(B, L)`` (one channel per layer and example) or
                         ``(B, L, K)`` (K channels per layer), or a sequence of ``L``
-                        ints shared by the whole batch. ``L = len(layers)``.
-                        Rows follow Captum's batch expansion: for a batch that is a whole
-                        multiple of ``B`` (``NoiseTunnel``, ``captum.metrics``) each row
-                        is repeated in place, as Captum repeats the inputs.
-            target (int, tuple, Tensor or list, optional): Captum's output selection:
-                        which output gives each example's score.
-                        Default: ``None`` (``forward_func`` returns one score per example)
-            additional_forward_args (Any, optional): Further arguments of
-                        ``forward_func`` after the inputs; tensors whose first
-                        dimension is the batch are expanded with it.
-                        Default: ``None``
-            n_steps (int, optional): Number of quadrature nodes.
-                        Default: ``3`` (the library's quadrature; the paper's is
-                        ``**cnp.PAPER_QUADRATURE``, see the concepts page)
-            method (str, optional): Captum quadrature: ``riemann_left``,
-                        ``riemann_right``, ``riemann_middle``, ``riemann_trapezoid``
-                        or ``gausslegendre``.
-                        Default: ``"gausslegendre"``
-            internal_batch_size (int, optional): Largest number of rows (examples
-                        times nodes) in one forward pass; bounds memory without
-                        changing the result.
-                        Default: ``None`` (all nodes at once)
+                        ints shared by the whole batch. ``L = len(layers)``. Rows follow
+                        Captum's batch expansion (see :doc:`concepts`).
+            target, additional_forward_args, n_steps, method, internal_batch_size: As for
+                        :meth:`NeuronPath.attribute`; tensors of ``additional_forward_args``
+                        whose first dimension is the batch are expanded with it.
 
         Returns:
             *Tensor* of **jas**, shape ``(B,)``: the joint attribution score of each

@@ -1,5 +1,6 @@
 """Where a neuron path looks in the input, and the quantity that map explains."""
 
+import functools
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from captum._utils.common import _format_tensor_into_tuples, _is_tuple
@@ -40,15 +41,11 @@ def path_activation(
 
     Args:
 
-        forward_func (Callable): The model or a function of its inputs.
-        layers (list[torch.nn.Module]): The layers the path runs through, input side first.
+        forward_func, layers: As for :class:`~captum_neuronpath.NeuronPath`.
         path (Tensor or sequence of int): ``(B, L)`` or ``(B, L, K)`` paths, one per
-                    example, or ``L`` ints shared by any batch. For a batch that is a
-                    whole multiple of ``B`` (Captum's ``NoiseTunnel`` and
-                    ``captum.metrics`` repeat each example in place) each path is
-                    repeated the same way.
-        token (int, slice, sequence of int, Tensor or None, optional): The token set.
-                    Default: ``0``
+                    example (following Captum's batch expansion, see :doc:`concepts`), or
+                    ``L`` ints shared by any batch.
+        token: As for :class:`~captum_neuronpath.NeuronPath`.
 
     Returns:
         *Callable* ``f(*inputs, *additional_forward_args) -> Tensor`` of shape ``(B,)``,
@@ -78,14 +75,7 @@ def _summed_activations(
 ) -> Tensor:
     """Run ``forward_func(*args)`` and sum the path's activations at the token set, ``(rows,)``."""
     recorded: Dict[int, Tensor] = {}
-
-    def record(index: int) -> Callable[[Tensor], None]:
-        def function(value: Tensor) -> None:
-            recorded[index] = value
-
-        return function
-
-    with site_hooks(layers, {i: record(i) for i in range(len(layers))}):
+    with site_hooks(layers, {i: functools.partial(recorded.__setitem__, i) for i in range(len(layers))}):
         forward_func(*args)
     for i, layer in enumerate(layers):
         if i not in recorded:
@@ -134,7 +124,7 @@ class PathSaliency(SiteAttribution, GradientAttribution):
         r"""
         Args:
 
-            forward_func, layers, token: As for :func:`path_activation`.
+            forward_func, layers, token: As for :class:`~captum_neuronpath.NeuronPath`.
             input_layer (torch.nn.Module, optional): A layer whose output is interpolated
                         in place of the inputs, e.g. ``model.get_input_embeddings()``.
                         Default: ``None`` (the inputs)

@@ -23,6 +23,8 @@ _LIBRARIES = {
 }
 _VISION = "; ".join(description for _, description in _LIBRARIES.values())
 _VIT = "a supported Vision Transformer"
+_LAYERS = "layers (a list of modules, e.g. each block's MLP activation)"
+_TOKEN = "token (the positions the head reads)"
 
 
 def _vision_families() -> Iterator[VisionFamily]:
@@ -31,12 +33,14 @@ def _vision_families() -> Iterator[VisionFamily]:
             yield from importlib.import_module(f"captum_neuronpath._models.{module}").FAMILIES
 
 
-def _vision(model: object):
-    """``(family, network)`` of a vision model, or ``None``."""
+def _vision(model: object, what: Optional[str] = None, families: str = _VISION):
+    """``(family, network)`` of a vision model; else ``None``, or with ``what`` the error to pass it yourself."""
     for family in _vision_families():
         network = family.network(model)
         if network is not None:
             return family, network
+    if what is not None:
+        raise _unsupported(model, what, families, _VIT)
     return None
 
 
@@ -47,26 +51,15 @@ def _unsupported(model: object, what: str, families: str, kind: str = "of a supp
 def vit_mlp_layers(model: Module) -> List[Module]:
     r"""
     The neuron sites of a Vision Transformer: the hidden units of each block's MLP (e.g.
-    3072 per block in ViT-B), input side first.
-
-    - A plain MLP (``fc1``, activation, ``fc2``): its activation's output, the hidden
-      units after GELU.
-    - A gated MLP (timm ``SwiGLU``, ``SwiGLUPacked``, ``GluMlp``; DINOv2's SwiGLU): the
-      gating product as it enters the last linear layer, before any sub-norm, as a
-      :class:`~captum_neuronpath.ModuleInput` site.
-    - Swin (timm and torchvision ``SwinTransformer``): the blocks of the last stage, the
-      one the head reads (the stages have different numbers of positions, so one path
-      cannot cross them). For another stage, pass its blocks yourself, e.g.
-      ``[block.mlp.act for block in model.layers[1].blocks]`` (timm) or
-      ``[block.mlp[1] for block in model.features[3]]`` (torchvision).
+    3072 per block in ViT-B), input side first: a plain MLP's activation output; a gated
+    MLP's gating product as it enters the last linear layer, as a
+    :class:`~captum_neuronpath.ModuleInput` site; for Swin, the blocks of the last stage.
+    See :doc:`model_families` for each family's sites.
 
     Args:
 
-        model (torch.nn.Module): A timm ``VisionTransformer`` (ViT, DeiT, MAE, DINOv2,
-                    register tokens, any MLP above), ``Beit``, ``Eva`` or
-                    ``SwinTransformer``; a torchvision ``VisionTransformer`` or
-                    ``SwinTransformer``; a Hugging Face ViT, DeiT, BEiT, DINOv2 or CLIP
-                    vision model (``CLIPModel``: its vision tower), with or without its head.
+        model (torch.nn.Module): A timm, torchvision or Hugging Face Vision Transformer
+                    of a family on :doc:`model_families`, with or without its head.
 
     Returns:
         *list[torch.nn.Module]*: one site per block, to pass as ``layers``.
@@ -85,22 +78,16 @@ def vit_mlp_layers(model: Module) -> List[Module]:
         >>> cnp.vit_mlp_layers(gated)[0].module is gated.blocks[0].mlp.fc2
         True
     """
-    found = _vision(model)
-    if found is None:
-        raise _unsupported(model, "layers (a list of modules, e.g. each block's MLP activation)", _VISION, _VIT)
-    family, network = found
+    family, network = _vision(model, _LAYERS)
     return family.mlp_sites(network)
 
 
 def vit_attention_layers(model: Module) -> List[Module]:
     r"""
     Each block's attention output projection, input side first: the other neuron sites of
-    a Vision Transformer (``C`` = the embedding width per block). Like the MLP neurons they
-    sit inside a residual branch, so substituting them leaves the residual stream intact.
-
-    For torchvision, whose ``nn.MultiheadAttention`` applies its projection without calling
-    the module, the site is the dropout right after attention (the identity in eval mode),
-    which outputs the same values.
+    a Vision Transformer (``C`` = the embedding width per block), inside a residual branch
+    like the MLP neurons. For torchvision, whose ``nn.MultiheadAttention`` applies its
+    projection without calling the module, the site is the dropout right after attention.
 
     Args:
 
@@ -131,11 +118,8 @@ def vit_attention_layers(model: Module) -> List[Module]:
 def vit_readout_token(model: Module) -> Union[int, slice]:
     r"""
     The token set a Vision Transformer's head reads: ``0`` (the class token) for
-    class-token models, ``slice(0, 2)`` for DeiT with a distillation token, the pooled
-    tokens (``slice(num_prefix_tokens, None)`` unless the model pools the prefix tokens
-    too) for global-pool models such as fine-tuned MAE, BEiT and EVA-02,
-    ``slice(0, None)`` for DINOv2's classifier (the class token and the mean of the patch
-    tokens) and ``slice(None)`` (every position) for Swin.
+    class-token models, the pooled tokens for global-pool models, ``slice(None)`` (every
+    position) for Swin; see :doc:`model_families` for each family's.
 
     Args:
 
@@ -156,31 +140,21 @@ def vit_readout_token(model: Module) -> Union[int, slice]:
         >>> cnp.vit_readout_token(timm.create_model("vit_tiny_patch16_224", global_pool="avg"))
         slice(1, None, None)
     """
-    found = _vision(model)
-    if found is None:
-        raise _unsupported(model, "token (the positions the head reads)", _VISION, _VIT)
-    return found[0].readout(model)
+    return _vision(model, _TOKEN)[0].readout(model)
 
 
 def mlp_layers(model: Module) -> List[Module]:
     r"""
-    The MLP neuron sites of each block, input side first, for Vision Transformers and
-    language models: the hidden units of every block's MLP (e.g. 3072 per block in
-    GPT-2 small or BERT-base).
-
-    - Vision Transformers: as :func:`vit_mlp_layers`.
-    - GPT-2: each block's ``mlp.act``; BERT and RoBERTa: each layer's
-      ``intermediate.intermediate_act_fn``; any head on these backbones.
-    - Gated MLPs (LLaMA, Mistral, Qwen2 and any model whose blocks ``layers[i]`` have
-      ``mlp.gate_proj``, ``mlp.up_proj`` and ``mlp.down_proj``): the neurons are
-      ``act(gate_proj(x)) * up_proj(x)``, the *input* of the down projection, so each
-      site is a ``ModuleInput(block.mlp.down_proj)``, which the attribution classes read
-      and substitute before the down projection runs.
+    The MLP neuron sites of each block, input side first, for Vision Transformers (as
+    :func:`vit_mlp_layers`) and language models: the hidden units of every block's MLP
+    (e.g. 3072 per block in GPT-2 small or BERT-base). In a gated MLP (LLaMA, ...) they
+    are ``act(gate_proj(x)) * up_proj(x)``, the input of the down projection, as a
+    ``ModuleInput(block.mlp.down_proj)`` site. See :doc:`model_families`.
 
     Args:
 
-        model (torch.nn.Module): A model of one of the families above, with or without
-                    its head (e.g. ``GPT2Model`` or ``GPT2LMHeadModel``).
+        model (torch.nn.Module): A model of a family on :doc:`model_families`, with or
+                    without its head (e.g. ``GPT2Model`` or ``GPT2LMHeadModel``).
 
     Returns:
         *list[torch.nn.Module]*: one site per block, to pass as ``layers``.
@@ -204,8 +178,7 @@ def mlp_layers(model: Module) -> List[Module]:
         return vit_mlp_layers(model)
     found = language.find_family(model)
     if found is None:
-        what = "layers (a list of modules, e.g. each block's MLP activation)"
-        raise _unsupported(model, what, f"{_VISION}; {language.SUPPORTED}")
+        raise _unsupported(model, _LAYERS, f"{_VISION}; {language.SUPPORTED}")
     return language.neuron_sites(*found)
 
 
@@ -245,7 +218,7 @@ def readout_token(model: Module) -> Union[int, slice]:
         return vit_readout_token(model)
     found = language.find_family(model)
     if found is None:
-        raise _unsupported(model, "token (the positions the head reads)", f"{_VISION}; {language.SUPPORTED}")
+        raise _unsupported(model, _TOKEN, f"{_VISION}; {language.SUPPORTED}")
     return language.readout(found[0], model)
 
 

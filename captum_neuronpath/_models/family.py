@@ -5,7 +5,7 @@ from typing import Callable, List, Optional, Union
 
 from torch.nn import Module
 
-from captum_neuronpath._core.plan import Layout
+from captum_neuronpath._core.plan import BlockParts, Layout
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,37 @@ class VisionFamily:
     layout: Optional[Callable[[Module], Optional[Layout]]] = None  # the fast plan's layout, for the network
 
 
+def attribute_at(obj: object, path: str) -> Optional[object]:
+    """``obj.a.b`` for the dotted path ``"a.b"``, or ``None`` where an attribute is missing."""
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
 def blocks_of(owner: Module, *paths: str) -> Optional[List[Module]]:
     """The blocks at the first dotted path of ``paths`` that ``owner`` has, or ``None``."""
     for path in paths:
-        found: object = owner
-        for name in path.split("."):
-            found = getattr(found, name, None)
+        found = attribute_at(owner, path)
         if isinstance(found, Module):
             return list(found)
     return None
+
+
+def instance_of(cls: type) -> Callable[[object], Optional[Module]]:
+    """``VisionFamily.network`` of a family whose network is the model itself, an instance of ``cls``."""
+    return lambda model: model if isinstance(model, cls) else None
+
+
+def exact_block_parts(
+    block_type: type, mlp_type: type, parts: Callable[[Module, Module], BlockParts]
+) -> Callable[[Module], Optional[BlockParts]]:
+    """``Layout.parts``: ``parts(block, block.mlp)``, empty parts for another MLP, ``None`` for another block."""
+
+    def block_parts(block: Module) -> Optional[BlockParts]:
+        if type(block) is not block_type:
+            return None
+        return parts(block, block.mlp) if type(block.mlp) is mlp_type else BlockParts()
+
+    return block_parts

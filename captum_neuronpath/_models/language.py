@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module, ModuleList
 
+from captum_neuronpath._models.family import attribute_at
 from captum_neuronpath._utils.sites import ModuleInput
 
 
@@ -26,11 +27,14 @@ class Family:
     name: str  # as listed in error messages
     blocks: str  # dotted path from the backbone to its blocks (a ModuleList)
     neuron: str  # dotted path from a block to the module whose output, or input, holds the neurons
-    neuron_is_input: bool  # the neurons are the module's input (a gated MLP's down projection)
     readout: int  # the position a sequence-level head reads: 0 (first) or -1 (last)
     every_position_heads: Tuple[str, ...]  # endings of head class names that predict at every position
     backbones: Tuple[str, ...] = ()
     structure: Tuple[str, ...] = ()
+    neuron_is_input: bool = False  # the neurons are the module's input (a gated MLP's down projection)
+
+
+_TOKEN_HEADS = ("ForTokenClassification", "ForQuestionAnswering")
 
 
 FAMILIES = (
@@ -39,25 +43,16 @@ FAMILIES = (
         backbones=("GPT2Model",),
         blocks="h",
         neuron="mlp.act",
-        neuron_is_input=False,
         readout=-1,
-        every_position_heads=("ForTokenClassification", "ForQuestionAnswering"),
+        every_position_heads=_TOKEN_HEADS,
     ),
     Family(
         name="BERT and RoBERTa (BertModel, BertForSequenceClassification, BertForMaskedLM, RobertaModel, ...)",
         backbones=("BertModel", "RobertaModel"),
         blocks="encoder.layer",
         neuron="intermediate.intermediate_act_fn",
-        neuron_is_input=False,
         readout=0,
-        every_position_heads=(
-            "ForMaskedLM",
-            "ForTokenClassification",
-            "ForQuestionAnswering",
-            "ForPreTraining",
-            "LMHeadModel",
-            "ForCausalLM",
-        ),
+        every_position_heads=(*_TOKEN_HEADS, "ForMaskedLM", "ForPreTraining", "LMHeadModel", "ForCausalLM"),
     ),
     Family(
         name=(
@@ -69,19 +64,11 @@ FAMILIES = (
         neuron="mlp.down_proj",
         neuron_is_input=True,
         readout=-1,
-        every_position_heads=("ForTokenClassification", "ForQuestionAnswering"),
+        every_position_heads=_TOKEN_HEADS,
     ),
 )
 
 SUPPORTED = "; ".join(f"Hugging Face {family.name}" for family in FAMILIES)
-
-
-def _attribute(obj: object, path: str) -> Optional[object]:
-    for name in path.split("."):
-        obj = getattr(obj, name, None)
-        if obj is None:
-            return None
-    return obj
 
 
 def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
@@ -96,18 +83,18 @@ def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
             transformers is not None and isinstance(backbone, tuple(getattr(transformers, n) for n in family.backbones))
         ):
             continue
-        blocks = _attribute(backbone, family.blocks)
+        blocks = attribute_at(backbone, family.blocks)
         if not isinstance(blocks, ModuleList) or len(blocks) == 0:
             continue
         paths = family.structure or (family.neuron,)
-        if all(isinstance(_attribute(block, path), Module) for block in blocks for path in paths):
+        if all(isinstance(attribute_at(block, path), Module) for block in blocks for path in paths):
             return family, list(blocks)
     return None
 
 
 def neuron_sites(family: Family, blocks: List[Module]) -> List[Module]:
     """One neuron site per block, input side first."""
-    modules = [_attribute(block, family.neuron) for block in blocks]
+    modules = [attribute_at(block, family.neuron) for block in blocks]
     return [ModuleInput(module) for module in modules] if family.neuron_is_input else modules
 
 

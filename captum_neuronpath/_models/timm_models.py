@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import Module
 
 from captum_neuronpath._core.plan import BlockParts, Layout
-from captum_neuronpath._models.family import VisionFamily
+from captum_neuronpath._models.family import VisionFamily, exact_block_parts, instance_of
 from captum_neuronpath._utils.sites import ModuleInput
 
 
@@ -55,10 +55,6 @@ def _eva_readout(model: Eva) -> Union[int, slice]:
     return _prefix_readout(model, model.global_pool, False)
 
 
-def _of(cls: type) -> Callable[[object], Optional[Module]]:
-    return lambda model: model if isinstance(model, cls) else None
-
-
 def _vit_layout(model: Module) -> Optional[Layout]:
     if type(model) is not VisionTransformer:  # subclasses may run their blocks differently
         return None
@@ -81,12 +77,7 @@ def _vit_layout(model: Module) -> Optional[Layout]:
     )
 
 
-def _block_parts(block: Module) -> Optional[BlockParts]:
-    if type(block) is not Block:
-        return None
-    mlp = block.mlp
-    if type(mlp) is not Mlp:
-        return BlockParts()
+def _parts(block: Block, mlp: Mlp) -> BlockParts:
     return BlockParts(
         act=mlp.act,
         attend=lambda x: x + block.drop_path1(block.ls1(block.attn(block.norm1(x)))),
@@ -94,6 +85,9 @@ def _block_parts(block: Module) -> Optional[BlockParts]:
         contract=lambda a: mlp.drop2(mlp.fc2(mlp.norm(mlp.drop1(a)))),
         add=lambda y, branch: y + block.drop_path2(block.ls2(branch)),
     )
+
+
+_block_parts = exact_block_parts(Block, Mlp, _parts)
 
 
 def _readout_forward(block: Block, r: int) -> Callable:
@@ -131,7 +125,7 @@ def _block_sites(site: Callable[[Module], Module]) -> Callable[[Module], List[Mo
 def _blocks_family(cls: type, readout: Callable, **layout) -> VisionFamily:
     """A family whose blocks are ``model.blocks``, each with ``mlp`` and ``attn.proj``."""
     return VisionFamily(
-        network=_of(cls),
+        network=instance_of(cls),
         mlp_sites=_block_sites(_mlp_site),
         attention_sites=_block_sites(lambda block: block.attn.proj),
         readout=readout,
@@ -144,7 +138,7 @@ FAMILIES = (
     _blocks_family(Eva, _eva_readout),
     _blocks_family(Beit, lambda model: _prefix_readout(model, model.global_pool, False)),
     VisionFamily(
-        network=_of(SwinTransformer),
+        network=instance_of(SwinTransformer),
         mlp_sites=lambda model: [block.mlp.act for block in model.layers[-1].blocks],  # the last stage's
         readout=lambda model: slice(None),  # the head averages every position
     ),

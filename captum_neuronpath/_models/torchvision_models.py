@@ -10,7 +10,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import EncoderBlock, MLPBlock, VisionTransformer
 
 from captum_neuronpath._core.plan import BlockParts, Layout
-from captum_neuronpath._models.family import VisionFamily
+from captum_neuronpath._models.family import VisionFamily, exact_block_parts, instance_of
 
 
 def _layout(model: Module) -> Optional[Layout]:
@@ -24,12 +24,7 @@ def _layout(model: Module) -> Optional[Layout]:
     return Layout(root=model, blocks=blocks, start=blocks[0], parts=_block_parts, readout=readout)
 
 
-def _block_parts(block: Module) -> Optional[BlockParts]:
-    if type(block) is not EncoderBlock:
-        return None
-    mlp = block.mlp
-    if type(mlp) is not MLPBlock:
-        return BlockParts()
+def _parts(block: EncoderBlock, mlp: MLPBlock) -> BlockParts:
     return BlockParts(
         act=mlp[1],
         attend=lambda x: block.dropout(block.self_attention(*[block.ln_1(x)] * 3, need_weights=False)[0]) + x,
@@ -37,6 +32,9 @@ def _block_parts(block: Module) -> Optional[BlockParts]:
         contract=lambda a: mlp[4](mlp[3](mlp[2](a))),
         add=lambda y, branch: y + branch,
     )
+
+
+_block_parts = exact_block_parts(EncoderBlock, MLPBlock, _parts)
 
 
 def _readout_forward(block: EncoderBlock, r: int) -> Callable:
@@ -53,7 +51,7 @@ def _readout_forward(block: EncoderBlock, r: int) -> Callable:
 
 FAMILIES = (
     VisionFamily(
-        network=lambda model: model if isinstance(model, VisionTransformer) else None,
+        network=instance_of(VisionTransformer),
         mlp_sites=lambda model: [block.mlp[1] for block in model.encoder.layers],
         # nn.MultiheadAttention applies its projection without calling the module: the dropout
         # right after it (the identity in evaluation mode) outputs the same values
@@ -62,7 +60,7 @@ FAMILIES = (
         layout=_layout,
     ),
     VisionFamily(
-        network=lambda model: model if isinstance(model, SwinTransformer) else None,
+        network=instance_of(SwinTransformer),
         mlp_sites=lambda model: [block.mlp[1] for block in model.features[-1]],  # the last stage's blocks
         readout=lambda model: slice(None),  # the head averages every position
     ),

@@ -16,8 +16,6 @@ from captum_neuronpath._report.page import render_page
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath.paths import Paths
 
-__all__ = ["write_report"]
-
 
 def write_report(
     records: Paths,

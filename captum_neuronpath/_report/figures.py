@@ -18,7 +18,6 @@ def write_figures(
     folder: Path, paths: Paths, report: Dict[str, object], frequency: ClassFrequency, similarity: torch.Tensor
 ) -> Dict[str, Path]:
     """Render the figures into ``folder``; returns name -> file."""
-    folder.mkdir(parents=True, exist_ok=True)
     classes = report["classes"]
     drawn = {}
     if len(classes) <= NAMED_CLASSES:
@@ -26,13 +25,14 @@ def write_figures(
             similarity, [c["name"] for c in classes], use_pyplot=False
         )[0]
     else:
-        figure = Figure(figsize=(8.0, 7.0), layout="constrained")
-        axis = figure.subplots()
+        figure, axis = visualization._figure(None, False, (8.0, 7.0))
         image = axis.imshow(similarity.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         figure.colorbar(image, ax=axis, label="cosine similarity")
-        axis.set_xlabel("class (in index order)")
-        axis.set_ylabel("class (in index order)")
-        axis.set_title(f"Inter-class similarity of neuron paths, {len(classes)} classes")
+        axis.set(
+            xlabel="class (in index order)",
+            ylabel="class (in index order)",
+            title=f"Inter-class similarity of neuron paths, {len(classes)} classes",
+        )
         drawn["class_similarity"] = figure
     largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"], default=None)
     if largest is not None:
@@ -44,10 +44,15 @@ def write_figures(
         )[0]
     drawn["jas"] = _jas_figure(paths)
     drawn["shared_neurons"] = _shared_figure(frequency, len(classes))
-    written = {}
-    for name, figure in drawn.items():
-        written[name] = folder / f"{name}.png"
-        figure.savefig(written[name], dpi=100)
+    return save_figures(folder, drawn, dpi=100)
+
+
+def save_figures(folder: Path, figures: Dict[str, Figure], dpi: int) -> Dict[str, Path]:
+    """Save each figure as ``folder/NAME.png``; returns name -> file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {name: folder / f"{name}.png" for name in figures}
+    for name, figure in figures.items():
+        figure.savefig(written[name], dpi=dpi)
     return written
 
 
@@ -62,18 +67,14 @@ def _jas_figure(paths: Paths) -> Figure:
         if selected.any():
             label = f"{name} ({int(selected.sum())})"
             left.hist(paths.jas[selected].numpy(), bins=bins, color=colour, alpha=0.7, label=label)
-    left.set_xlabel("JAS of the path")
-    left.set_ylabel("inputs")
-    left.set_title("JAS, correct and wrong predictions")
+    left.set(xlabel="JAS of the path", ylabel="inputs", title="JAS, correct and wrong predictions")
     if known.any():
         left.legend(fontsize=9)
     classes, rows = torch.unique(paths.labels, return_inverse=True)
     sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, rows, paths.jas.double())
     means = sums / torch.bincount(rows, minlength=len(classes)).clamp(min=1)
     right.hist(means.numpy(), bins=_bins(means, min(40, max(len(classes), 1))), color="0.45", edgecolor="black")
-    right.set_xlabel("mean JAS of a class")
-    right.set_ylabel("classes")
-    right.set_title(f"JAS per class, {len(classes)} classes")
+    right.set(xlabel="mean JAS of a class", ylabel="classes", title=f"JAS per class, {len(classes)} classes")
     return figure
 
 
@@ -89,12 +90,13 @@ def _shared_figure(frequency: ClassFrequency, num_classes: int) -> Figure:
     """How many classes' paths each neuron is in."""
     width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
     _, shared = torch.unique(frequency.layers * width + frequency.channels, return_counts=True)
-    figure = Figure(figsize=(6.0, 3.8), layout="constrained")
-    axis = figure.subplots()
+    figure, axis = visualization._figure(None, False, (6.0, 3.8))
     top = int(shared.max()) if len(shared) else 1
     axis.hist(shared.numpy(), bins=range(1, top + 2), color="0.45", edgecolor="black", align="left")
     axis.set_yscale("log")
-    axis.set_xlabel(f"classes whose paths hold the neuron (of {num_classes})")
-    axis.set_ylabel("neurons")
-    axis.set_title("Neurons shared between classes")
+    axis.set(
+        xlabel=f"classes whose paths hold the neuron (of {num_classes})",
+        ylabel="neurons",
+        title="Neurons shared between classes",
+    )
     return figure

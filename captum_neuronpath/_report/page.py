@@ -19,14 +19,12 @@ def render_page(
     report: Dict[str, object],
     source: Optional[Callable[[int], Dict[str, str]]],
     title: str,
-    examples: Optional[int] = None,
 ) -> str:
     """The explorer's HTML; ``source`` gives the thumbnail or text of a record (see :mod:`.inputs`)."""
     import jinja2
 
     classes = report["classes"]
-    if examples is None:
-        examples = max(2, min(12, THUMBNAILS // max(len(classes), 1)))
+    examples = max(2, min(12, THUMBNAILS // max(len(classes), 1)))
     order = torch.argsort(paths.labels, stable=True)
     starts = torch.searchsorted(paths.labels[order], torch.tensor([c["class"] for c in classes], dtype=torch.long))
     if len(paths) <= THUMBNAILS:

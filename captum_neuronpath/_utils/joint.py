@@ -24,10 +24,7 @@ def channel_masks(indices: Tensor, activations: Sequence[Tensor]) -> Dict[int, T
 def set_sum(
     values: Union[Sequence[Tensor], Mapping[int, Tensor]], masks: Dict[int, Tensor], reference: Tensor
 ) -> Tensor:
-    """``sum over (l, c) in the set of values[l][:, t, c]``, ``(B, T_sel)`` like ``reference``.
-
-    An empty set sums to zeros.
-    """
+    """``sum over (l, c) in the set of values[l][:, t, c]``, ``(B, T_sel)`` like ``reference`` (0 for no set)."""
     total = reference.new_zeros(reference.shape[:2])
     for layer, mask in masks.items():
         total = total + (values[layer] * mask).sum(-1)
@@ -43,12 +40,8 @@ def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Ten
 
 
 def extended_set_scores(set_activation: Tensor, set_gradient: Tensor, activation: Tensor, gradient: Tensor) -> Tensor:
-    """The JAS of a neuron set extended by each channel of one layer, ``(B, C)``.
-
-    ``set_activation`` and ``set_gradient`` are the set's sums ``(B, T_sel)``; ``activation``
-    and ``gradient`` the layer's values ``(B, T_sel, C)``: channel ``c`` scores
-    ``sum_t (A_t + a_tc) * (G_t + g_tc)``.
-    """
+    """The JAS of a neuron set (sums ``(B, T_sel)``) extended by each channel of one layer (values
+    ``(B, T_sel, C)``), ``(B, C)``: channel ``c`` scores ``sum_t (A_t + a_tc) * (G_t + g_tc)``."""
     return joint_attribution_score(activation + set_activation.unsqueeze(-1), gradient + set_gradient.unsqueeze(-1))
 
 

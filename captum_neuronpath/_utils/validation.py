@@ -59,7 +59,7 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
         if inp.dim() == 0:
             raise ValueError("inputs must have a batch dimension first, got a 0-d tensor")
         if inp.is_floating_point() and not torch.isfinite(inp).all():
-            example = int((~torch.isfinite(inp)).reshape(len(inp), -1).any(1).nonzero()[0, 0]) if inp.dim() else 0
+            example = int((~torch.isfinite(inp)).reshape(len(inp), -1).any(1).nonzero()[0, 0])
             where = f"example {example}" + (f" of inputs tensor {i}" if len(inputs) > 1 else "")
             raise ValueError(f"inputs hold non-finite values (NaN or inf) in {where} (0-based)")
         if inp.dim() >= 3 and not (inp.is_floating_point() or inp.is_complex()):
