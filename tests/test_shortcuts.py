@@ -194,29 +194,43 @@ def test_a_forward_func_that_varies_per_row_keeps_the_generic_path():
     torch.testing.assert_close(fast, generic, rtol=1e-6, atol=0)
 
 
+def _block_halves(model, family):
+    """name -> the norm that starts a block's attention (``attention i``) or its MLP (``mlp i``)."""
+    blocks = model.blocks if family == "timm" else model.encoder.layers
+    first, second = ("norm1", "norm2") if family == "timm" else ("ln_1", "ln_2")
+    halves = {}
+    for i, block in enumerate(blocks):
+        halves[f"attention {i}"], halves[f"mlp {i}"] = getattr(block, first), getattr(block, second)
+    return halves
+
+
 @pytest.mark.parametrize("family", ["timm", "torchvision"])
 def test_each_greedy_step_starts_at_the_block_that_changed(family, monkeypatch):
     monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
     model = _timm_vit() if family == "timm" else _torchvision_vit()
-    blocks = model.blocks if family == "timm" else model.encoder.layers
     locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
-    run = lambda: locator.attribute(X, target=TARGET)  # noqa: E731
-    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
+    halves = _block_halves(model, family)
+
+    def runs():
+        seen = _rows_seen(model, halves, lambda: locator.attribute(X, target=TARGET))
+        return {name: len(calls) for name, calls in seen.items()}
+
     # The clean pass, then: step 0 runs every block, step 1 from block 0 (its layer 0 went from
-    # the whole layer to one channel), step 2 from block 1, the final JAS from block 2; before
-    # step 2 and the final JAS, the block before their start runs once in forward mode to carry
-    # the tangent on.
-    assert [len(calls) for calls in seen.values()] == [1 + 2 + 1, 1 + 3 + 1, 1 + 4]
-    monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph instead: no forward-mode runs
-    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
-    assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
+    # the whole layer to one channel). With tangents, before step 2 block 0 and block 1's
+    # attention run once in forward mode to carry the tangent on to block 1's MLP input, where
+    # step 2 starts; before the final JAS, block 1's MLP and block 2's attention, and the
+    # final JAS runs block 2's MLP only.
+    assert runs() == {"attention 0": 1 + 2 + 1, "mlp 0": 1 + 2 + 1, "attention 1": 1 + 2 + 1,
+                      "mlp 1": 1 + 3 + 1, "attention 2": 1 + 3 + 1, "mlp 2": 1 + 4}  # fmt: skip
+    monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph: step 2 and the JAS from blocks 1, 2
+    whole_blocks = {"attention 0": 1 + 2, "mlp 0": 1 + 2, "attention 1": 1 + 3, "mlp 1": 1 + 3,
+                    "attention 2": 1 + 4, "mlp 2": 1 + 4}  # fmt: skip
+    assert runs() == whole_blocks
     monkeypatch.setattr(GreedySearch, "tangents", True)
     monkeypatch.setattr(GreedySearch, "tangent_min_layers", 4)  # a path this short keeps the graph too
-    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
-    assert [len(calls) for calls in seen.values()] == [1 + 2, 1 + 3, 1 + 4]
+    assert runs() == whole_blocks
     locator.family_plan = False
-    seen = _rows_seen(model, {f"block {i}": block for i, block in enumerate(blocks)}, run)
-    assert [len(calls) for calls in seen.values()] == [1 + 4] * 3
+    assert runs() == {name: 1 + 4 for name in halves}
 
 
 def _gated_timm_vit():
@@ -265,19 +279,19 @@ def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_na
 def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monkeypatch):
     monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
     model = _timm_vit() if family == "timm" else _torchvision_vit()
-    blocks = model.blocks if family == "timm" else model.encoder.layers
-    backward = {i: 0 for i in range(len(blocks))}
+    halves = _block_halves(model, family)
+    backward = {name: 0 for name in halves}
 
-    def count(i):
+    def count(name):
         def hook(module, args, out):
             if out.requires_grad:
-                out.register_hook(lambda grad: backward.__setitem__(i, backward[i] + 1))
+                out.register_hook(lambda grad: backward.__setitem__(name, backward[name] + 1))
 
         return hook
 
     def run():
-        backward.update({i: 0 for i in backward})
-        handles = [block.register_forward_hook(count(i)) for i, block in enumerate(blocks)]
+        backward.update({name: 0 for name in backward})
+        handles = [norm.register_forward_hook(count(name)) for name, norm in halves.items()]
         try:
             cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(X, target=TARGET)
         finally:
@@ -285,9 +299,9 @@ def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monk
                 handle.remove()
         return dict(backward)
 
-    # The passes start at blocks 0 (step 0), 0 (step 1), 1 (step 2) and 2 (the final JAS); each
-    # runs backward through the blocks from its start on, with the earlier layers' gradients
-    # carried by the tangent. Backpropagating through the kept graph instead reaches every block.
-    assert run() == {0: 2, 1: 3, 2: 4}
-    monkeypatch.setattr(GreedySearch, "tangents", False)
-    assert run() == {0: 4, 1: 4, 2: 4}
+    # Block 0's norms come before every substituted value. The passes start at block 0 (steps
+    # 0 and 1), block 1's MLP input (step 2) and block 2's (the final JAS); each runs backward
+    # through what it ran, with the earlier layers' gradients carried by the tangent.
+    assert run() == {"attention 0": 0, "mlp 0": 0, "attention 1": 2, "mlp 1": 3, "attention 2": 3, "mlp 2": 4}
+    monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph: every pass reaches block 1 again
+    assert run() == {"attention 0": 0, "mlp 0": 0, "attention 1": 4, "mlp 1": 4, "attention 2": 4, "mlp 2": 4}

@@ -325,7 +325,8 @@ def advance_block_input(
 
     The blocks between run in forward mode without autograd, with ``path``'s (``(B, L, K)``)
     neurons of site ``index`` substituted (tangent 1), as a tangent-carrying pass would run
-    them.
+    them. Where site ``index + 1`` is its block's MLP activation, its block's attention runs
+    too and ``resume`` holds the MLP's input (``past_attention``).
     """
     plan, clean = prepared.clean.plan, prepared.clean
     alphas, _ = prepared.nodes(rule)
@@ -337,14 +338,14 @@ def advance_block_input(
     value = _scaled_values(clean.activations[index], mask, alphas)
     value_tangent = mask.to(value.dtype).repeat(n_nodes, 1, 1).expand_as(value)
     positions = repeat_positions(clean.positions[index], n_nodes)
-    blocks = list(plan.blocks)[plan.site_blocks[index] : plan.site_blocks[index + 1]]
+    first, last = plan.site_blocks[index], plan.site_blocks[index + 1]
 
     def substitute(output: Tensor) -> Tensor:
         return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
 
     linears = {
         m: _tangent_linear(m)
-        for block in blocks
+        for block in list(plan.blocks)[first : last + 1]
         for m in block.modules()
         if isinstance(m, torch.nn.Linear) and "forward" not in m.__dict__
     }
@@ -361,8 +362,13 @@ def advance_block_input(
             site_hooks(layers, {index: substitute}, linears),
         ):
             hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
-            for block in blocks:
+            if resume.past_attention:
+                hidden, first = plan.finish_block(first, hidden), first + 1
+            for block in list(plan.blocks)[first:last]:
                 hidden = block(hidden)
+            resume.past_attention = last in plan.mlp_starts
+            if resume.past_attention:
+                hidden = plan.mlp_starts[last].attend(hidden)
             resume.block_input, resume.tangent = forward_ad.unpack_dual(hidden)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
@@ -418,6 +424,7 @@ class Resume:
     values: Dict[int, Tensor] = field(default_factory=dict)  # kept graph: site -> the leaf substituted there
     block_input: Optional[Tensor] = None  # kept graph: with its autograd graph; carry: detached
     tangent: Optional[Tensor] = None  # carry: block_input's tangent (None: zero)
+    past_attention: bool = False  # carry: block_input is the MLP input of its block (``Plan.mlp_starts``)
 
 
 class GreedySearch:

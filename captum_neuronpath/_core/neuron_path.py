@@ -210,7 +210,8 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         block_input, tangent = (
                             _rows_of(t, batch_size, index) for t in (current.block_input, current.tangent)
                         )
-                        resume = Resume(start=layer, carry=True, block_input=block_input, tangent=tangent)
+                        resume = Resume(start=layer, carry=True, block_input=block_input, tangent=tangent,
+                                        past_attention=current.past_attention)  # fmt: skip
                     trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
                         self.forward_func, self.layers, select_examples(prepared, index), trials, rule,
                         internal_batch_size, resume,

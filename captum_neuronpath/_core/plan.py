@@ -100,14 +100,26 @@ class Plan:
     shared: Optional[SharedWork] = None
     blocks: Optional[Module] = None  # the model's nn.Sequential of blocks, where a pass can start mid-model
     site_blocks: List[int] = field(default_factory=list)  # the block of each site, increasing
+    #: Blocks (by index) whose site is their MLP's activation: a pass carrying tangents may
+    #: start at their MLP's input ``y``, past the attention, whose work it then skips.
+    mlp_starts: Dict[int, BlockParts] = field(default_factory=dict)
+    readout_tokens: Optional[int] = None  # where the last block runs readout-only: the tokens it keeps
+
+    def finish_block(self, index: int, y: Tensor) -> Tensor:
+        """Block ``index``'s output from its MLP's input ``y`` (readout-only in the last block)."""
+        parts = self.mlp_starts[index]
+        if index == len(self.blocks) - 1 and self.readout_tokens is not None:
+            y = y[:, : self.readout_tokens]
+        return parts.add(y, parts.contract(parts.act(parts.expand(y))))
 
     def resume_blocks(self, resume) -> Callable[[Tensor], Tensor]:
         """A forward of :attr:`blocks` for a pass of a greedy search (``engine.Resume``).
 
-        It starts at the block of site ``resume.start`` from ``resume.block_input`` (or at
-        the first block), and records the input of the block of site ``resume.keep``: with
-        its autograd graph, or detached where ``resume.carry`` and nothing is recorded yet
-        (the engine moves a carried block input on itself).
+        It starts at the block of site ``resume.start`` from ``resume.block_input``, that
+        block's input or, where ``resume.past_attention``, its MLP's input (or at the first
+        block), and records the input of the block of site ``resume.keep``: with its
+        autograd graph, or detached where ``resume.carry`` and nothing is recorded yet (the
+        engine moves a carried block input on itself).
         """
         blocks = list(self.blocks)
         resumed = resume.start is not None and resume.block_input is not None
@@ -119,7 +131,10 @@ class Plan:
             hidden = resume.block_input if resumed else x
             if not resume.carry:
                 resume.block_input = None  # only what the next pass starts from stays
-            for index in range(first, len(blocks)):
+            start = first
+            if resumed and resume.past_attention:
+                hidden, start = self.finish_block(first, hidden), first + 1
+            for index in range(start, len(blocks)):
                 if index == keep and record:
                     resume.block_input = hidden.detach() if resume.carry else hidden
                 hidden = blocks[index](hidden)
@@ -203,6 +218,7 @@ def make_plan(
     readout = _readout_forward(layout, layers, positions)
     if readout is not None:
         plan.forwards[readout[0]] = readout[1]
+        plan.readout_tokens = layout.num_readout
     owners = [next((i for i, b in enumerate(blocks) if any(m is site for m in b.modules())), -1) for site in modules]
     if owners[0] >= 0:
         block = blocks[owners[0]]
@@ -211,6 +227,10 @@ def make_plan(
         resumable = type(container) is nn.Sequential and "forward" not in container.__dict__
         if resumable and not layout.checkpointing and all(a < b for a, b in zip(owners, owners[1:])):
             plan.blocks, plan.site_blocks = container, owners  # one site per block, in order
+            for layer, owner in zip(layers, owners):
+                parts = block_parts[owner]
+                if parts is not None and parts.act is not None and layer is parts.act:
+                    plan.mlp_starts[owner] = parts
     return plan
 
 
