@@ -74,7 +74,7 @@ def main() -> None:
         changed = 100 * float((path != greedy_path).any(-1).double().mean())
         ratio = statistics.median(a / b for a, b in zip(times[name], times["greedy"]))
         label = "1, every example tried | 1" if name == "every" else f"{name[0]} | {name[1]}"
-        print(f"| {label} | +{gain:.1f}% | {changed:.0f}% | {bool((jas >= greedy_jas).all())} | {ratio:.1f}x |")
+        print(f"| {label} | +{gain:.1f}% | {changed:.0f}% | {bool((jas >= greedy_jas).all())} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

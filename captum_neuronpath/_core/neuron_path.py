@@ -16,7 +16,6 @@ from captum_neuronpath._core.engine import (
     Resume,
     advance_block_input,
     carries_tangents,
-    joint_score,
     joint_score_and_gradients,
     select_examples,
 )
@@ -184,7 +183,6 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         # copies of the examples runs all nodes in one pass.
         per_copy = None if internal_batch_size is None else internal_batch_size // num_candidates
         restart = search.carries and carries_tangents(prepared, rule, per_copy)
-        greedy_path, greedy_jas = path, jas
         for sweep in range(steps):
             # Restarted trials give the gradients of their layer's block on only: a whole pass per sweep.
             current = Resume(carry=True, block_input=search.first_block_input) if restart else None
@@ -234,14 +232,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                     advance_block_input(self.layers, prepared, rule, path, layer, current)
             if not improved.any():
                 break
-        if torch.equal(path, greedy_path):
-            return path, greedy_jas
-        # Score the refined paths as NeuronJointIntegratedGradients would, and keep the
-        # greedy path wherever float noise in the batched trials made a swap look better.
-        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
-        keep_greedy = (jas < greedy_jas) | (path == greedy_path).flatten(1).all(1)  # the same path: the same JAS
-        path = torch.where(keep_greedy.view(-1, 1, 1), greedy_path, path)
-        return path, torch.where(keep_greedy, greedy_jas, jas)
+        return path, jas  # a trial's JAS is the JAS of its path, like the greedy search's last pass
 
 
 def _rows_of(rows: Optional[Tensor], batch_size: int, index: Tensor) -> Optional[Tensor]:
