@@ -233,6 +233,16 @@ def test_each_greedy_step_starts_at_the_block_that_changed(family, monkeypatch):
     assert runs() == {name: 1 + 4 for name in halves}
 
 
+def test_passes_that_start_mid_model_embed_one_copy_of_the_batch(monkeypatch):
+    monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
+    model = _timm_vit()
+    locator = cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model))
+    seen = _rows_seen(model, dict(embed=model.patch_embed), lambda: locator.attribute(X, target=TARGET))
+    # The clean pass, then four passes: each embeds one copy of the images, whose later
+    # blocks either repeat it per node (step 0 and step 1) or ignore it (they start mid-model).
+    assert seen["embed"] == [len(X)] * 5
+
+
 def _gated_timm_vit():
     import timm
 
