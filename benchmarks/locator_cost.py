@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--only-vit-ti", action="store_true", help="skip the depth and width sweeps")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 2 with --quick)")
     parser.add_argument("--reference-rounds", type=int, default=3,
-                        help="interleaved rounds of the reference against the locator for ViT-Ti/16 (the sweeps: 1)")  # fmt: skip
+                        help="interleaved rounds of the reference for ViT-Ti/16 (the sweeps: 1)")  # fmt: skip
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()

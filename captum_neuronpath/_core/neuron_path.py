@@ -91,7 +91,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         for the path that maximises it). Layer by layer, the JAS of
                         swapping each of the layer's channels in for the chosen one is
                         predicted from the current path's integrated gradients; for the
-                        examples whose best prediction beats their JAS, the
+                        examples whose best prediction is near their JAS or above it, the
                         ``refine_candidates`` best predictions are scored exactly in one
                         batched pass, and a swap is kept only when the JAS rises. A sweep
                         costs one pass per layer over ``refine_candidates`` copies of those
@@ -168,9 +168,10 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         At each layer, every channel's JAS after a swap is predicted from the current
         path's pass (its integrated gradients, with the swapped-in channel's own
         scaling left out; the current channel's prediction is the path's JAS). For the
-        examples whose best prediction beats their JAS, the ``num_candidates`` best
-        predictions are scored exactly in one pass over a batch of those examples, one
-        copy per candidate, and the best one is kept if the JAS rises. The winning
+        examples whose best prediction is above ``(1 - TRIAL_MARGIN)`` times their JAS,
+        the ``num_candidates`` best predictions are scored exactly in one pass over a
+        batch of those examples, one copy per candidate, and the best one is kept if the
+        JAS rises. The winning
         trial's gradients feed the next layer's predictions. Where the greedy steps
         carried tangents (see ``engine.GreedySearch``), the trial of layer ``l`` starts at
         the block of layer ``l`` from the current path's input of that block and its
