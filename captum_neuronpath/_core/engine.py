@@ -679,12 +679,7 @@ def _substituted_pass(
 
     forwards = plan.pass_forwards(n_nodes, batch_size, min(values)) if plan is not None else None
     if resume is not None:
-        forwards[plan.blocks] = plan.resume_blocks(resume)
-        start = plan.shared.start if plan.shared is not None else None
-        if resumed and start is not None and not any(m is start for m in plan.blocks.modules()):
-            # The blocks ignore what the model computes before them: one copy of the batch does.
-            start_forward = forwards.get(start, type(start).forward.__get__(start))
-            forwards[start] = lambda x, *args, **kwargs: start_forward(x[:batch_size], *args, **kwargs)
+        forwards.update(plan.resume_forwards(resume, batch_size, forwards))
     expanded_inputs = tuple(torch.cat([x] * n_nodes, dim=0) for x in prepared.inputs)
     with torch.enable_grad(), site_hooks(layers, {index: substitute(index) for index in values}, forwards):
         try:

@@ -112,6 +112,20 @@ class Plan:
             y = y[:, : self.readout_tokens]
         return parts.add(y, parts.contract(parts.act(parts.expand(y))))
 
+    def resume_forwards(self, resume, batch_size: int, forwards: Dict[Module, Callable]) -> Dict[Module, Callable]:
+        """The replacement forwards of a pass of a greedy search (``engine.Resume``), over those of ``forwards``.
+
+        :meth:`resume_blocks`; and where the pass starts mid-model, the work before the
+        blocks on one copy of the ``batch_size`` batch, since the blocks ignore it.
+        """
+        replaced = {self.blocks: self.resume_blocks(resume)}
+        start = self.shared.start if self.shared is not None else None
+        resumed = resume.start is not None and resume.block_input is not None
+        if resumed and start is not None and not any(m is start for m in self.blocks.modules()):
+            start_forward = _forward_of(start, forwards)
+            replaced[start] = lambda x, *args, **kwargs: start_forward(x[:batch_size], *args, **kwargs)
+        return replaced
+
     def resume_blocks(self, resume) -> Callable[[Tensor], Tensor]:
         """A forward of :attr:`blocks` for a pass of a greedy search (``engine.Resume``).
 
@@ -148,8 +162,7 @@ class Plan:
         shared = self.shared
         if shared is None or n_nodes == 1 or first_site != 0:
             return forwards
-        start_forward = forwards.get(shared.start, type(shared.start).forward.__get__(shared.start))
-        block_forward = forwards.get(shared.block, type(shared.block).forward.__get__(shared.block))
+        start_forward, block_forward = _forward_of(shared.start, forwards), _forward_of(shared.block, forwards)
 
         def start(x: Tensor, *args, **kwargs) -> Tensor:
             if x.shape[0] == n_nodes * batch_size and self._repeats(x, n_nodes, batch_size):
@@ -178,6 +191,11 @@ class Plan:
                 return False
             shared.verified = True
         return True
+
+
+def _forward_of(module: Module, forwards: Dict[Module, Callable]) -> Callable:
+    """``module``'s forward in a pass: its replacement in ``forwards``, else its class's."""
+    return forwards.get(module, type(module).forward.__get__(module))
 
 
 LayoutOf = Callable[[Module], Optional[Layout]]

@@ -33,14 +33,14 @@ def _vision_families() -> Iterator[VisionFamily]:
             yield from importlib.import_module(f"captum_neuronpath._models.{module}").FAMILIES
 
 
-def _vision(model: object, what: Optional[str] = None, families: str = _VISION):
+def _vision(model: object, what: Optional[str] = None):
     """``(family, network)`` of a vision model; else ``None``, or with ``what`` the error to pass it yourself."""
     for family in _vision_families():
         network = family.network(model)
         if network is not None:
             return family, network
     if what is not None:
-        raise _unsupported(model, what, families, _VIT)
+        raise _unsupported(model, what, _VISION, _VIT)
     return None
 
 
