@@ -531,11 +531,8 @@ def neuron_frequency(paths: Tensor, labels: Tensor, num_channels: int, num_class
         paths = paths.unsqueeze(-1)
     labels = labels.to(paths.device).long()
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    num_layers = paths.shape[1]
-    counts = torch.zeros(num_classes, num_layers, num_channels, device=paths.device)
-    hits = torch.zeros(len(paths), num_layers, num_channels, device=paths.device)
-    hits.scatter_(2, paths, 1.0)
-    counts.index_add_(0, labels, hits)
+    hits = torch.zeros(len(paths), paths.shape[1], num_channels, device=paths.device).scatter_(2, paths, 1.0)
+    counts = hits.new_zeros(num_classes, *hits.shape[1:]).index_add_(0, labels, hits)
     sizes = torch.bincount(labels, minlength=num_classes).clamp(min=1).to(counts.dtype)
     return counts / sizes.view(-1, 1, 1)
 

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 from torch.nn import Module
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, TensorDataset
 
 
@@ -256,12 +257,9 @@ def _is_token_id(value: object) -> bool:
 
 def _pad(pad_id: int, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor, Tensor]:
     """Collates ``(ids, target)`` items into ``(input_ids, targets, attention_mask)``, right-padded."""
-    length = max(len(ids) for ids, _ in items)
-    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    for row, (ids, _) in enumerate(items):
-        input_ids[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
+    sequences = [ids for ids, _ in items]
+    input_ids = pad_sequence(sequences, batch_first=True, padding_value=pad_id)
+    mask = pad_sequence([torch.ones_like(ids) for ids in sequences], batch_first=True)
     return input_ids, torch.stack([target for _, target in items]), mask
 
 

@@ -24,8 +24,10 @@ from captum_neuronpath._utils.sites import ModuleInput, module_of
 from captum_neuronpath._utils.tokens import TokenType, read_tokens
 from captum_neuronpath._utils.validation import check_baselines, check_int, check_top_k
 
-# attribute() keywords a Captum layer method shares with the path's JAS, passed where accepted.
-_SHARED = ("target", "additional_forward_args", "n_steps", "method", "internal_batch_size")
+# The quadrature and batch size of the path's JAS, in the order of SiteAttribution._prepare; a Captum
+# layer method gets them, and the target and additional arguments, where its attribute() accepts them.
+_QUADRATURE = ("n_steps", "method", "internal_batch_size")
+_SHARED = ("target", "additional_forward_args", *_QUADRATURE)
 
 
 class _PathBaseline(SiteAttribution, LayerAttribution):
@@ -70,18 +72,15 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
             torch.Size([2, 2, 768])
         """
         kwargs = {"n_steps": DEFAULT_N_STEPS, "method": DEFAULT_METHOD, "internal_batch_size": None, **method_kwargs}
-        prepared, _, _ = self._prepare_with(inputs, target, additional_forward_args, kwargs)
+        prepared, _, _ = self._prepare(inputs, target, additional_forward_args, *(kwargs[k] for k in _QUADRATURE))
         return stack_padded([self._channel_scores(prepared, i, kwargs).detach() for i in range(len(self.layers))])
-
-    def _prepare_with(self, inputs: Any, target: Any, additional_forward_args: Any, kwargs: Dict[str, Any]):
-        """``_prepare`` with the quadrature and batch size of ``kwargs`` (the Captum method's keywords too)."""
-        n_steps, method, internal_batch_size = (kwargs[k] for k in ("n_steps", "method", "internal_batch_size"))
-        return self._prepare(inputs, target, additional_forward_args, n_steps, method, internal_batch_size)
 
     def _locate(
         self, inputs: Any, target: TargetType, additional_forward_args: Any, top_k: int, method_kwargs: Dict[str, Any]
     ) -> NeuronPathResult:
-        prepared, rule, internal_batch_size = self._prepare_with(inputs, target, additional_forward_args, method_kwargs)
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, *(method_kwargs[k] for k in _QUADRATURE)
+        )
         top_k = check_top_k(top_k, prepared.num_channels)
         device = prepared.clean.activations[0].device
         scores = [self._channel_scores(prepared, index, method_kwargs) for index in range(len(self.layers))]
@@ -210,10 +209,9 @@ class LayerMethodPath(_PathBaseline):
         accepted = inspect.signature(captum_method.attribute).parameters
         if isinstance(self.layers[layer_index], ModuleInput):
             method_kwargs = dict(method_kwargs, attribute_to_layer_input=True)
-        shared = dict(target=prepared.target, additional_forward_args=prepared.additional_forward_args)
-        shared.update({k: v for k, v in method_kwargs.items() if k in _SHARED})
-        kwargs = {k: v for k, v in shared.items() if k in accepted}
-        kwargs.update({k: v for k, v in method_kwargs.items() if k not in _SHARED})
+        # target and additional_forward_args are attribute()'s own parameters, never in method_kwargs
+        shared = dict(method_kwargs, target=prepared.target, additional_forward_args=prepared.additional_forward_args)
+        kwargs = {k: v for k, v in shared.items() if k not in _SHARED or k in accepted}
         inputs = prepared.inputs if len(prepared.inputs) > 1 else prepared.inputs[0]
         attribution = captum_method.attribute(inputs, **kwargs)
         if isinstance(attribution, tuple):

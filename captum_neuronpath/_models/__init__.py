@@ -44,6 +44,14 @@ def _vision(model: object, what: Optional[str] = None):
     return None
 
 
+def _language(model: object, what: str):
+    """``(family, blocks)`` of a language model; else the error to pass ``what`` yourself."""
+    found = language.find_family(model)
+    if found is None:
+        raise _unsupported(model, what, f"{_VISION}; {language.SUPPORTED}")
+    return found
+
+
 def _unsupported(model: object, what: str, families: str, kind: str = "of a supported model family") -> TypeError:
     return TypeError(f"{type(model).__name__} is not {kind} ({families}); pass {what} yourself instead")
 
@@ -176,10 +184,7 @@ def mlp_layers(model: Module) -> List[Module]:
     """
     if _vision(model) is not None:
         return vit_mlp_layers(model)
-    found = language.find_family(model)
-    if found is None:
-        raise _unsupported(model, _LAYERS, f"{_VISION}; {language.SUPPORTED}")
-    return language.neuron_sites(*found)
+    return language.neuron_sites(*_language(model, _LAYERS))
 
 
 def readout_token(model: Module) -> Union[int, slice]:
@@ -216,10 +221,7 @@ def readout_token(model: Module) -> Union[int, slice]:
     """
     if _vision(model) is not None:
         return vit_readout_token(model)
-    found = language.find_family(model)
-    if found is None:
-        raise _unsupported(model, _TOKEN, f"{_VISION}; {language.SUPPORTED}")
-    return language.readout(found[0], model)
+    return language.readout(_language(model, _TOKEN)[0], model)
 
 
 _without_layout: Set[type] = set()  # types whose family has no layout: skipped at once
