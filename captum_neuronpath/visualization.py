@@ -451,9 +451,7 @@ def visualize_effects(
         ['removal', 'enhancement (path x2)']
     """
     methods = list(effects)
-    series: List[str] = []
-    for values in effects.values():
-        series += [name for name in values if name not in series]
+    series = list(dict.fromkeys(name for values in effects.values() for name in values))  # in order of appearance
     figure, axis = _figure(plt_fig_axis, use_pyplot, (1.7 * len(methods) + 2.5, 4.4))
     positions = np.arange(len(methods))
     width = 0.8 / max(len(series), 1)

@@ -227,21 +227,16 @@ def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:
 
 
 def settings_of(args: argparse.Namespace, device: torch.device) -> Dict[str, object]:
-    """What determines the records: compared with ``FILE.meta.json`` before resuming."""
-    return {
-        "model": args.model,
-        "checkpoint": None if args.checkpoint is None else str(args.checkpoint.resolve()),
-        "pretrained": args.pretrained,
-        "data": str(args.data.resolve()),
-        "transform": args.transform,
-        "layers": args.layers,
-        "token": args.token,
-        "n_steps": args.n_steps,
-        "method": args.method,
-        "top_k": args.top_k,
-        "target": args.target,
-        "layer_scores": args.layer_scores,
-        "precision": args.precision,
-        "batch_size": args.batch_size,  # fixes which inputs share a batch, hence the last bits of jas
-        "device": device.type,
-    }
+    """What determines the records: compared with ``FILE.meta.json`` before resuming. ``batch_size`` fixes
+    which inputs share a batch, hence the last bits of jas."""
+    settings = {key: getattr(args, key) for key in _SETTINGS}
+    settings.update(checkpoint=None if args.checkpoint is None else str(args.checkpoint.resolve()))
+    settings.update(data=str(args.data.resolve()), device=device.type)
+    return settings
+
+
+# In the order FILE.meta.json lists them; checkpoint and data are written as resolved paths, then the device.
+_SETTINGS = (
+    "model", "checkpoint", "pretrained", "data", "transform", "layers", "token", "n_steps", "method", "top_k",
+    "target", "layer_scores", "precision", "batch_size",
+)  # fmt: skip

@@ -3,6 +3,7 @@
 These do not change the records, so a resumed run may add or correct them (``--class-names``).
 """
 
+import functools
 import json
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -50,14 +51,12 @@ def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[i
     """Each layer's number of channels (the last axis of its value), from one forward pass on the first input."""
     widths: Dict[int, int] = {}
 
-    def recorder(position: int):
-        def record(value: Tensor) -> None:  # returns None: the value is left as it is
-            widths.setdefault(position, value.shape[-1])
-
-        return record
+    def record(position: int, value: Tensor) -> None:  # returns None: the value is left as it is
+        widths.setdefault(position, value.shape[-1])
 
     device = next(model.parameters()).device
-    with torch.no_grad(), site_hooks(layers, {position: recorder(position) for position in range(len(layers))}):
+    recorders = {position: functools.partial(record, position) for position in range(len(layers))}
+    with torch.no_grad(), site_hooks(layers, recorders):
         if inputs.text:
             input_ids, _, mask = inputs.collate([inputs.dataset[0]])
             model(input_ids.to(device), attention_mask=mask.to(device))

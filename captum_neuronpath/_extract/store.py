@@ -23,13 +23,8 @@ def library_versions() -> Dict[str, str]:
     import captum
     import timm
 
-    return {
-        "captum_neuronpath": captum_neuronpath.__version__,
-        "torch": torch.__version__,
-        "captum": captum.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-    }
+    versions = {module.__name__: module.__version__ for module in (captum_neuronpath, torch, captum, timm)}
+    return {**versions, "python": platform.python_version()}
 
 
 def meta_path(out: Path) -> Path:
