@@ -124,8 +124,9 @@ def load(file: Union[str, Path]) -> Paths:
         raise FileNotFoundError(f"paths file {file} does not exist or is not a file")
     meta_file = file.with_name(file.name + ".meta.json")
     meta = _read_meta(meta_file) if meta_file.exists() else {}
-    columns: Dict[str, list] = {key: [] for key in ("path", "jas", "label", "target", "prediction", "probability")}
-    indices, files, errors = [], [], {}
+    defaults = {"prediction": -1, "probability": float("nan")}  # where a record does not say
+    columns: Dict[str, list] = {key: [] for key in (*REQUIRED, *defaults)}
+    files, errors = [], {}
     with open(file, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.endswith(b"\n"):
@@ -136,23 +137,20 @@ def load(file: Union[str, Path]) -> Paths:
             if "error" in record:
                 errors[int(record["index"])] = str(record["error"])
                 continue
-            indices.append(record["index"])
             files.append(record.get("file"))
-            for key in REQUIRED[1:]:
-                columns[key].append(record[key])
-            columns["prediction"].append(record.get("prediction", -1))
-            columns["probability"].append(record.get("probability", float("nan")))
+            for key, values in columns.items():
+                values.append(record.get(key, defaults.get(key)))
     try:
         path_rows = torch.tensor(columns["path"], dtype=torch.long)
     except (ValueError, TypeError, RuntimeError) as error:
         raise ValueError(f"{file}: the paths must all have the same number of layers and neurons ({error})") from None
-    if not len(indices):
+    if not files:
         path_rows = torch.zeros(0, len(meta.get("layers") or []), dtype=torch.long)
     column = {key: torch.tensor(values, dtype=torch.float64 if key in ("jas", "probability") else torch.long)
               for key, values in columns.items() if key != "path"}  # fmt: skip
     return Paths(
         path_rows, column["jas"], column["label"], column["target"], column["prediction"], column["probability"],
-        torch.tensor(indices, dtype=torch.long), files, meta, errors,
+        column["index"], files, meta, errors,
     )  # fmt: skip
 
 

@@ -41,14 +41,13 @@ def class_frequency(paths: Paths) -> ClassFrequency:
     num_inputs, num_layers, k = path.shape
     width = max(paths.num_channels, int(path.max()) + 1 if path.numel() else 1)
     layer = torch.arange(num_layers).view(1, -1, 1).expand_as(path)
+    cells = num_layers * width  # the keys of one class, or of one input
     key = (rows_of_inputs.view(-1, 1, 1) * num_layers + layer) * width + path
-    if k > 1:  # an input counts a neuron once, as in neuron_frequency
-        input_key = torch.arange(num_inputs).view(-1, 1, 1) * (num_layers * width) + layer * width + path
-        input_key, first = torch.unique(input_key.flatten(), return_inverse=True)
-        keep = torch.zeros(len(input_key), dtype=torch.long).scatter_(0, first, torch.arange(first.numel()))
-        key = key.flatten()[keep]
+    if k > 1:  # an input counts a neuron once, as in neuron_frequency: each distinct (input, layer, channel)
+        input_key = torch.unique((torch.arange(num_inputs).view(-1, 1, 1) * num_layers + layer) * width + path)
+        key = rows_of_inputs[input_key // cells] * cells + input_key % cells
     unique, counts = torch.unique(key.flatten(), return_counts=True)
-    rows, rest = unique // (num_layers * width), unique % (num_layers * width)
+    rows, rest = unique // cells, unique % cells
     return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts)
 
 

@@ -1,5 +1,6 @@
 """Files that a killed run must never leave half written, and the cache of trained weights."""
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -10,16 +11,12 @@ from torch.nn import Module
 
 def fsync_directory(directory: Path) -> None:
     """Make the entries of ``directory`` (a rename, a new or deleted file) durable, where it can be synced."""
-    try:
+    with contextlib.suppress(OSError):
         descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

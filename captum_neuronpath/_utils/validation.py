@@ -189,13 +189,12 @@ def format_neuron_indices(
             f"(or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
         )
     indices = expand_per_example(indices, batch_size, name).to(device=device, dtype=torch.long)
-    if num_layers:
-        low = indices.amin(dim=(0, 2)).tolist()
-        high = indices.amax(dim=(0, 2)).tolist()
-        for layer, (lo, hi, size) in enumerate(zip(low, high, num_channels)):
-            if lo < 0 or hi >= size:
-                bad = lo if lo < 0 else hi
-                raise IndexError(f"{name} holds neuron {bad} for layer {layer}, which has channels 0..{size - 1}")
+    low = indices.amin(dim=(0, 2)).tolist()  # [] for no layers
+    high = indices.amax(dim=(0, 2)).tolist()
+    for layer, (lo, hi, size) in enumerate(zip(low, high, num_channels)):
+        if lo < 0 or hi >= size:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{name} holds neuron {bad} for layer {layer}, which has channels 0..{size - 1}")
     return indices
 
 
