@@ -45,8 +45,7 @@ def _style(index: int) -> Dict[str, Any]:
 
 
 def _as_rows(values: Any) -> Tensor:
-    values = torch.as_tensor(values).detach().cpu()
-    return values.unsqueeze(0) if values.dim() == 1 else values
+    return torch.atleast_2d(torch.as_tensor(values).detach().cpu())
 
 
 def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
@@ -320,11 +319,10 @@ def visualize_class_similarity(
     image = axis.imshow(values, cmap="viridis", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, label="cosine similarity")
     if size <= 20:
-        for row in range(size):
-            for column in range(size):
-                value = values[row, column]
-                axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                          color="black" if value > 0.6 else "white")  # fmt: skip
+        for row, column in np.ndindex(size, size):
+            value = values[row, column]
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                      color="black" if value > 0.6 else "white")  # fmt: skip
     axis.set_xticks(range(size), names, rotation=45, ha="right")
     axis.set_yticks(range(size), names)
     axis.set_title(title)

@@ -1,7 +1,8 @@
 """Interventions on path neurons, as in the paper's evaluation: remove, enhance, prune."""
 
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -113,15 +114,12 @@ def intervene(
             multipliers[(index, rows)] = factors.unsqueeze(1)
         return multipliers[(index, rows)].to(device=values.device, dtype=values.dtype)
 
-    def intervention(index: int) -> Callable[[Tensor], Tensor]:
-        def function(output: Tensor) -> Tensor:
-            positions = token_positions(token, output.shape, describe_layer(index, layers[index]))
-            values = read_tokens(output, positions)
-            return write_tokens(output, positions, values * multiplier(index, values))
+    def intervention(index: int, output: Tensor) -> Tensor:
+        positions = token_positions(token, output.shape, describe_layer(index, layers[index]))
+        values = read_tokens(output, positions)
+        return write_tokens(output, positions, values * multiplier(index, values))
 
-        return function
-
-    with site_hooks(layers, {index: intervention(index) for index in range(len(layers))}):
+    with site_hooks(layers, {index: partial(intervention, index) for index in range(len(layers))}):
         yield
 
 

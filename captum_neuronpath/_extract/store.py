@@ -254,10 +254,7 @@ def merge_records(out: Path) -> int:
 
 def count_records(out: Path) -> int:
     """The number of inputs finished in ``out`` and its shards."""
-    indices = set()
-    for path in (out, *shard_paths(out)):
-        indices.update(index for index, _ in read_records(path)[0])
-    return len(indices)
+    return len({index for path in (out, *shard_paths(out)) for index, _ in read_records(path)[0]})
 
 
 def append_records(path: Path, descriptor: int, records: List[Dict[str, object]]) -> None:

@@ -87,7 +87,6 @@ def analyze(
     per_class = []
     for row, label in enumerate(classes):
         mine = inputs_by_row[input_bounds[row] : input_bounds[row + 1]]
-        jas = paths.jas[mine]
         top: List[List[List[float]]] = [[] for _ in range(num_layers)]
         for entry in range(row_bounds[row], row_bounds[row + 1]):
             layer = sorted_layers[entry]
@@ -99,7 +98,7 @@ def analyze(
                 "name": names[label],
                 "inputs": len(mine),
                 "correct": int(correct[mine].sum()),
-                "jas": _distribution(jas),
+                "jas": _distribution(paths.jas[mine]),
                 "top_neurons": top,
                 "nearest": [[classes[j], round(float(similar[row, j]), 6)] for j in nearest_rows[row]],
             }

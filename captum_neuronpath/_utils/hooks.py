@@ -2,6 +2,7 @@
 observers on a model, and removes them on every exit, so a model leaves an attribution as it came in."""
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
@@ -45,9 +46,9 @@ def site_hooks(
         for index, function in functions.items():
             layer = layers[index]
             if isinstance(layer, ModuleInput):
-                handles.append(layer.module.register_forward_pre_hook(_input_hook(index, layer, function)))
+                handles.append(layer.module.register_forward_pre_hook(partial(_input_hook, index, layer, function)))
             else:
-                handles.append(layer.register_forward_hook(_output_hook(index, layer, function)))
+                handles.append(layer.register_forward_hook(partial(_output_hook, index, layer, function)))
         yield
     finally:
         for handle in handles:
@@ -59,20 +60,16 @@ def site_hooks(
                 module.forward = previous
 
 
-def _output_hook(index: int, layer: Module, function: SiteFunction) -> Callable:
-    def hook(module: Module, args: Any, output: Any) -> Optional[Tensor]:
-        if not isinstance(output, Tensor):
-            raise TypeError(f"{describe_layer(index, layer)} must output a single tensor, got {type(output).__name__}")
-        return function(output)
-
-    return hook
+def _output_hook(index: int, layer: Module, function: SiteFunction, module: Module, args: Any, output: Any):
+    """A forward hook, once ``partial`` binds the site: ``function`` of the module's output."""
+    if not isinstance(output, Tensor):
+        raise TypeError(f"{describe_layer(index, layer)} must output a single tensor, got {type(output).__name__}")
+    return function(output)
 
 
-def _input_hook(index: int, layer: Module, function: SiteFunction) -> Callable:
-    def hook(module: Module, args: Any) -> Optional[tuple]:
-        if not args or not isinstance(args[0], Tensor):
-            raise TypeError(f"{describe_layer(index, layer)} must receive a tensor as its first positional input")
-        replaced = function(args[0])
-        return None if replaced is None else (replaced,) + tuple(args[1:])
-
-    return hook
+def _input_hook(index: int, layer: Module, function: SiteFunction, module: Module, args: Any) -> Optional[tuple]:
+    """A forward pre-hook, once ``partial`` binds the site: ``function`` of the module's first input."""
+    if not args or not isinstance(args[0], Tensor):
+        raise TypeError(f"{describe_layer(index, layer)} must receive a tensor as its first positional input")
+    replaced = function(args[0])
+    return None if replaced is None else (replaced,) + tuple(args[1:])

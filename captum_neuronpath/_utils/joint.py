@@ -25,10 +25,8 @@ def set_sum(
     values: Union[Sequence[Tensor], Mapping[int, Tensor]], masks: Dict[int, Tensor], reference: Tensor
 ) -> Tensor:
     """``sum over (l, c) in the set of values[l][:, t, c]``, ``(B, T_sel)`` like ``reference`` (0 for no set)."""
-    total = reference.new_zeros(reference.shape[:2])
-    for layer, mask in masks.items():
-        total = total + (values[layer] * mask).sum(-1)
-    return total
+    zero = reference.new_zeros(reference.shape[:2])
+    return sum(((values[layer] * mask).sum(-1) for layer, mask in masks.items()), zero)
 
 
 def joint_attribution_score(activation_sum: Tensor, gradient_sum: Tensor) -> Tensor:
