@@ -392,8 +392,7 @@ def rank_agreement(first: Tensor, second: Tensor) -> RankAgreement:
     first, second = first.detach().double().cpu(), second.detach().double().cpu()
     valid = ~(first.isnan() | second.isnan())
     count = valid.sum(-1).double()
-    lowest = torch.tensor(float("-inf"), dtype=torch.float64)
-    first, second = first.where(valid, lowest), second.where(valid, lowest)
+    first, second = first.where(valid, float("-inf")), second.where(valid, float("-inf"))
     # Left-out entries rank below every valid one in both, shifting valid ranks alike.
     ranks = [_average_ranks(values) for values in (first, second)]
     centred = [(rank - (rank * valid).sum(-1, keepdim=True) / count.unsqueeze(-1)) * valid for rank in ranks]

@@ -20,8 +20,7 @@ def token_from_spec(spec: str) -> Union[int, slice]:
         return slice(None)
     try:
         if ":" in spec:
-            start, stop = (int(part) if part else None for part in spec.split(":", 1))
-            return slice(start, stop)
+            return slice(*(int(part) if part else None for part in spec.split(":", 1)))  # A:B, either may be empty
         return int(spec)
     except ValueError:
         raise ValueError(f"expected cls, an integer, A:B or all, got {spec!r}") from None

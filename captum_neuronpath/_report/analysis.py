@@ -70,7 +70,6 @@ def analyze(
     paths: Paths, frequency: ClassFrequency, similar: Tensor, top_neurons: int = 10, nearest: int = 10, shared: int = 50
 ) -> Dict[str, object]:
     """Every number of ``report.json`` from the records, their :func:`class_frequency` and its :func:`similarity`."""
-    num_layers = paths.num_layers
     names = paths.class_names
     classes = frequency.classes.tolist()
     correct = paths.predictions == paths.labels
@@ -87,7 +86,7 @@ def analyze(
     per_class = []
     for row, label in enumerate(classes):
         mine = inputs_by_row[input_bounds[row] : input_bounds[row + 1]]
-        top: List[List[List[float]]] = [[] for _ in range(num_layers)]
+        top: List[List[List[float]]] = [[] for _ in range(paths.num_layers)]
         for entry in range(row_bounds[row], row_bounds[row + 1]):
             layer = sorted_layers[entry]
             if len(top[layer]) < top_neurons:

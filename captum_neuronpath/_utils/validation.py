@@ -109,10 +109,8 @@ def format_target(target: Any, output: Tensor) -> Any:
             f"target={target!r} selects a column, but forward_func returns shape {tuple(output.shape)}; "
             "pass target=None for a forward that returns one score per example"
         )
-    indices: List[int] = []
-    if target is None or isinstance(target, tuple):
-        pass
-    elif isinstance(target, Tensor):
+    indices: List[int] = []  # the class indices to check; None and tuples are for _select_targets to check
+    if isinstance(target, Tensor):
         if target.dtype.is_floating_point or target.dtype == torch.bool:
             raise TypeError(f"target as a tensor must hold integer class indices, got dtype {target.dtype}")
         if target.numel() not in (1, batch_size) or target.dim() > 1:
@@ -133,7 +131,7 @@ def format_target(target: Any, output: Tensor) -> Any:
             indices = target
         elif not all(isinstance(t, tuple) for t in target):
             raise TypeError("target as a list must hold only ints or only tuples")
-    else:
+    elif target is not None and not isinstance(target, tuple):
         raise TypeError(f"target must be an int, a tuple, a tensor or a list, got {type(target).__name__}")
     for t in indices:
         if not -output.shape[1] <= t < output.shape[1]:
