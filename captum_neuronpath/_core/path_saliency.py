@@ -63,11 +63,7 @@ def path_activation(
     check_forward_func(forward_func)
     layers = check_layers(layers)
     token = check_token(token)
-
-    def activation_of_path(*args: Any) -> Tensor:
-        return _summed_activations(forward_func, layers, token, path, args)
-
-    return activation_of_path
+    return lambda *args: _summed_activations(forward_func, layers, token, path, args)
 
 
 def _summed_activations(

@@ -33,15 +33,6 @@ def attribute_at(obj: object, path: str) -> Optional[object]:
     return obj
 
 
-def blocks_of(owner: Module, *paths: str) -> Optional[List[Module]]:
-    """The blocks at the first dotted path of ``paths`` that ``owner`` has, or ``None``."""
-    for path in paths:
-        found = attribute_at(owner, path)
-        if isinstance(found, Module):
-            return list(found)
-    return None
-
-
 def instance_of(cls: type) -> Callable[[object], Optional[Module]]:
     """``VisionFamily.network`` of a family whose network is the model itself, an instance of ``cls``."""
     return lambda model: model if isinstance(model, cls) else None

@@ -2,17 +2,22 @@
 CLIP's vision tower. Imported only once transformers is.
 """
 
+from functools import partial
 from typing import Callable, List, Optional, Tuple, Union
 
 import transformers
 from torch.nn import Module
 
-from captum_neuronpath._models.family import VisionFamily, blocks_of
+from captum_neuronpath._models.family import VisionFamily, attribute_at
 from captum_neuronpath._utils.sites import ModuleInput
 
 
-def _blocks(network: Module) -> List[Module]:
-    return blocks_of(network, "layers", "encoder.layer", "encoder.layers")  # transformers >= 5, < 5, CLIP
+def _blocks(network: Module) -> Optional[List[Module]]:
+    for path in ("layers", "encoder.layer", "encoder.layers"):  # transformers >= 5, < 5, CLIP
+        found = attribute_at(network, path)
+        if isinstance(found, Module):
+            return list(found)
+    return None
 
 
 def _mlp_site(block: Module) -> Module:
@@ -31,23 +36,19 @@ def _attention_site(block: Module) -> Module:
     return attention.o_proj if hasattr(attention, "o_proj") else attention.output.dense
 
 
-def _network(*pairs: Tuple[str, Optional[str]]) -> Callable[[object], Optional[Module]]:
-    """Finds the network in models of the classes named (class name, attribute of the network or None)."""
-
-    def network(model: object) -> Optional[Module]:
-        for name, attribute in pairs:
-            cls = getattr(transformers, name, None)
-            if cls is not None and isinstance(model, cls):
-                # CLIPVisionModel holds its vision_model below transformers 5 and is it from 5 on
-                return getattr(model, attribute, model) if attribute else model
-        return None
-
-    return network
+def _network(pairs: List[Tuple[str, Optional[str]]], model: object) -> Optional[Module]:
+    """The network in a model of the classes named (class name, attribute of the network or None)."""
+    for name, attribute in pairs:
+        cls = getattr(transformers, name, None)
+        if cls is not None and isinstance(model, cls):
+            # CLIPVisionModel holds its vision_model below transformers 5 and is it from 5 on
+            return getattr(model, attribute, model) if attribute else model
+    return None
 
 
 def _family(pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
     return VisionFamily(
-        network=_network(*pairs),
+        network=partial(_network, pairs),
         mlp_sites=lambda network: [_mlp_site(block) for block in _blocks(network)],
         attention_sites=lambda network: [_attention_site(block) for block in _blocks(network)],
         readout=readout,
