@@ -26,6 +26,7 @@ run, on this machine:
     python benchmarks/locator_cost.py                       # ViT-Ti/16 at 224 px + depth and width sweeps
     python benchmarks/locator_cost.py --quick               # small images, for a smoke run
     python benchmarks/locator_cost.py --only-vit-ti --rounds 7
+    python benchmarks/locator_cost.py --token-sets 1,2,3,4   # per-token tangents against the kept graph
 """
 
 import argparse
@@ -187,6 +188,33 @@ def measure(name: str, model: nn.Module, image: Tensor, n_steps: int, rounds: in
     return row
 
 
+def measure_token_sets(model: nn.Module, image: Tensor, n_steps: int, rounds: int, sizes: List[int]) -> List[Dict]:
+    """Greedy search over token sets of ``sizes`` tokens, with per-token tangents and with the kept graph."""
+    model.eval()
+    target = int(model(image).argmax())
+    settings = {"paper preset": dict(n_steps=n_steps, method="riemann_left"), "default": {}}
+    rows = []
+    for size in sizes:
+        locator = cnp.NeuronPath(lambda x: model(x).softmax(-1), cnp.vit_mlp_layers(model), token=list(range(size)))
+        row: Dict = dict(tokens=size)
+        for name, quadrature in settings.items():
+
+            def search(tangents: bool, quadrature: Dict = quadrature) -> object:
+                limit = GreedySearch.tangent_max_tokens
+                GreedySearch.tangents, GreedySearch.tangent_max_tokens = tangents, size  # tangents beyond the limit
+                try:
+                    return locator.attribute(image, target=target, **quadrature)
+                finally:
+                    GreedySearch.tangents, GreedySearch.tangent_max_tokens = True, limit
+
+            carried, kept = search(True), search(False)
+            assert torch.equal(carried.path, kept.path), "per-token tangents changed the path"
+            times = interleaved({"tangents": lambda: search(True), "kept_graph": lambda: search(False)}, rounds)
+            row[name] = ratio(times, "kept_graph", "tangents")
+        rows.append(row)
+    return rows
+
+
 def vit(depth: int, width: int, img_size: int) -> nn.Module:
     torch.manual_seed(0)
     heads = max(1, width // 64)
@@ -202,6 +230,9 @@ def main() -> None:
                         help="interleaved rounds of the reference for ViT-Ti/16 (the sweeps: 1)")  # fmt: skip
     parser.add_argument("--n-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--token-sets", type=str, default=None, metavar="SIZES",
+                        help="only time ViT-Ti/16's greedy search over token sets of these sizes (e.g. 1,2,3,4) "
+                        "with per-token tangents against the kept graph")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,6 +243,14 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {machine}, {torch.get_num_threads()} threads, load average {load:.1f}, "
           f"n_steps={args.n_steps}, riemann_left, one image, medians of {rounds} interleaved rounds\n")  # fmt: skip
+    if args.token_sets:
+        sizes = [int(n) for n in args.token_sets.split(",")]
+        print("| tokens per example | tangent speed-up, paper preset | tangent speed-up, default |")
+        print("| --- | --- | --- |")
+        for r in measure_token_sets(vit(12, 192, size), image, args.n_steps, rounds, sizes):
+            print(f"| {r['tokens']} | {r['paper preset']:.2f}x | {r['default']:.2f}x |")
+        print(f"\nGreedySearch.tangent_max_tokens = {GreedySearch.tangent_max_tokens}")
+        return
     rows = [measure(f"ViT-Ti/16 @{size}", vit(12, 192, size), image, args.n_steps, rounds, args.reference_rounds)]
     if not args.only_vit_ti:
         for depth in (3, 6, 12, 24):

@@ -262,7 +262,9 @@ TANGENT_OPTIONS = {
     "paper": (0, dict(cnp.PAPER_QUADRATURE)),
     "top-2": (0, dict(top_k=2)),
     "per-example-token": (torch.tensor([0, 5]), {}),
-    "token-set": ([0, 2], {}),  # several tokens: the kept graph
+    "token-set": ([0, 2], {}),  # one tangent per token
+    "longer-token-set": ([0, 2, 3], {}),  # beyond tangent_max_tokens: the kept graph
+    "refined-token-set": ([0, 2], dict(refine_steps=1, refine_candidates=2)),
     "two-nodes-per-pass": (0, dict(internal_batch_size=4)),  # chunked nodes: no restart
     "refined": (0, dict(refine_steps=1, refine_candidates=2)),
 }
@@ -272,6 +274,7 @@ TANGENT_OPTIONS = {
 @pytest.mark.parametrize("model_name", list(TANGENT_MODELS))
 def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_name, option, monkeypatch):
     monkeypatch.setattr(GreedySearch, "tangent_min_layers", 1)  # these models are shallow
+    monkeypatch.setattr(GreedySearch, "tangent_max_tokens", 2)
     make, layers_of = TANGENT_MODELS[model_name]
     token, options = TANGENT_OPTIONS[option]
     model = make()
@@ -285,9 +288,11 @@ def test_greedy_steps_that_carry_tangents_give_the_generic_path_and_jas(model_na
     assert all("forward" not in m.__dict__ for m in model.modules())
 
 
+@pytest.mark.parametrize("token", [0, [0, 2], [0, 2, 3]], ids=["one-token", "token-set", "longer-token-set"])
 @pytest.mark.parametrize("family", ["timm", "torchvision"])
-def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monkeypatch):
+def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, token, monkeypatch):
     monkeypatch.setattr(GreedySearch, "tangent_min_layers", 3)
+    monkeypatch.setattr(GreedySearch, "tangent_max_tokens", 2)  # a token set carries one tangent per token
     model = _timm_vit() if family == "timm" else _torchvision_vit()
     halves = _block_halves(model, family)
     backward = {name: 0 for name in halves}
@@ -303,7 +308,7 @@ def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monk
         backward.update({name: 0 for name in backward})
         handles = [norm.register_forward_hook(count(name)) for name, norm in halves.items()]
         try:
-            cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model)).attribute(X, target=TARGET)
+            cnp.NeuronPath(softmax_forward(model), cnp.vit_mlp_layers(model), token=token).attribute(X, target=TARGET)
         finally:
             for handle in handles:
                 handle.remove()
@@ -312,6 +317,8 @@ def test_each_greedy_steps_backward_stops_at_the_block_that_changed(family, monk
     # Block 0's norms come before every substituted value. The passes start at block 0 (steps
     # 0 and 1), block 1's MLP input (step 2) and block 2's (the final JAS); each runs backward
     # through what it ran, with the earlier layers' gradients carried by the tangent.
-    assert run() == {"attention 0": 0, "mlp 0": 0, "attention 1": 2, "mlp 1": 3, "attention 2": 3, "mlp 2": 4}
+    carried = {"attention 0": 0, "mlp 0": 0, "attention 1": 2, "mlp 1": 3, "attention 2": 3, "mlp 2": 4}
+    kept = {"attention 0": 0, "mlp 0": 0, "attention 1": 4, "mlp 1": 4, "attention 2": 4, "mlp 2": 4}
+    assert run() == (kept if token == [0, 2, 3] else carried)  # beyond tangent_max_tokens: the kept graph
     monkeypatch.setattr(GreedySearch, "tangents", False)  # the kept graph: every pass reaches block 1 again
-    assert run() == {"attention 0": 0, "mlp 0": 0, "attention 1": 4, "mlp 1": 4, "attention 2": 4, "mlp 2": 4}
+    assert run() == kept

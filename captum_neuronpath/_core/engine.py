@@ -321,12 +321,13 @@ def joint_score_and_gradients(
 def advance_block_input(
     layers: Sequence[Module], prepared: Prepared, rule: Quadrature, path: Tensor, index: int, resume: "Resume"
 ) -> None:
-    """Move ``resume``'s block input and tangent from site ``index``'s block to site ``index + 1``'s.
+    """Move ``resume``'s block input and tangents from site ``index``'s block to site ``index + 1``'s.
 
     The blocks between run in forward mode without autograd, with ``path``'s (``(B, L, K)``)
-    neurons of site ``index`` substituted (tangent 1), as a tangent-carrying pass would run
-    them. Where site ``index + 1`` is its block's MLP activation, its block's attention runs
-    too and ``resume`` holds the MLP's input (``past_attention``).
+    neurons of site ``index`` substituted, as a tangent-carrying pass would run them: once
+    per token of the set, with tangent 1 at that token's neurons. Where site ``index + 1``
+    is its block's MLP activation, its block's attention runs too and ``resume`` holds the
+    MLP's input (``past_attention``).
     """
     plan, clean = prepared.clean.plan, prepared.clean
     alphas, _ = prepared.nodes(rule)
@@ -336,11 +337,13 @@ def advance_block_input(
         hidden = hidden.repeat(n_nodes, *[1] * (hidden.dim() - 1))
     mask = channel_masks(path[:, index : index + 1], clean.activations[index : index + 1])[0]
     value = _scaled_values(clean.activations[index], mask, alphas)
-    value_tangent = mask.to(value.dtype).repeat(n_nodes, 1, 1).expand_as(value)
     positions = repeat_positions(clean.positions[index], n_nodes)
     first, last = plan.site_blocks[index], plan.site_blocks[index + 1]
+    token = 0  # the token of the set whose tangent this run carries
 
     def substitute(output: Tensor) -> Tensor:
+        value_tangent = torch.zeros_like(value)
+        value_tangent[:, token] = mask[:, 0].to(value.dtype).repeat(n_nodes, 1)
         return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
 
     linears = {
@@ -354,24 +357,25 @@ def advance_block_input(
     # path of torch.nn.MultiheadAttention.
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    tangents = []
     try:
-        with (
-            torch.no_grad(),
-            forward_ad.dual_level(),
-            sdpa_kernel([SDPBackend.MATH]),
-            site_hooks(layers, {index: substitute}, linears),
-        ):
-            hidden = forward_ad.make_dual(hidden, tangent) if tangent is not None else hidden
-            if resume.past_attention:
-                hidden, first = plan.finish_block(first, hidden), first + 1
-            for block in list(plan.blocks)[first:last]:
-                hidden = block(hidden)
-            resume.past_attention = last in plan.mlp_starts
-            if resume.past_attention:
-                hidden = plan.mlp_starts[last].attend(hidden)
-            resume.block_input, resume.tangent = forward_ad.unpack_dual(hidden)
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), site_hooks(layers, {index: substitute}, linears):
+            for token in range(value.shape[1]):  # one forward-mode run per token of the set
+                with forward_ad.dual_level():
+                    dual = hidden if tangent is None else forward_ad.make_dual(hidden, tangent[:, token])
+                    start = first
+                    if resume.past_attention:
+                        dual, start = plan.finish_block(first, dual), first + 1
+                    for block in list(plan.blocks)[start:last]:
+                        dual = block(dual)
+                    if last in plan.mlp_starts:
+                        dual = plan.mlp_starts[last].attend(dual)
+                    block_input, block_tangent = forward_ad.unpack_dual(dual)
+                    tangents.append(torch.zeros_like(block_input) if block_tangent is None else block_tangent)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
+    resume.past_attention = last in plan.mlp_starts
+    resume.block_input, resume.tangent = block_input, torch.stack(tangents, dim=1)
 
 
 class _LinearWithTangent(torch.autograd.Function):
@@ -423,7 +427,7 @@ class Resume:
     carry: bool = False  # tangents carry the earlier layers' gradients (else: the kept autograd graph)
     values: Dict[int, Tensor] = field(default_factory=dict)  # kept graph: site -> the leaf substituted there
     block_input: Optional[Tensor] = None  # kept graph: with its autograd graph; carry: detached
-    tangent: Optional[Tensor] = None  # carry: block_input's tangent (None: zero)
+    tangent: Optional[Tensor] = None  # carry: block_input's tangents, one per token, (rows, T_sel, ...) (None: zero)
     past_attention: bool = False  # carry: block_input is the MLP input of its block (``Plan.mlp_starts``)
 
 
@@ -438,15 +442,16 @@ class GreedySearch:
     input that the previous pass recorded; the blocks before it run once for the whole
     search. The gradients of the path's earlier layers reach it in one of two ways:
 
-    - *Tangents* (one token per example, from :attr:`tangent_min_layers` path layers on):
+    - *Tangents* (up to :attr:`tangent_max_tokens` tokens per example, from
+      :attr:`tangent_min_layers` path layers on): per token of the set,
       ``sum_{l < t-1} dF/dw[l][p_l] = <dF/dh, tau>``
       with ``tau`` the forward-mode tangent of ``h`` when each earlier path neuron's
-      substituted value has tangent 1. Before step ``t`` the block between the previous
-      step's ``h`` and this one runs in forward mode (:func:`advance_block_input`), which
-      carries ``h`` and ``tau`` one block on, so each pass runs backward to ``h`` only and
-      no graph of earlier blocks is kept.
-    - *The kept graph* (token sets, shorter paths): each pass backpropagates through the previous pass's
-      autograd graph of the earlier blocks, down to their substituted values.
+      substituted value at that token has tangent 1. Before step ``t`` the block between
+      the previous step's ``h`` and this one runs in forward mode once per token
+      (:func:`advance_block_input`), which carries ``h`` and the tangents one block on, so
+      each pass runs backward to ``h`` only and no graph of earlier blocks is kept.
+    - *The kept graph* (larger token sets, shorter paths): each pass backpropagates through
+      the previous pass's autograd graph of the earlier blocks, down to their substituted values.
 
     The numbers are those of independent passes. The steps come in order.
     """
@@ -456,6 +461,9 @@ class GreedySearch:
     #: block, about what a few backward passes through it cost, while the kept graph costs a
     #: block one backward pass per later step (measured on the performance page).
     tangent_min_layers = 9
+    #: Tokens per example up to which the tangents pay: each token of the set carries its own
+    #: tangent, one forward-mode run per block each (measured on the performance page).
+    tangent_max_tokens = 2
 
     def __init__(self, forward_func: Callable, layers: Sequence[Module], prepared: Prepared, rule: Quadrature,
                  internal_batch_size: Optional[int]) -> None:  # fmt: skip
@@ -506,9 +514,10 @@ def carries_tangents(
     With ``rule``, also whether ``internal_batch_size`` lets a pass run all nodes at once.
     """
     plan = prepared.clean.plan
-    single = all(p is None or isinstance(p, Tensor) or len(p) == 1 for p in prepared.clean.positions)
+    tokens = max(1 if p is None or isinstance(p, Tensor) else len(p) for p in prepared.clean.positions)
     whole = rule is None or internal_batch_size is None or internal_batch_size // prepared.batch_size >= rule.n_steps
-    return GreedySearch.tangents and single and whole and plan is not None and plan.blocks is not None
+    few = tokens <= GreedySearch.tangent_max_tokens
+    return GreedySearch.tangents and few and whole and plan is not None and plan.blocks is not None
 
 
 def select_examples(prepared: Prepared, index: Tensor) -> Prepared:
@@ -706,8 +715,9 @@ def _substituted_pass(
     carried = None
     if start_input is not None:  # <dF/dh, tau> per row, summed over the nodes like the gradients
         grad_h = grads[-1] if grads[-1] is not None else torch.zeros_like(start_input)
-        dot = (grad_h.to(prepared.dtype) * resume.tangent.to(prepared.dtype)).flatten(1).sum(1)
-        carried = (dot.view(n_nodes, batch_size, 1) * weights.view(-1, 1, 1)).sum(0)
+        tangent = resume.tangent.to(prepared.dtype)  # (rows, T_sel, ...): one tangent per token
+        dot = (grad_h.to(prepared.dtype).unsqueeze(1) * tangent).flatten(2).sum(2)
+        carried = (dot.view(n_nodes, batch_size, -1) * weights.view(-1, 1, 1)).sum(0)
     return {
         index: None if grad is None else (grad.view(n_nodes, batch_size, *grad.shape[1:]) * weights).sum(0)
         for index, grad in zip(values, grads)
