@@ -339,11 +339,14 @@ def advance_block_input(
     value = _scaled_values(clean.activations[index], mask, alphas)
     positions = repeat_positions(clean.positions[index], n_nodes)
     first, last = plan.site_blocks[index], plan.site_blocks[index + 1]
+    blocks = list(plan.blocks)[first + 1 if resume.past_attention else first : last]
+    ends_past_attention = last in plan.mlp_starts
+    unit = mask[:, 0].to(value.dtype).repeat(n_nodes, 1)  # tangent 1 at the path's channels
     token = 0  # the token of the set whose tangent this run carries
 
     def substitute(output: Tensor) -> Tensor:
         value_tangent = torch.zeros_like(value)
-        value_tangent[:, token] = mask[:, 0].to(value.dtype).repeat(n_nodes, 1)
+        value_tangent[:, token] = unit
         return write_tokens(output, positions, forward_ad.make_dual(value, value_tangent))
 
     linears = {
@@ -363,18 +366,17 @@ def advance_block_input(
             for token in range(value.shape[1]):  # one forward-mode run per token of the set
                 with forward_ad.dual_level():
                     dual = hidden if tangent is None else forward_ad.make_dual(hidden, tangent[:, token])
-                    start = first
                     if resume.past_attention:
-                        dual, start = plan.finish_block(first, dual), first + 1
-                    for block in list(plan.blocks)[start:last]:
+                        dual = plan.finish_block(first, dual)
+                    for block in blocks:
                         dual = block(dual)
-                    if last in plan.mlp_starts:
+                    if ends_past_attention:
                         dual = plan.mlp_starts[last].attend(dual)
                     block_input, block_tangent = forward_ad.unpack_dual(dual)
                     tangents.append(torch.zeros_like(block_input) if block_tangent is None else block_tangent)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
-    resume.past_attention = last in plan.mlp_starts
+    resume.past_attention = ends_past_attention
     resume.block_input, resume.tangent = block_input, torch.stack(tangents, dim=1)
 
 
