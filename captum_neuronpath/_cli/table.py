@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> None:
     from captum_neuronpath import digits
     from captum_neuronpath._cli.loading import load_model, load_safetensors_data
 
-    if args.checkpoint is not None and args.pretrained:
-        raise CommandLineError("pass --checkpoint or --pretrained, not both")
     if args.model is None and (args.checkpoint is not None or args.pretrained):
         raise CommandLineError("--checkpoint and --pretrained need --model")
     try:

@@ -15,7 +15,7 @@ from torch.nn import Module
 from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
-from captum_neuronpath._extract.description import describe_paths, record_description
+from captum_neuronpath._extract.description import describe_paths
 from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
@@ -58,8 +58,7 @@ def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     lock.acquire()
     description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model)}
-    prepare_output(args.out, job.settings, fingerprints, args.overwrite, args.allow_version_change)
-    record_description(args.out, description)
+    prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)
     if not read_records(args.out)[0]:
         return
     inputs = job.inputs
@@ -124,8 +123,6 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     """Load the model and the inputs; check that the model takes the inputs and knows their labels."""
-    if args.checkpoint is not None and args.pretrained:
-        raise ValueError("pass --checkpoint or --pretrained, not both")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a model with random weights is the same in every process and every resume
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
@@ -168,9 +165,8 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
         longest = max(range(len(lengths)), key=lengths.__getitem__)
         input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
         batch, keywords = input_ids.to(device), {"attention_mask": mask.to(device)}
-        what = (
-            f"the token sequences of --data {args.data} (the longest, input {longest}, has {lengths[longest]} tokens)"
-        )
+        what = f"the token sequences of --data {args.data} (the longest, input {longest}, {lengths[longest]} tokens)"
+        returns = "be a causal language model returning logits (batch, positions, vocabulary) for token sequences"
     else:
         image = None if inputs.text else _first_readable(inputs)
         if image is None:
@@ -178,6 +174,7 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
             raise ValueError(f"--data {args.data} holds no inputs{unreadable}")
         batch, keywords = image[None].to(device), {}
         what = f"the inputs of --data {args.data} (the first has shape {tuple(batch.shape)})"
+        returns = "return class scores (batch, classes)"
     try:
         with torch.no_grad():
             output = model(batch, **keywords)
@@ -188,12 +185,7 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
     scores = getattr(output, "logits", None) if inputs.text else output
     if not isinstance(scores, Tensor) or scores.dim() != (3 if inputs.text else 2):
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(output).__name__
-        if not inputs.text:
-            raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
-        raise ValueError(
-            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
-            f"vocabulary) for token sequences, got {shape}"
-        )
+        raise ValueError(f"--model {args.model} must {returns}, got {shape}")
     classes = scores.shape[-1]
     for index, (ids, _) in enumerate(inputs.dataset if inputs.text else ()):
         if int(ids.max()) >= classes:

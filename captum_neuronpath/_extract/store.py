@@ -3,6 +3,7 @@ after every batch; a last line without its newline is a write cut short, not a r
 ``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
+import importlib
 import json
 import os
 import platform
@@ -12,18 +13,15 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-import torch
-
-import captum_neuronpath
 from captum_neuronpath._utils.files import write_atomically
+
+# The libraries whose versions a resume compares (python's is recorded, not compared).
+COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
 
 
 def library_versions() -> Dict[str, str]:
     """The versions that produced the records, for ``FILE.meta.json``."""
-    import captum
-    import timm
-
-    versions = {module.__name__: module.__version__ for module in (captum_neuronpath, torch, captum, timm)}
+    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
     return {**versions, "python": platform.python_version()}
 
 
@@ -45,22 +43,21 @@ def shard_paths(out: Path) -> List[Path]:
     return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
 
 
-# The libraries whose versions a resume compares (python's is recorded, not compared).
-COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
-
-
 def prepare_output(
     out: Path,
     settings: Dict[str, object],
     fingerprints: Dict[str, str],
+    description: Dict[str, object],
     overwrite: bool = False,
     allow_version_change: bool = False,
 ) -> None:
     """Start ``out`` afresh (also when it holds no record yet) or check that it continues a run of the same
-    settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``)."""
+    settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``);
+    then write ``description`` (see :mod:`.description`) into ``FILE.meta.json``."""
     meta, shards = meta_path(out), shard_paths(out)
     existing = [path for path in (out, meta, *shards) if path.exists()]
     has_records = any(b"\n" in path.read_bytes() for path in (out, *shards) if path.exists())
+    versions = library_versions()
     if overwrite or (meta.exists() and not has_records):
         for path in existing:
             path.unlink()
@@ -80,7 +77,6 @@ def prepare_output(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
                 "or choose another --out"
             )
-        versions = library_versions()
         changed = _changes("", recorded.get("versions", {}), versions, COMPARED_VERSIONS)
         if changed and not allow_version_change:
             raise ValueError(
@@ -90,7 +86,6 @@ def prepare_output(
         if changed:
             recorded["earlier_versions"] = [*recorded.get("earlier_versions", []), recorded.get("versions")]
             recorded["versions"] = versions
-            write_meta(out, recorded)
     elif existing:
         raise ValueError(
             f"{out} exists but {meta.name} does not, so its settings are unknown; "
@@ -98,8 +93,9 @@ def prepare_output(
         )
     if not meta.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {"settings": settings, "fingerprints": fingerprints, "versions": library_versions(), "runs": []}
-        write_meta(out, {"command": "neuronpath extract", **fresh})
+        fresh = {"settings": settings, "fingerprints": fingerprints, "versions": versions, "runs": []}
+        recorded = {"command": "neuronpath extract", **fresh}
+    write_meta(out, {**recorded, **description})
     merge_records(out)
 
 
