@@ -1,6 +1,7 @@
 """The ``neuronpath extract`` job: set up, explain every input, merge; resumable (docs/command_line.md)."""
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -61,17 +62,16 @@ def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
     prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)
     if not read_records(args.out)[0]:
         return
-    inputs = job.inputs
+    num_inputs = len(job.inputs)
     kept, changed, tried_again = drop_changed_records(
-        args.out, lambda index: input_identity(inputs, index), len(inputs), job.settings["batch_size"],
+        args.out, functools.partial(input_identity, job.inputs), num_inputs, job.settings["batch_size"],
         args.skip_unreadable,
     )  # fmt: skip
-    again = len(inputs) - kept
     print(
-        f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
+        f"{args.out}: resuming with {kept} of {num_inputs} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")
         + (f"; {tried_again} unreadable before, tried again" if tried_again else "")
-        + f"; {again} to compute", file=sys.stderr, flush=True,
+        + f"; {num_inputs - kept} to compute", file=sys.stderr, flush=True,
     )  # fmt: skip
 
 
@@ -83,9 +83,9 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
     try:
         explain_all(job, records_file, done, rank, world_size)
     except KeyboardInterrupt as interrupt:
-        finished = count_records(args.out)
         raise Interrupted(
-            f"interrupted after {finished} of {len(job.inputs)} inputs; run the same command again to resume",
+            f"interrupted after {count_records(args.out)} of {len(job.inputs)} inputs; run the same command again "
+            "to resume",
             getattr(interrupt, "signum", signal.SIGINT),
         ) from None
     except UnreadableImage as error:  # a ValueError too: first
