@@ -1,6 +1,7 @@
 """The ``neuronpath extract`` job: set up, explain every input, merge; resumable (docs/command_line.md)."""
 
 import argparse
+import contextlib
 import functools
 import json
 import signal
@@ -22,10 +23,10 @@ from captum_neuronpath._extract.explain import Job, explain_all, image_probabili
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
 from captum_neuronpath._extract.store import (
-    OutputLock,
     count_records,
     drop_changed_records,
     merge_records,
+    output_lock,
     prepare_output,
     read_records,
     record_run,
@@ -38,25 +39,21 @@ def run(args: argparse.Namespace) -> None:
     """The ``extract`` command: a mistake raises :class:`CommandLineError` before anything is written, a
     failure during the run :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`."""
     device = resolve_device(args.device)
-    with process_group(device) as (rank, world_size):
+    with process_group(device) as (rank, world_size), contextlib.ExitStack() as held:
         try:
             job = setup(args, device, rank)
         except (ValueError, TypeError, OSError) as error:
             raise CommandLineError(str(error)) from error
-        lock = OutputLock(args.out)
         try:
-            try:
-                on_rank_zero(rank, world_size, lambda: _take_output(lock, args, job))
-            except (ValueError, TypeError) as error:
-                raise CommandLineError(str(error)) from error
-            _explain_and_merge(args, job, device, rank, world_size)
-        finally:
-            lock.release()
+            on_rank_zero(rank, world_size, lambda: _take_output(held, args, job))
+        except (ValueError, TypeError) as error:
+            raise CommandLineError(str(error)) from error
+        _explain_and_merge(args, job, device, rank, world_size)
 
 
-def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
-    """Rank 0: lock ``--out``, then start it afresh or check that it continues this run."""
-    lock.acquire()
+def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job) -> None:
+    """Rank 0: lock ``--out`` while ``held`` lasts, then start it afresh or check that it continues this run."""
+    held.enter_context(output_lock(args.out))
     description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model)}
     prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)

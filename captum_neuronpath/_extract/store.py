@@ -10,8 +10,9 @@ import platform
 import re
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 from captum_neuronpath._utils.files import write_atomically
 
@@ -161,56 +162,47 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
     write_meta(out, recorded)
 
 
-class OutputLock:
-    """An exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder.
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Meanwhile, an exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder; a
+    :class:`ValueError` names the process that holds it.
 
     ``lockf``, unlike ``flock``, is not held by forked data loader workers, which may outlive a
     killed command by a moment. The file is removed on release while still locked, so a taker
     checks that the file it locked is still the one at the path.
     """
+    import fcntl
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.path = out.with_name(out.name + ".lock")
-        self.handle = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise :class:`ValueError` naming the process that holds it."""
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            handle = open(self.path, "a+")
-            try:
-                fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown process"
-                handle.close()
-                raise ValueError(
-                    f"--out {self.out} is being written by another neuronpath extract "
-                    f"({holder}; lock file {self.path}); wait for it to end or choose another --out"
-                ) from None
-            try:
-                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:  # its holder removed it between our open and our lock
-                same = False
-            if same:
-                break
+    path = out.with_name(out.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
             handle.close()
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {started}\n")
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        """Remove the lock file and let the lock go."""
-        if self.handle is not None:
-            self.path.unlink(missing_ok=True)
-            self.handle.close()
-            self.handle = None
+            raise ValueError(
+                f"--out {out} is being written by another neuronpath extract ({holder}; lock file {path}); wait "
+                "for it to end or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its holder removed it between our open and our lock
+            same = False
+        if same:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 def read_records(path: Path) -> Tuple[List[Tuple[int, str]], int]:
