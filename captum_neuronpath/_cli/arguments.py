@@ -66,8 +66,8 @@ def captum_methods(text: str) -> List[Type[LayerAttribution]]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def paper_experiment_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """The options of the paper's experiments (``demo``, ``table``): quadrature, batch, bootstrap, seed."""
+def paper_experiment_arguments(parser: argparse.ArgumentParser, batch_size: int, captum_note: str = "") -> None:
+    """The options of the paper's experiments (``demo``, ``table``): quadrature, batch, bootstrap, seed, Captum rows."""
     parser.add_argument("--n-steps", type=positive_int, default=PAPER_QUADRATURE["n_steps"], help="quadrature nodes")
     parser.add_argument(
         "--method", default=PAPER_QUADRATURE["method"], choices=SUPPORTED_METHODS, metavar="M",
@@ -76,3 +76,6 @@ def paper_experiment_arguments(parser: argparse.ArgumentParser, batch_size: int)
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per attribution call")
     parser.add_argument("--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples per interval")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the random null and the bootstrap")
+    parser.add_argument("--captum-methods", type=captum_methods, default=[], metavar="NAMES", help="further rows: "
+                        "Captum layer methods, comma-separated (e.g. LayerIntegratedGradients,LayerConductance)"
+                        + captum_note)  # fmt: skip

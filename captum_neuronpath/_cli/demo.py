@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from captum_neuronpath._cli.arguments import captum_methods, paper_experiment_arguments, positive_int, subcommand
+from captum_neuronpath._cli.arguments import paper_experiment_arguments, positive_int, subcommand
 from captum_neuronpath._cli.errors import CommandLineError
 
 
@@ -18,10 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs of the digits ViT")
     parser.add_argument("--max-examples", type=positive_int, default=None, help="use only the first N test images")
-    paper_experiment_arguments(parser, batch_size=64)
-    parser.add_argument("--captum-methods", type=captum_methods, default=[], metavar="NAMES",
-                        help="further rows: Captum layer methods, comma-separated (e.g. "
-                        "LayerIntegratedGradients,LayerConductance), compared with the greedy scores too")  # fmt: skip
+    paper_experiment_arguments(parser, batch_size=64, captum_note=", compared with the greedy scores too")
     parser.set_defaults(handler=run)
     return parser
 

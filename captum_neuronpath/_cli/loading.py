@@ -48,7 +48,9 @@ def load_callable(spec: str, what: str) -> Callable:
 
 def load_model(spec: str, checkpoint: Optional[Path] = None, pretrained: bool = False) -> Module:
     """A model from ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``, with ``checkpoint``
-    (see :func:`load_state_dict`) or timm's or torchvision's ``pretrained`` weights, in eval mode."""
+    (see :func:`load_state_dict`) or (not both) timm's or torchvision's ``pretrained`` weights, in eval mode."""
+    if checkpoint is not None and pretrained:
+        raise ValueError("pass --checkpoint or --pretrained, not both")
     family, sep, name = spec.partition(":")
     if not sep or not name:
         raise ValueError(f"model must be timm:NAME, torchvision:NAME or package.module:callable, got {spec!r}")
@@ -107,32 +109,31 @@ def _unknown_model(spec: str, name: str, known: List[str], library: str) -> None
 
 def load_state_dict(path: Path) -> dict:
     """The state dict in ``path``: safetensors, or a torch file loaded with ``weights_only=True``."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    torch_load = functools.partial(torch.load, map_location="cpu", weights_only=True)
+    state = _read(load_file if path.suffix == ".safetensors" else torch_load, path, f"checkpoint {path} cannot be read")
+    return state.get("state_dict", state) if isinstance(state, dict) else state
 
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+
+def _read(read: Callable[[Path], object], path: Path, problem: str) -> object:
+    """``read(path)``; an error of the file's format (each has its own) is a ValueError ``problem: cause``."""
+    try:
+        return read(path)
     except OSError:
         raise
-    except Exception as error:  # each format has errors of its own; say which file, keep the cause
-        raise ValueError(f"checkpoint {path} cannot be read: {type(error).__name__}: {error}") from error
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    except Exception as error:
+        raise ValueError(f"{problem}: {type(error).__name__}: {error}") from error
 
 
 def load_safetensors_data(path: Path) -> Tuple[Tensor, Tensor]:
     """``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)`` from a safetensors file."""
     from safetensors.torch import load_file
 
-    try:
-        tensors = load_file(Path(path))
-    except OSError:
-        raise
-    except Exception as error:  # safetensors' own error for a malformed file
-        raise ValueError(f"data file {path} is not a readable safetensors file: {error}") from error
+    tensors = _read(load_file, Path(path), f"data file {path} is not a readable safetensors file")
     missing = {"images", "labels"} - set(tensors)
     if missing:
         raise ValueError(f"data file {path} must hold 'images' and 'labels'; it lacks {sorted(missing)}")
@@ -218,36 +219,29 @@ def _tensor_bytes(tensors: Sequence[Tensor], index: int) -> bytes:
 def load_text_data(path: Path) -> Tuple[List[Tensor], Tensor]:
     """The sequences and targets of a JSON Lines file of ``{"input_ids": [int, ...], "target": int}``."""
     sequences, targets = [], []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            where = f"data file {path} line {number}"
-            try:
-                record = json.loads(raw)
-            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-                raise ValueError(f"{where} is not JSON: {error}") from error
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f'{where} must be an object {{"input_ids": [...], "target": ...}}, got {type(record).__name__}'
-                )
-            missing = [key for key in ("input_ids", "target") if key not in record]
-            if missing:
-                raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
-            ids, target = record["input_ids"], record["target"]
-            if not isinstance(ids, list) or not ids:
-                raise ValueError(
-                    f"{where}: input_ids must be a non-empty list of token ids, got {json.dumps(ids)[:60]}"
-                )
-            bad = [value for value in ids if not _is_token_id(value)]
-            if bad:
-                raise ValueError(f"{where}: input_ids must hold non-negative integers, got {json.dumps(bad[0])[:60]}")
-            if not _is_token_id(target):
-                raise ValueError(
-                    f"{where}: target must be a non-negative integer token id, got {json.dumps(target)[:60]}"
-                )
-            sequences.append(torch.tensor(ids, dtype=torch.long))
-            targets.append(target)
+    for number, raw in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        where = f"data file {path} line {number}"
+        try:
+            record = json.loads(raw)
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+            raise ValueError(f"{where} is not JSON: {error}") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{where} must be an object with input_ids and target, got {type(record).__name__}")
+        missing = [key for key in ("input_ids", "target") if key not in record]
+        if missing:
+            raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}")
+        ids, target = record["input_ids"], record["target"]
+        if not isinstance(ids, list) or not ids:
+            raise ValueError(f"{where}: input_ids must be a non-empty list of token ids, got {json.dumps(ids)[:60]}")
+        bad = [value for value in ids if not _is_token_id(value)]
+        if bad:
+            raise ValueError(f"{where}: input_ids must hold non-negative integers, got {json.dumps(bad[0])[:60]}")
+        if not _is_token_id(target):
+            raise ValueError(f"{where}: target must be a non-negative integer token id, got {json.dumps(target)[:60]}")
+        sequences.append(torch.tensor(ids, dtype=torch.long))
+        targets.append(target)
     return sequences, torch.tensor(targets, dtype=torch.long)
 
 

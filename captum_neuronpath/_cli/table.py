@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from captum_neuronpath._cli.arguments import captum_methods, paper_experiment_arguments, positive_int, subcommand
+from captum_neuronpath._cli.arguments import paper_experiment_arguments, positive_int, subcommand
 from captum_neuronpath._cli.errors import CommandLineError
 from captum_neuronpath.experiments import METHODS, paper_table
 
@@ -37,8 +37,6 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-examples", type=positive_int, help="use only the first N images")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="NAME",
                         help=f"rows of the table, among {', '.join(METHODS)}")  # fmt: skip
-    parser.add_argument("--captum-methods", type=captum_methods, default=[], metavar="NAMES",
-                        help="further rows: Captum layer methods, comma-separated, e.g. LayerConductance")  # fmt: skip
     paper_experiment_arguments(parser, batch_size=32)
     parser.add_argument("--out", type=Path, metavar="FILE", help="also write the table and every path as JSON")
     parser.set_defaults(handler=run)
@@ -49,8 +47,6 @@ def run(args: argparse.Namespace) -> None:
     from captum_neuronpath import digits
     from captum_neuronpath._cli.loading import load_model, load_safetensors_data
 
-    if args.checkpoint is not None and args.pretrained:
-        raise CommandLineError("pass --checkpoint or --pretrained, not both")
     if args.model is None and (args.checkpoint is not None or args.pretrained):
         raise CommandLineError("--checkpoint and --pretrained need --model")
     try:

@@ -1,6 +1,8 @@
 """The ``neuronpath extract`` job: set up, explain every input, merge; resumable (docs/command_line.md)."""
 
 import argparse
+import contextlib
+import functools
 import json
 import signal
 import sys
@@ -15,16 +17,16 @@ from torch.nn import Module
 from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
-from captum_neuronpath._extract.description import describe_paths, record_description
+from captum_neuronpath._extract.description import describe_paths
 from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
 from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
 from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
 from captum_neuronpath._extract.store import (
-    OutputLock,
     count_records,
     drop_changed_records,
     merge_records,
+    output_lock,
     prepare_output,
     read_records,
     record_run,
@@ -37,42 +39,36 @@ def run(args: argparse.Namespace) -> None:
     """The ``extract`` command: a mistake raises :class:`CommandLineError` before anything is written, a
     failure during the run :class:`RunFailure` or ``OSError``, a stop signal :class:`Interrupted`."""
     device = resolve_device(args.device)
-    with process_group(device) as (rank, world_size):
+    with process_group(device) as (rank, world_size), contextlib.ExitStack() as held:
         try:
             job = setup(args, device, rank)
         except (ValueError, TypeError, OSError) as error:
             raise CommandLineError(str(error)) from error
-        lock = OutputLock(args.out)
         try:
-            try:
-                on_rank_zero(rank, world_size, lambda: _take_output(lock, args, job))
-            except (ValueError, TypeError) as error:
-                raise CommandLineError(str(error)) from error
-            _explain_and_merge(args, job, device, rank, world_size)
-        finally:
-            lock.release()
+            on_rank_zero(rank, world_size, lambda: _take_output(held, args, job))
+        except (ValueError, TypeError) as error:
+            raise CommandLineError(str(error)) from error
+        _explain_and_merge(args, job, device, rank, world_size)
 
 
-def _take_output(lock: OutputLock, args: argparse.Namespace, job: Job) -> None:
-    """Rank 0: lock ``--out``, then start it afresh or check that it continues this run."""
-    lock.acquire()
+def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job) -> None:
+    """Rank 0: lock ``--out`` while ``held`` lasts, then start it afresh or check that it continues this run."""
+    held.enter_context(output_lock(args.out))
     description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model)}
-    prepare_output(args.out, job.settings, fingerprints, args.overwrite, args.allow_version_change)
-    record_description(args.out, description)
+    prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)
     if not read_records(args.out)[0]:
         return
-    inputs = job.inputs
+    num_inputs = len(job.inputs)
     kept, changed, tried_again = drop_changed_records(
-        args.out, lambda index: input_identity(inputs, index), len(inputs), job.settings["batch_size"],
+        args.out, functools.partial(input_identity, job.inputs), num_inputs, job.settings["batch_size"],
         args.skip_unreadable,
     )  # fmt: skip
-    again = len(inputs) - kept
     print(
-        f"{args.out}: resuming with {kept} of {len(inputs)} inputs done"
+        f"{args.out}: resuming with {kept} of {num_inputs} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")
         + (f"; {tried_again} unreadable before, tried again" if tried_again else "")
-        + f"; {again} to compute", file=sys.stderr, flush=True,
+        + f"; {num_inputs - kept} to compute", file=sys.stderr, flush=True,
     )  # fmt: skip
 
 
@@ -84,9 +80,9 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
     try:
         explain_all(job, records_file, done, rank, world_size)
     except KeyboardInterrupt as interrupt:
-        finished = count_records(args.out)
         raise Interrupted(
-            f"interrupted after {finished} of {len(job.inputs)} inputs; run the same command again to resume",
+            f"interrupted after {count_records(args.out)} of {len(job.inputs)} inputs; run the same command again "
+            "to resume",
             getattr(interrupt, "signum", signal.SIGINT),
         ) from None
     except UnreadableImage as error:  # a ValueError too: first
@@ -124,8 +120,6 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     """Load the model and the inputs; check that the model takes the inputs and knows their labels."""
-    if args.checkpoint is not None and args.pretrained:
-        raise ValueError("pass --checkpoint or --pretrained, not both")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # a model with random weights is the same in every process and every resume
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
@@ -168,9 +162,8 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
         longest = max(range(len(lengths)), key=lengths.__getitem__)
         input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
         batch, keywords = input_ids.to(device), {"attention_mask": mask.to(device)}
-        what = (
-            f"the token sequences of --data {args.data} (the longest, input {longest}, has {lengths[longest]} tokens)"
-        )
+        what = f"the token sequences of --data {args.data} (the longest, input {longest}, {lengths[longest]} tokens)"
+        returns = "be a causal language model returning logits (batch, positions, vocabulary) for token sequences"
     else:
         image = None if inputs.text else _first_readable(inputs)
         if image is None:
@@ -178,6 +171,7 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
             raise ValueError(f"--data {args.data} holds no inputs{unreadable}")
         batch, keywords = image[None].to(device), {}
         what = f"the inputs of --data {args.data} (the first has shape {tuple(batch.shape)})"
+        returns = "return class scores (batch, classes)"
     try:
         with torch.no_grad():
             output = model(batch, **keywords)
@@ -188,12 +182,7 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
     scores = getattr(output, "logits", None) if inputs.text else output
     if not isinstance(scores, Tensor) or scores.dim() != (3 if inputs.text else 2):
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(output).__name__
-        if not inputs.text:
-            raise ValueError(f"--model {args.model} must return class scores (batch, classes), got {shape}")
-        raise ValueError(
-            f"--model {args.model} must be a causal language model returning logits (batch, positions, "
-            f"vocabulary) for token sequences, got {shape}"
-        )
+        raise ValueError(f"--model {args.model} must {returns}, got {shape}")
     classes = scores.shape[-1]
     for index, (ids, _) in enumerate(inputs.dataset if inputs.text else ()):
         if int(ids.max()) >= classes:

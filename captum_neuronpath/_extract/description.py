@@ -4,7 +4,6 @@ These do not change the records, so a resumed run may add or correct them (``--c
 """
 
 import functools
-import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -13,9 +12,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_neuronpath._cli.loading import Inputs
-from captum_neuronpath._extract.store import meta_path, write_meta
 from captum_neuronpath._utils.hooks import site_hooks
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import ModuleInput, module_of
 from captum_neuronpath._utils.tokens import TokenType
 
 
@@ -27,10 +25,8 @@ def describe_paths(
     names = {id(module): name for name, module in model.named_modules()}
 
     def name_of(layer: Module) -> Optional[str]:
-        if isinstance(layer, ModuleInput):
-            inner = names.get(id(layer.module))
-            return None if inner is None else f"input:{inner}"
-        return names.get(id(layer))
+        name = names.get(id(module_of(layer)))
+        return f"input:{name}" if name is not None and isinstance(layer, ModuleInput) else name
 
     widths = _layer_widths(model, layers, inputs)
     return {
@@ -38,13 +34,6 @@ def describe_paths(
         "token": _token_text(token),
         "class_names": _class_names(class_names, inputs),
     }
-
-
-def record_description(out: Path, description: Dict[str, object]) -> None:
-    """Write ``description`` into ``FILE.meta.json`` (replacing an earlier one)."""
-    meta = json.loads(meta_path(out).read_text())
-    meta.update(description)
-    write_meta(out, meta)
 
 
 def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[int]:

@@ -119,9 +119,6 @@ class _Readable(Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, index: int):
         try:
             return self.dataset[index]

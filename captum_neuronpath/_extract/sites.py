@@ -50,11 +50,8 @@ def call_order(layers: List[Module]) -> Iterator[List[int]]:
     order: List[int] = []
     handles = []
     for index, layer in enumerate(layers):
-        record = lambda *_, index=index: order.append(index)  # noqa: E731
-        if isinstance(layer, ModuleInput):
-            handles.append(layer.module.register_forward_pre_hook(record))
-        else:
-            handles.append(layer.register_forward_hook(record))
+        add = layer.module.register_forward_pre_hook if isinstance(layer, ModuleInput) else layer.register_forward_hook
+        handles.append(add(lambda *_, index=index: order.append(index)))
     try:
         yield order
     finally:

@@ -3,27 +3,26 @@ after every batch; a last line without its newline is a write cut short, not a r
 ``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
+import importlib
 import json
 import os
 import platform
 import re
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
-import torch
-
-import captum_neuronpath
 from captum_neuronpath._utils.files import write_atomically
+
+# The libraries whose versions a resume compares (python's is recorded, not compared).
+COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
 
 
 def library_versions() -> Dict[str, str]:
     """The versions that produced the records, for ``FILE.meta.json``."""
-    import captum
-    import timm
-
-    versions = {module.__name__: module.__version__ for module in (captum_neuronpath, torch, captum, timm)}
+    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
     return {**versions, "python": platform.python_version()}
 
 
@@ -45,22 +44,21 @@ def shard_paths(out: Path) -> List[Path]:
     return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
 
 
-# The libraries whose versions a resume compares (python's is recorded, not compared).
-COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
-
-
 def prepare_output(
     out: Path,
     settings: Dict[str, object],
     fingerprints: Dict[str, str],
+    description: Dict[str, object],
     overwrite: bool = False,
     allow_version_change: bool = False,
 ) -> None:
     """Start ``out`` afresh (also when it holds no record yet) or check that it continues a run of the same
-    settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``)."""
+    settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``);
+    then write ``description`` (see :mod:`.description`) into ``FILE.meta.json``."""
     meta, shards = meta_path(out), shard_paths(out)
     existing = [path for path in (out, meta, *shards) if path.exists()]
     has_records = any(b"\n" in path.read_bytes() for path in (out, *shards) if path.exists())
+    versions = library_versions()
     if overwrite or (meta.exists() and not has_records):
         for path in existing:
             path.unlink()
@@ -80,7 +78,6 @@ def prepare_output(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
                 "or choose another --out"
             )
-        versions = library_versions()
         changed = _changes("", recorded.get("versions", {}), versions, COMPARED_VERSIONS)
         if changed and not allow_version_change:
             raise ValueError(
@@ -90,7 +87,6 @@ def prepare_output(
         if changed:
             recorded["earlier_versions"] = [*recorded.get("earlier_versions", []), recorded.get("versions")]
             recorded["versions"] = versions
-            write_meta(out, recorded)
     elif existing:
         raise ValueError(
             f"{out} exists but {meta.name} does not, so its settings are unknown; "
@@ -98,8 +94,9 @@ def prepare_output(
         )
     if not meta.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        fresh = {"settings": settings, "fingerprints": fingerprints, "versions": library_versions(), "runs": []}
-        write_meta(out, {"command": "neuronpath extract", **fresh})
+        fresh = {"settings": settings, "fingerprints": fingerprints, "versions": versions, "runs": []}
+        recorded = {"command": "neuronpath extract", **fresh}
+    write_meta(out, {**recorded, **description})
     merge_records(out)
 
 
@@ -165,56 +162,47 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
     write_meta(out, recorded)
 
 
-class OutputLock:
-    """An exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder.
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Meanwhile, an exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder; a
+    :class:`ValueError` names the process that holds it.
 
     ``lockf``, unlike ``flock``, is not held by forked data loader workers, which may outlive a
     killed command by a moment. The file is removed on release while still locked, so a taker
     checks that the file it locked is still the one at the path.
     """
+    import fcntl
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.path = out.with_name(out.name + ".lock")
-        self.handle = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise :class:`ValueError` naming the process that holds it."""
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            handle = open(self.path, "a+")
-            try:
-                fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown process"
-                handle.close()
-                raise ValueError(
-                    f"--out {self.out} is being written by another neuronpath extract "
-                    f"({holder}; lock file {self.path}); wait for it to end or choose another --out"
-                ) from None
-            try:
-                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:  # its holder removed it between our open and our lock
-                same = False
-            if same:
-                break
+    path = out.with_name(out.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
             handle.close()
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {started}\n")
-        handle.flush()
-        self.handle = handle
-
-    def release(self) -> None:
-        """Remove the lock file and let the lock go."""
-        if self.handle is not None:
-            self.path.unlink(missing_ok=True)
-            self.handle.close()
-            self.handle = None
+            raise ValueError(
+                f"--out {out} is being written by another neuronpath extract ({holder}; lock file {path}); wait "
+                "for it to end or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its holder removed it between our open and our lock
+            same = False
+        if same:
+            break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 def read_records(path: Path) -> Tuple[List[Tuple[int, str]], int]:
