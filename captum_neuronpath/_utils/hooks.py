@@ -51,9 +51,8 @@ def site_hooks(
         for handle in handles:
             handle.remove()
         for module, previous in replaced.items():
-            if previous is None:
-                del module.forward
-            else:
+            del module.forward
+            if previous is not None:
                 module.forward = previous
 
 

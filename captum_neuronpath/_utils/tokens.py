@@ -159,9 +159,9 @@ def write_tokens(
     """``output`` (a copy, or itself with ``in_place``) whose token set holds ``values`` ``(B, T_sel, C)``, the
     gradient there flowing to ``values`` only; ``own_gradient``: nothing else reads the gradient that reaches
     ``output``, so the backward pass may block the token set in it in place."""
-    if positions is None:
-        return values[:, 0].to(output.dtype)
     values = values.to(output.dtype)
+    if positions is None:
+        return values[:, 0]
     if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
         return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
     replaced = output if in_place else output.clone()

@@ -40,17 +40,18 @@ def check_layers(layers: Any) -> List[Module]:
     return list(layers)
 
 
-def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> int:
+def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None, error: type = ValueError) -> int:
+    """``value``, an int in ``[minimum, maximum]``; ``error`` is raised where it is out of that range."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise error(f"{name} must be {bound}, got {value}")
     return value
 
 
-def check_inputs(inputs: Tuple[Any, ...]) -> int:
-    """Validate formatted inputs and return the number of examples."""
+def check_inputs(inputs: Tuple[Any, ...]) -> None:
+    """Validate formatted inputs: tensors sharing a batch of one example or more."""
     if len(inputs) == 0:
         raise ValueError("inputs must hold at least one tensor")
     for i, inp in enumerate(inputs):
@@ -75,7 +76,6 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
             raise ValueError(
                 f"inputs tensors must share the batch size; tensor 0 has {batch_size}, tensor {i} has {inp.shape[0]}"
             )
-    return batch_size
 
 
 def warn_if_training(forward_func: Callable, layers: Sequence[Module], stacklevel: int = 4) -> None:
@@ -179,9 +179,8 @@ def format_neuron_indices(
             f"(or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
         )
     indices = expand_per_example(indices, batch_size, name).to(device=device, dtype=torch.long)
-    low = indices.amin(dim=(0, 2)).tolist()  # [] for no layers
-    high = indices.amax(dim=(0, 2)).tolist()
-    for layer, (lo, hi, size) in enumerate(zip(low, high, num_channels)):
+    low, high = indices.transpose(0, 1).flatten(1).aminmax(dim=1)  # per layer; empty for no layers
+    for layer, (lo, hi, size) in enumerate(zip(low.tolist(), high.tolist(), num_channels)):
         if lo < 0 or hi >= size:
             bad = lo if lo < 0 else hi
             raise IndexError(f"{name} holds neuron {bad} for layer {layer}, which has channels 0..{size - 1}")
@@ -193,10 +192,7 @@ def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
 
 
 def check_layer_index(layer_index: Any, num_layers: int) -> int:
-    try:
-        return check_int(layer_index, "layer_index", 0, num_layers - 1)
-    except ValueError as error:  # out of range: an index
-        raise IndexError(str(error)) from None
+    return check_int(layer_index, "layer_index", 0, num_layers - 1, IndexError)
 
 
 def check_baselines(baselines: Any, inputs: Any) -> None:
