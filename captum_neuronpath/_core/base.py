@@ -11,12 +11,7 @@ from torch.nn import Module
 from captum_neuronpath._core.engine import Prepared, prepare, warn_if_output_independent
 from captum_neuronpath._utils.quadrature import Quadrature, quadrature
 from captum_neuronpath._utils.tokens import TokenType, check_token
-from captum_neuronpath._utils.validation import (
-    check_forward_func,
-    check_int,
-    check_layers,
-    format_neuron_indices,
-)
+from captum_neuronpath._utils.validation import check_forward_func, check_int, check_layers, format_neuron_indices
 
 
 class SiteAttribution:
@@ -82,10 +77,8 @@ class SiteAttribution:
 
     def _neuron_indices(self, prepared: Prepared, indices: Any, name: str, num_layers: Optional[int] = None) -> Tensor:
         """``indices`` (a path, a selector or a prefix of ``num_layers`` layers) as ``(B, L, K)``."""
-        num_channels = prepared.num_channels[: len(self.layers) if num_layers is None else num_layers]
-        return format_neuron_indices(
-            indices, name, prepared.batch_size, num_channels, prepared.clean.activations[0].device
-        )
+        device = prepared.clean.activations[0].device
+        return format_neuron_indices(indices, name, prepared.batch_size, prepared.num_channels[:num_layers], device)
 
     def _finish(self, prepared: Prepared, result: Tensor) -> Tensor:
         """``result`` in the inputs' dtype, after the warning for a degenerate model, if due."""

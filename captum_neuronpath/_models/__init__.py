@@ -242,10 +242,8 @@ def layout_of(module: Module) -> Optional[Layout]:
 
 def readout_of_called(called: Dict[Module, int]):
     """The token set the head of the first module of a known family in ``called`` reads, else ``None``."""
-    for module in called:
-        if _vision(module) is not None or language.find_family(module) is not None:
-            try:
-                return readout_token(module)
-            except TypeError:
-                return None
-    return None
+    known = next((m for m in called if _vision(m) is not None or language.find_family(m) is not None), None)
+    try:
+        return None if known is None else readout_token(known)
+    except TypeError:
+        return None

@@ -3,7 +3,7 @@ CLIP's vision tower. Imported only once transformers is.
 """
 
 from functools import partial
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Union
 
 import transformers
 from torch.nn import Module
@@ -36,19 +36,16 @@ def _attention_site(block: Module) -> Module:
     return attention.o_proj if hasattr(attention, "o_proj") else attention.output.dense
 
 
-def _network(pairs: List[Tuple[str, Optional[str]]], model: object) -> Optional[Module]:
-    """The network in a model of the classes named (class name, attribute of the network or None)."""
-    for name, attribute in pairs:
-        cls = getattr(transformers, name, None)
-        if cls is not None and isinstance(model, cls):
-            # CLIPVisionModel holds its vision_model below transformers 5 and is it from 5 on
-            return getattr(model, attribute, model) if attribute else model
-    return None
+def _network(attribute: str, names: List[str], model: object) -> Optional[Module]:
+    """The network (``model.<attribute>``, else the model) in a model of one of the classes named."""
+    classes = tuple(getattr(transformers, name) for name in names if hasattr(transformers, name))
+    # CLIPVisionModel holds its vision_model below transformers 5 and is it from 5 on
+    return getattr(model, attribute, model) if isinstance(model, classes) else None
 
 
-def _family(pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
+def _family(attribute: str, names: List[str], readout: Callable[[Module], Union[int, slice]]) -> VisionFamily:
     return VisionFamily(
-        network=partial(_network, pairs),
+        network=partial(_network, attribute, names),
         mlp_sites=lambda network: [_mlp_site(block) for block in _blocks(network)],
         attention_sites=lambda network: [_attention_site(block) for block in _blocks(network)],
         readout=readout,
@@ -56,29 +53,23 @@ def _family(pairs, readout: Callable[[Module], Union[int, slice]]) -> VisionFami
 
 
 FAMILIES = (
-    _family([("ViTForImageClassification", "vit"), ("ViTModel", None)], lambda model: 0),
+    _family("vit", ["ViTForImageClassification", "ViTModel"], lambda model: 0),
     _family(  # the distilled model averages its class and distillation heads
-        [
-            ("DeiTForImageClassificationWithTeacher", "deit"),
-            ("DeiTForImageClassification", "deit"),
-            ("DeiTModel", None),
-        ],
+        "deit",
+        ["DeiTForImageClassificationWithTeacher", "DeiTForImageClassification", "DeiTModel"],
         lambda model: slice(0, 2) if type(model).__name__.endswith("WithTeacher") else 0,
     ),
     _family(  # the pooler averages the patch tokens
-        [("BeitForImageClassification", "beit"), ("BeitModel", None)],
+        "beit",
+        ["BeitForImageClassification", "BeitModel"],
         lambda model: slice(1, None) if model.config.use_mean_pooling else 0,
     ),
     _family(  # the classifier reads the class token and the mean of the patch tokens
-        [("Dinov2ForImageClassification", "dinov2"), ("Dinov2Model", None)],
+        "dinov2",
+        ["Dinov2ForImageClassification", "Dinov2Model"],
         lambda model: slice(0, None) if type(model).__name__.endswith("ForImageClassification") else 0,
     ),
     _family(  # the pooled output is the class token's
-        [
-            ("CLIPVisionModel", "vision_model"),
-            ("CLIPVisionModelWithProjection", "vision_model"),
-            ("CLIPModel", "vision_model"),
-        ],
-        lambda model: 0,
+        "vision_model", ["CLIPVisionModel", "CLIPVisionModelWithProjection", "CLIPModel"], lambda model: 0
     ),
 )

@@ -28,14 +28,14 @@ class Family:
     blocks: str  # dotted path from the backbone to its blocks (a ModuleList)
     neuron: str  # dotted path from a block to the module whose output, or input, holds the neurons
     readout: int  # the position a sequence-level head reads: 0 (first) or -1 (last)
-    every_position_heads: Tuple[str, ...]  # endings of head class names that predict at every position
+    #: endings of head class names that predict at every position, besides _TOKEN_HEADS
+    every_position_heads: Tuple[str, ...] = ()
     backbones: Tuple[str, ...] = ()
     structure: Tuple[str, ...] = ()
     neuron_is_input: bool = False  # the neurons are the module's input (a gated MLP's down projection)
 
 
-_TOKEN_HEADS = ("ForTokenClassification", "ForQuestionAnswering")
-
+_TOKEN_HEADS = ("ForTokenClassification", "ForQuestionAnswering")  # in every family
 
 FAMILIES = (
     Family(
@@ -44,7 +44,6 @@ FAMILIES = (
         blocks="h",
         neuron="mlp.act",
         readout=-1,
-        every_position_heads=_TOKEN_HEADS,
     ),
     Family(
         name="BERT and RoBERTa (BertModel, BertForSequenceClassification, BertForMaskedLM, RobertaModel, ...)",
@@ -52,7 +51,7 @@ FAMILIES = (
         blocks="encoder.layer",
         neuron="intermediate.intermediate_act_fn",
         readout=0,
-        every_position_heads=(*_TOKEN_HEADS, "ForMaskedLM", "ForPreTraining", "LMHeadModel", "ForCausalLM"),
+        every_position_heads=("ForMaskedLM", "ForPreTraining", "LMHeadModel", "ForCausalLM"),
     ),
     Family(
         name=(
@@ -64,7 +63,6 @@ FAMILIES = (
         neuron="mlp.down_proj",
         neuron_is_input=True,
         readout=-1,
-        every_position_heads=_TOKEN_HEADS,
     ),
 )
 
@@ -79,9 +77,8 @@ def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
     backbone = base if isinstance(base, Module) else model
     transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
     for family in FAMILIES:
-        if family.backbones and not (
-            transformers is not None and isinstance(backbone, tuple(getattr(transformers, n) for n in family.backbones))
-        ):
+        names = family.backbones
+        if names and not (transformers and isinstance(backbone, tuple(getattr(transformers, n) for n in names))):
             continue
         blocks = attribute_at(backbone, family.blocks)
         if not isinstance(blocks, ModuleList) or len(blocks) == 0:
@@ -101,7 +98,7 @@ def neuron_sites(family: Family, blocks: List[Module]) -> List[Module]:
 def readout(family: Family, model: Module) -> int:
     """The position ``model``'s head reads."""
     head = type(model).__name__
-    if head.endswith(family.every_position_heads):
+    if head.endswith(_TOKEN_HEADS + family.every_position_heads):
         raise TypeError(
             f"{head} predicts at every position; pass token yourself (e.g. the position of the masked "
             "token, or cnp.last_token(attention_mask) for the last one)"

@@ -3,7 +3,7 @@ gated MLPs), ``Beit``, ``Eva`` (EVA-02) and ``SwinTransformer``; the fast plan's
 ``VisionTransformer``. Imported only once timm is.
 """
 
-from typing import Callable, List, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch.nn.functional as F
 from timm.layers import Attention, GluMlp, Mlp, SwiGLU
@@ -59,14 +59,9 @@ def _vit_layout(model: Module) -> Optional[Layout]:
     if type(model) is not VisionTransformer:  # subclasses may run their blocks differently
         return None
     last = model.blocks[-1]
-    readout = None
-    if (
-        model.attn_pool is None
-        and model.global_pool == "token"
-        and type(last) is Block
-        and type(last.attn) is Attention
-    ):
-        readout = (last, [last.mlp, last.attn.proj], lambda r: _readout_forward(last, r))
+    class_token = model.attn_pool is None and model.global_pool == "token"
+    exact = class_token and type(last) is Block and type(last.attn) is Attention
+    readout = (last, [last.mlp, last.attn.proj], lambda r: _readout_forward(last, r)) if exact else None
     return Layout(
         root=model,
         blocks=model.blocks,
@@ -118,16 +113,12 @@ def _readout_forward(block: Block, r: int) -> Callable:
     return forward
 
 
-def _block_sites(site: Callable[[Module], Module]) -> Callable[[Module], List[Module]]:
-    return lambda model: [site(block) for block in model.blocks]
-
-
 def _blocks_family(cls: type, readout: Callable, **layout) -> VisionFamily:
     """A family whose blocks are ``model.blocks``, each with ``mlp`` and ``attn.proj``."""
     return VisionFamily(
         network=instance_of(cls),
-        mlp_sites=_block_sites(_mlp_site),
-        attention_sites=_block_sites(lambda block: block.attn.proj),
+        mlp_sites=lambda model: [_mlp_site(block) for block in model.blocks],
+        attention_sites=lambda model: [block.attn.proj for block in model.blocks],
         readout=readout,
         **layout,
     )

@@ -18,9 +18,8 @@ def _layout(model: Module) -> Optional[Layout]:
         return None
     blocks = model.encoder.layers
     last = blocks[-1]
-    readout = None
-    if type(last) is EncoderBlock and last.self_attention.batch_first:
-        readout = (last, [last.mlp, last.dropout], lambda r: _readout_forward(last, r))
+    exact = type(last) is EncoderBlock and last.self_attention.batch_first
+    readout = (last, [last.mlp, last.dropout], lambda r: _readout_forward(last, r)) if exact else None
     return Layout(root=model, blocks=blocks, start=blocks[0], parts=_block_parts, readout=readout)
 
 

@@ -9,16 +9,6 @@ import torch
 from torch.nn import Module
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make the entries of ``directory`` (a rename, a new or deleted file) durable, where it can be synced."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` durably: a crash or a failed write leaves the old or the new file, never a mix."""
     path = Path(path)
@@ -32,7 +22,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise OSError(error.errno, error.strerror, str(path)) from error
-    fsync_directory(path.parent)
+    with contextlib.suppress(OSError):  # the rename made durable, where the directory can be synced
+        descriptor = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def cached_model(

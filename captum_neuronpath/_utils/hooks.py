@@ -23,9 +23,6 @@ def describe_layer(index: int, layer: Module) -> str:
     return f"layers[{index}] ({type(layer).__name__})"
 
 
-_MISSING = object()
-
-
 @contextmanager
 def site_hooks(
     layers: Sequence[Module],
@@ -41,7 +38,7 @@ def site_hooks(
         if observe is not None:
             handles.append(torch.nn.modules.module.register_module_forward_pre_hook(lambda m, args: observe(m)))
         for module, forward in (forwards or {}).items():
-            replaced[module] = module.__dict__.get("forward", _MISSING)
+            replaced[module] = module.__dict__.get("forward")  # None: the class's forward
             module.forward = forward
         for index, function in functions.items():
             layer = layers[index]
@@ -54,9 +51,8 @@ def site_hooks(
         for handle in handles:
             handle.remove()
         for module, previous in replaced.items():
-            if previous is _MISSING:
-                del module.forward
-            else:
+            del module.forward
+            if previous is not None:
                 module.forward = previous
 
 

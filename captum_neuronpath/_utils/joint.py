@@ -15,9 +15,8 @@ def channel_masks(indices: Tensor, activations: Sequence[Tensor]) -> Dict[int, T
     """Masks of the channels in ``indices`` (``(B, L', K)``) for layers ``0 .. L'-1``."""
     masks = {}
     for layer in range(indices.shape[1]):
-        batch_size, _, num_channels = activations[layer].shape
-        mask = torch.zeros(batch_size, 1, num_channels, dtype=torch.bool, device=activations[layer].device)
-        masks[layer] = mask.scatter_(2, indices[:, layer : layer + 1, :], True)
+        mask = torch.zeros_like(activations[layer][:, :1], dtype=torch.bool)  # (B, 1, C)
+        masks[layer] = mask.scatter_(2, indices[:, layer : layer + 1], True)
     return masks
 
 

@@ -32,7 +32,7 @@ def channel_axis(module: nn.Module, previous: Optional[nn.Module], is_input: boo
 
 def check_token(token: TokenType) -> TokenType:
     """Validate the type of ``token`` once, when an attribution object is built."""
-    if token is None:
+    if token is None or (isinstance(token, int) and not isinstance(token, bool)):
         return token
     if isinstance(token, slice):
         bounds = (token.start, token.stop, token.step)
@@ -40,10 +40,6 @@ def check_token(token: TokenType) -> TokenType:
             raise TypeError(f"token as a slice must have int or None bounds, got {token!r}")
         if token.step == 0:
             raise ValueError("token as a slice must not have step 0")
-        return token
-    if isinstance(token, bool):
-        raise TypeError("token must be an int, a slice, a sequence of ints, a (B,) tensor or None, got a bool")
-    if isinstance(token, int):
         return token
     if isinstance(token, Tensor):
         if token.dtype.is_floating_point or token.dtype.is_complex or token.dtype == torch.bool or token.dim() > 1:
@@ -163,9 +159,9 @@ def write_tokens(
     """``output`` (a copy, or itself with ``in_place``) whose token set holds ``values`` ``(B, T_sel, C)``, the
     gradient there flowing to ``values`` only; ``own_gradient``: nothing else reads the gradient that reaches
     ``output``, so the backward pass may block the token set in it in place."""
-    if positions is None:
-        return values[:, 0].to(output.dtype)
     values = values.to(output.dtype)
+    if positions is None:
+        return values[:, 0]
     if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
         return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
     replaced = output if in_place else output.clone()
@@ -196,8 +192,7 @@ class _OverwriteSpan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gradient: Tensor):
         start, stop = ctx.span
-        if not gradient.is_contiguous():  # e.g. an expanded tensor: not ours to write
-            gradient = gradient.contiguous()
+        gradient = gradient.contiguous()  # a copy of e.g. an expanded tensor, which is not ours to write
         values_gradient = gradient[:, start:stop].clone()
         gradient[:, start:stop] = 0
         return gradient, values_gradient, None, None

@@ -34,23 +34,24 @@ def check_layers(layers: Any) -> List[Module]:
         if not isinstance(layer, Module):
             raise TypeError(f"layers[{i}] must be a torch.nn.Module, got {type(layer).__name__}")
     for i, layer in enumerate(layers):
-        for j in range(i):
-            if layers[j] is layer:
-                raise ValueError(f"layers[{i}] is the same module as layers[{j}]; list each layer once")
+        first = next(j for j, other in enumerate(layers) if other is layer)
+        if first < i:
+            raise ValueError(f"layers[{i}] is the same module as layers[{first}]; list each layer once")
     return list(layers)
 
 
-def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None) -> int:
+def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None, error: type = ValueError) -> int:
+    """``value``, an int in ``[minimum, maximum]``; ``error`` is raised where it is out of that range."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        raise error(f"{name} must be {bound}, got {value}")
     return value
 
 
-def check_inputs(inputs: Tuple[Any, ...]) -> int:
-    """Validate formatted inputs and return the number of examples."""
+def check_inputs(inputs: Tuple[Any, ...]) -> None:
+    """Validate formatted inputs: tensors sharing a batch of one example or more."""
     if len(inputs) == 0:
         raise ValueError("inputs must hold at least one tensor")
     for i, inp in enumerate(inputs):
@@ -75,13 +76,10 @@ def check_inputs(inputs: Tuple[Any, ...]) -> int:
             raise ValueError(
                 f"inputs tensors must share the batch size; tensor 0 has {batch_size}, tensor {i} has {inp.shape[0]}"
             )
-    return batch_size
 
 
 def warn_if_training(forward_func: Callable, layers: Sequence[Module], stacklevel: int = 4) -> None:
-    modules = [module_of(layer) for layer in layers]
-    modules += [forward_func] if isinstance(forward_func, Module) else []
-    if any(m.training for m in modules):
+    if any(isinstance(m, Module) and m.training for m in [forward_func, *map(module_of, layers)]):
         warnings.warn(
             "the model is in training mode, so dropout and similar layers make the attribution "
             "random; call model.eval() first",
@@ -109,7 +107,6 @@ def format_target(target: Any, output: Tensor) -> Any:
             f"target={target!r} selects a column, but forward_func returns shape {tuple(output.shape)}; "
             "pass target=None for a forward that returns one score per example"
         )
-    indices: List[int] = []  # the class indices to check; None and tuples are for _select_targets to check
     if isinstance(target, Tensor):
         if target.dtype.is_floating_point or target.dtype == torch.bool:
             raise TypeError(f"target as a tensor must hold integer class indices, got dtype {target.dtype}")
@@ -120,19 +117,14 @@ def format_target(target: Any, output: Tensor) -> Any:
             )
         indices = target.reshape(-1).tolist()
         target = target.to(output.device)
-    elif isinstance(target, bool):
-        raise TypeError("target must be an int, a tuple, a tensor or a list, got a bool")
-    elif isinstance(target, int):
-        indices = [target]
-    elif isinstance(target, list):
-        if len(target) != batch_size:
+    else:
+        if isinstance(target, list) and len(target) != batch_size:
             raise ValueError(f"target as a list must have one entry per example ({batch_size}), got {len(target)}")
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            indices = target
-        elif not all(isinstance(t, tuple) for t in target):
-            raise TypeError("target as a list must hold only ints or only tuples")
-    elif target is not None and not isinstance(target, tuple):
-        raise TypeError(f"target must be an int, a tuple, a tensor or a list, got {type(target).__name__}")
+        items = target if isinstance(target, list) else [target]
+        ints = all(isinstance(t, int) and not isinstance(t, bool) for t in items)
+        if not (ints or target is None or all(isinstance(t, tuple) for t in items)):
+            raise TypeError(f"target must be an int, a tuple, a tensor, or a list of ints or of tuples; got {target!r}")
+        indices = items if ints else []  # the class indices to check; _select_targets checks tuples
     for t in indices:
         if not -output.shape[1] <= t < output.shape[1]:
             raise IndexError(f"target {t} is out of range for a forward output with {output.shape[1]} columns")
@@ -187,9 +179,8 @@ def format_neuron_indices(
             f"(or be a sequence of {num_layers} ints), got shape {tuple(indices.shape)}"
         )
     indices = expand_per_example(indices, batch_size, name).to(device=device, dtype=torch.long)
-    low = indices.amin(dim=(0, 2)).tolist()  # [] for no layers
-    high = indices.amax(dim=(0, 2)).tolist()
-    for layer, (lo, hi, size) in enumerate(zip(low, high, num_channels)):
+    low, high = indices.transpose(0, 1).flatten(1).aminmax(dim=1)  # per layer; empty for no layers
+    for layer, (lo, hi, size) in enumerate(zip(low.tolist(), high.tolist(), num_channels)):
         if lo < 0 or hi >= size:
             bad = lo if lo < 0 else hi
             raise IndexError(f"{name} holds neuron {bad} for layer {layer}, which has channels 0..{size - 1}")
@@ -201,10 +192,7 @@ def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
 
 
 def check_layer_index(layer_index: Any, num_layers: int) -> int:
-    try:
-        return check_int(layer_index, "layer_index", 0, num_layers - 1)
-    except ValueError as error:  # out of range: an index
-        raise IndexError(str(error)) from None
+    return check_int(layer_index, "layer_index", 0, num_layers - 1, IndexError)
 
 
 def check_baselines(baselines: Any, inputs: Any) -> None:
@@ -216,10 +204,8 @@ def check_baselines(baselines: Any, inputs: Any) -> None:
     for i, (baseline, inp) in enumerate(zip(formatted, inputs)):
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float, Tensor)):
             raise TypeError(f"baselines must be numbers or tensors, got {type(baseline).__name__} for input {i}")
-        if isinstance(baseline, Tensor) and isinstance(inp, Tensor):
-            same = baseline.shape == inp.shape
-            broadcast = baseline.dim() == inp.dim() and baseline.shape[0] == 1 and baseline.shape[1:] == inp.shape[1:]
-            if not (same or broadcast):
+        if isinstance(baseline, Tensor) and isinstance(inp, Tensor) and baseline.shape != inp.shape:
+            if baseline.dim() != inp.dim() or baseline.shape[0] != 1 or baseline.shape[1:] != inp.shape[1:]:
                 raise ValueError(
                     f"baselines for input {i} must have the input's shape {tuple(inp.shape)} or "
                     f"{(1,) + tuple(inp.shape[1:])}, or be a number; got shape {tuple(baseline.shape)}"
