@@ -22,13 +22,7 @@ from captum_neuronpath._report.figures import save_figures
 from captum_neuronpath._report.inputs import stacked
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
-from captum_neuronpath.experiments import (
-    METHODS,
-    MethodAgreement,
-    PaperTable,
-    method_agreement,
-    paper_table,
-)
+from captum_neuronpath.experiments import METHODS, MethodAgreement, PaperTable, method_agreement, paper_table
 from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
 from captum_neuronpath.paths import Paths
 
@@ -54,8 +48,7 @@ def run_demo(
     analyses; write JSON and figures."""
     model = digits.digits_vit(cache_dir, epochs=epochs, log=lambda line: print(line, file=sys.stderr, flush=True))
     _, (images, labels) = digits.digits_split()
-    if max_examples is not None:
-        images, labels = images[:max_examples], labels[:max_examples]
+    images, labels = images[:max_examples], labels[:max_examples]
     test_accuracy = digits.accuracy(model, images, labels)
     print(f"digits ViT: test accuracy {test_accuracy:.3f} on {len(images)} images", flush=True)
 

@@ -18,10 +18,7 @@ from captum_neuronpath.paths import Paths
 
 
 def write_report(
-    records: Paths,
-    out: Path,
-    source: Optional[Callable[[int], Dict[str, str]]] = None,
-    title: str = "neuron paths",
+    records: Paths, out: Path, source: Optional[Callable[[int], Dict[str, str]]] = None, title: str = "neuron paths"
 ) -> List[Path]:
     """Write ``out/report.json``, ``out/figures/*.png`` and ``out/index.html`` for ``records``; returns the files.
     ``source`` gives the thumbnail or text of a record (none by default)."""

@@ -117,10 +117,7 @@ def analyze(
             "entries": frequency_entries,
             "note": "frequency = count / the class's inputs",
         },
-        "class_similarity": {
-            "classes": classes,
-            "matrix": [[round(v, 6) for v in row] for row in similar.tolist()],
-        },
+        "class_similarity": {"classes": classes, "matrix": [[round(v, 6) for v in row] for row in similar.tolist()]},
         "shared_neurons": _shared_neurons(frequency, shared),
         "jas": _distribution(paths.jas),
         "predictions": _predictions(paths, correct),

@@ -15,10 +15,7 @@ THUMBNAILS = 4000  # more inputs than this: only a few examples per class get a 
 
 
 def render_page(
-    paths: Paths,
-    report: Dict[str, object],
-    source: Optional[Callable[[int], Dict[str, str]]],
-    title: str,
+    paths: Paths, report: Dict[str, object], source: Optional[Callable[[int], Dict[str, str]]], title: str
 ) -> str:
     """The explorer's HTML; ``source`` gives the thumbnail or text of a record (see :mod:`.inputs`)."""
     import jinja2
