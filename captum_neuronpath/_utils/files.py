@@ -11,7 +11,6 @@ from torch.nn import Module
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` durably: a crash or a failed write leaves the old or the new file, never a mix."""
-    path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "wb") as handle:

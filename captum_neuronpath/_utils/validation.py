@@ -33,7 +33,6 @@ def check_layers(layers: Any) -> List[Module]:
     for i, layer in enumerate(layers):
         if not isinstance(layer, Module):
             raise TypeError(f"layers[{i}] must be a torch.nn.Module, got {type(layer).__name__}")
-    for i, layer in enumerate(layers):
         first = next(j for j, other in enumerate(layers) if other is layer)
         if first < i:
             raise ValueError(f"layers[{i}] is the same module as layers[{first}]; list each layer once")
@@ -59,6 +58,11 @@ def check_inputs(inputs: Tuple[Any, ...]) -> None:
             raise TypeError(f"inputs must be a tensor or a tuple of tensors; element {i} is {type(inp).__name__}")
         if inp.dim() == 0:
             raise ValueError("inputs must have a batch dimension first, got a 0-d tensor")
+        if inp.shape[0] != inputs[0].shape[0]:
+            raise ValueError(
+                f"inputs tensors must share the batch size; tensor 0 has {inputs[0].shape[0]}, "
+                f"tensor {i} has {inp.shape[0]}"
+            )
         if inp.is_floating_point() and not torch.isfinite(inp).all():
             example = int((~torch.isfinite(inp)).reshape(len(inp), -1).any(1).nonzero()[0, 0])
             where = f"example {example}" + (f" of inputs tensor {i}" if len(inputs) > 1 else "")
@@ -68,14 +72,8 @@ def check_inputs(inputs: Tuple[Any, ...]) -> None:
                 f"inputs tensor {i} holds integer images (dtype {inp.dtype}, shape {tuple(inp.shape)}); convert them "
                 "to the model's floating dtype and normalise them as it expects, e.g. images.float() / 255"
             )
-    batch_size = inputs[0].shape[0]
-    if batch_size == 0:
+    if inputs[0].shape[0] == 0:
         raise ValueError("inputs must hold at least one example, got a batch of 0")
-    for i, inp in enumerate(inputs[1:], start=1):
-        if inp.shape[0] != batch_size:
-            raise ValueError(
-                f"inputs tensors must share the batch size; tensor 0 has {batch_size}, tensor {i} has {inp.shape[0]}"
-            )
 
 
 def warn_if_training(forward_func: Callable, layers: Sequence[Module], stacklevel: int = 4) -> None:
@@ -148,11 +146,7 @@ def format_target(target: Any, output: Tensor) -> Any:
 
 
 def format_neuron_indices(
-    indices: Any,
-    name: str,
-    batch_size: int,
-    num_channels: Sequence[int],
-    device: torch.device,
+    indices: Any, name: str, batch_size: int, num_channels: Sequence[int], device: torch.device
 ) -> Tensor:
     """A ``(B, L)`` or ``(B, L, K)`` integer tensor, or ``L`` ints shared by the batch, as a ``(B, L, K)``
     LongTensor (rows expanded as :func:`expand_per_example` does), bounded by ``num_channels``."""
