@@ -125,3 +125,15 @@ def test_influence_pattern_refuses_token_ids_with_a_way_out():
         cnp.InfluencePatternPath(lambda ids: model(ids)[:, -1], [act], token=-1).attribute(
             torch.randint(0, 7, (2, 5)), target=0
         )
+
+
+def test_baselines_without_a_captum_method_refuse_its_keywords(vit):
+    with pytest.raises(TypeError, match=r"ActivationPath.attribute\(\) got unexpected keyword arguments \['baselines'\]"):
+        cnp.ActivationPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=TARGET, baselines=X * 0.9)
+
+
+def test_random_path_channel_scores_are_its_seeded_draws(vit):
+    null = cnp.RandomPath(softmax_forward(vit), layers_of(vit), seed=3)
+    scores = null.channel_scores(X, target=TARGET)
+    assert torch.equal(scores, null.channel_scores(X, target=TARGET))
+    assert torch.equal(scores.argmax(-1), null.attribute(X, target=TARGET).path)

@@ -186,7 +186,7 @@ def test_refinement_with_one_candidate_never_lowers_the_jas(vit):
 def test_predicted_swap_is_exact_for_a_layer_without_downstream_effect():
     # With the head reading only the last layer linearly, a swap there changes no gradient,
     # so the predicted JAS of every swap equals the exact one: the best prediction is the best swap.
-    from captum_neuronpath._core.engine import joint_score_and_gradients, prepare
+    from captum_neuronpath._core.engine import joint_score, prepare
     from captum_neuronpath._core.neuron_path import _predicted_best_swaps
     from captum_neuronpath._utils.quadrature import quadrature
 
@@ -196,13 +196,13 @@ def test_predicted_swap_is_exact_for_a_layer_without_downstream_effect():
     prepared = prepare(forward, model.layers, None, x, 1, None)
     rule = quadrature(3, "gausslegendre")
     path = torch.tensor([[[2], [3]]] * 3)
-    _, gradients, gradient_sum = joint_score_and_gradients(forward, model.layers, prepared, path, rule, None)
+    _, gradients, gradient_sum = joint_score(forward, model.layers, prepared, path, rule, None)
     channels, predicted = _predicted_best_swaps(prepared.clean.activations, gradients, gradient_sum, path, 1, 1)
     exact = []
     for c in range(7):
         trial = path.clone()
         trial[:, 1, 0] = c
-        exact.append(joint_score_and_gradients(forward, model.layers, prepared, trial, rule, None)[0])
+        exact.append(joint_score(forward, model.layers, prepared, trial, rule, None)[0])
     exact = torch.stack(exact, 1)
     exact[:, 3] = float("-inf")  # the current channel is not a candidate
     assert torch.equal(channels[:, 0], exact.argmax(1))

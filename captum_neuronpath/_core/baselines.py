@@ -6,10 +6,10 @@ that its result is a :class:`NeuronPathResult` like :class:`NeuronPath`'s.
 """
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Sequence, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
-from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import InternalInfluence, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
@@ -19,7 +19,7 @@ from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import Prepared, joint_score
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import stack_padded, top_channels
-from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
+from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
 from captum_neuronpath._utils.sites import ModuleInput, module_of
 from captum_neuronpath._utils.tokens import TokenType, read_tokens
 from captum_neuronpath._utils.validation import check_baselines, check_int, check_top_k
@@ -33,9 +33,26 @@ _SHARED = ("target", "additional_forward_args", *_QUADRATURE)
 class _PathBaseline(SiteAttribution, LayerAttribution):
     """Shared ``attribute()``: pick channels layer by layer, then score the path's JAS."""
 
+    def _start(self, prepared: Prepared, method_kwargs: Dict[str, Any]) -> None:
+        """Check ``method_kwargs`` before the layers are scored (a class without a Captum method takes none)."""
+        extra = sorted(set(method_kwargs) - set(_QUADRATURE))
+        if extra:
+            raise TypeError(f"{type(self).__name__}.attribute() got unexpected keyword arguments {extra}")
+
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         """``(B, C)`` scores whose largest entries make the path at ``layer_index``."""
         raise NotImplementedError
+
+    def _scores(
+        self, inputs: Any, target: TargetType, additional_forward_args: Any, method_kwargs: Dict[str, Any]
+    ) -> Tuple[Prepared, Quadrature, Optional[int], List[Tensor]]:
+        """The clean pass, the quadrature, the batch size and every layer's ``(B, C)`` channel scores."""
+        prepared, rule, internal_batch_size = self._prepare(
+            inputs, target, additional_forward_args, *(method_kwargs[k] for k in _QUADRATURE)
+        )
+        self._start(prepared, method_kwargs)
+        scores = [self._channel_scores(prepared, index, method_kwargs) for index in range(len(self.layers))]
+        return prepared, rule, internal_batch_size, scores
 
     def channel_scores(
         self,
@@ -72,21 +89,8 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
             torch.Size([2, 2, 768])
         """
         kwargs = {"n_steps": DEFAULT_N_STEPS, "method": DEFAULT_METHOD, "internal_batch_size": None, **method_kwargs}
-        prepared, _, _ = self._prepare(inputs, target, additional_forward_args, *(kwargs[k] for k in _QUADRATURE))
-        return stack_padded([self._channel_scores(prepared, i, kwargs).detach() for i in range(len(self.layers))])
-
-    def _locate(
-        self, inputs: Any, target: TargetType, additional_forward_args: Any, top_k: int, method_kwargs: Dict[str, Any]
-    ) -> NeuronPathResult:
-        prepared, rule, internal_batch_size = self._prepare(
-            inputs, target, additional_forward_args, *(method_kwargs[k] for k in _QUADRATURE)
-        )
-        top_k = check_top_k(top_k, prepared.num_channels)
-        device = prepared.clean.activations[0].device
-        scores = [self._channel_scores(prepared, index, method_kwargs) for index in range(len(self.layers))]
-        path = torch.stack([top_channels(layer_scores, top_k).to(device) for layer_scores in scores], dim=1)
-        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)
-        return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=self._finish(prepared, jas))
+        scores = self._scores(inputs, target, additional_forward_args, kwargs)[-1]
+        return stack_padded([layer_scores.detach() for layer_scores in scores])
 
     @log_usage()
     def attribute(
@@ -98,22 +102,32 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
         method: str = DEFAULT_METHOD,
         internal_batch_size: Optional[int] = None,
         top_k: int = 1,
+        **method_kwargs: Any,
     ) -> NeuronPathResult:
         r"""
         Args:
 
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size: As for
                         :meth:`~captum_neuronpath.NeuronPath.attribute`; the quadrature is the
-                        path's JAS's.
+                        path's JAS's, and a :class:`LayerMethodPath`'s Captum method's too
+                        where its ``attribute()`` takes them.
             top_k (int, optional): Channels kept per layer.
                         Default: ``1``
+            **method_kwargs: For a :class:`LayerMethodPath`, further keywords of
+                        ``layer_method(...).attribute()``, e.g. ``baselines`` (the one
+                        keyword of :class:`InfluencePatternPath`); the other baselines take none.
 
         Returns:
             :class:`NeuronPathResult` with ``path`` ``(B, L)`` (``(B, L, K)`` when
             ``top_k > 1``) and ``jas`` ``(B,)``; ``layer_scores`` is ``None``.
         """
-        quadrature = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
-        return self._locate(inputs, target, additional_forward_args, top_k, quadrature)
+        kwargs = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size, **method_kwargs)
+        prepared, rule, internal_batch_size, scores = self._scores(inputs, target, additional_forward_args, kwargs)
+        top_k = check_top_k(top_k, prepared.num_channels)
+        device = prepared.clean.activations[0].device
+        path = torch.stack([top_channels(layer_scores, top_k).to(device) for layer_scores in scores], dim=1)
+        jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)[0]
+        return NeuronPathResult(path=path if top_k > 1 else path.squeeze(-1), jas=self._finish(prepared, jas))
 
 
 class ActivationPath(_PathBaseline):
@@ -176,33 +190,8 @@ class LayerMethodPath(_PathBaseline):
         #: The Captum attribution object of each layer (of the module, for a ModuleInput site).
         self.layer_methods = [layer_method(forward_func, module_of(layer)) for layer in self.layers]
 
-    @log_usage()
-    def attribute(
-        self,
-        inputs: TensorOrTupleOfTensorsGeneric,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_steps: int = DEFAULT_N_STEPS,
-        method: str = DEFAULT_METHOD,
-        internal_batch_size: Optional[int] = None,
-        top_k: int = 1,
-        **method_kwargs: Any,
-    ) -> NeuronPathResult:
-        r"""
-        Args:
-
-            inputs, target, additional_forward_args, top_k: As for
-                        :meth:`ActivationPath.attribute`.
-            n_steps, method, internal_batch_size: As for :meth:`ActivationPath.attribute`,
-                        and for the Captum method too where its ``attribute()`` takes them.
-            **method_kwargs: Further keywords of ``layer_method(...).attribute()``,
-                        e.g. ``baselines``.
-
-        Returns:
-            :class:`NeuronPathResult` with ``path`` and ``jas``.
-        """
-        shared = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size)
-        return self._locate(inputs, target, additional_forward_args, top_k, dict(shared, **method_kwargs))
+    def _start(self, prepared: Prepared, method_kwargs: Dict[str, Any]) -> None:
+        pass  # the Captum method checks its own keywords
 
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         captum_method = self.layer_methods[layer_index]
@@ -226,6 +215,8 @@ class InfluencePatternPath(LayerMethodPath):
     integrated gradient with respect to that layer's activation (later layers computed
     normally) is chosen. This is Captum's ``InternalInfluence`` at each layer, read at
     the token set, with the same ``n_steps`` and ``method`` as the path's JAS.
+    ``attribute()``'s keyword ``baselines`` (Captum's forms; default ``None``, zeros)
+    is where the input is interpolated from.
 
     Examples::
 
@@ -246,45 +237,15 @@ class InfluencePatternPath(LayerMethodPath):
         """
         super().__init__(InternalInfluence, forward_func, layers, token)
 
-    @log_usage()
-    def attribute(
-        self,
-        inputs: TensorOrTupleOfTensorsGeneric,
-        target: TargetType = None,
-        additional_forward_args: Any = None,
-        n_steps: int = DEFAULT_N_STEPS,
-        method: str = DEFAULT_METHOD,
-        internal_batch_size: Optional[int] = None,
-        top_k: int = 1,
-        *,
-        baselines: BaselineType = None,
-    ) -> NeuronPathResult:
-        r"""
-        Args:
-
-            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k: As
-                        for :meth:`LayerMethodPath.attribute`: the quadrature is the
-                        influence's and the JAS's.
-            baselines (scalar, Tensor or tuple, optional): Captum baselines the input
-                        is interpolated from (a keyword argument).
-                        Default: ``None`` (zeros)
-
-        Returns:
-            :class:`NeuronPathResult` with ``path`` and ``jas``.
-        """
-        if isinstance(inputs, (Tensor, tuple)):
-            formatted = inputs if isinstance(inputs, tuple) else (inputs,)
-            if any(isinstance(x, Tensor) and not x.is_floating_point() for x in formatted):
-                raise TypeError(
-                    "InfluencePatternPath interpolates the inputs, and integer inputs (token ids?) cannot be "
-                    "interpolated; for a language model compare with ActivationPath, RandomPath or "
-                    "LayerMethodPath(captum.attr.LayerIntegratedGradients, ...) instead"
-                )
-            if baselines is not None:
-                check_baselines(baselines, inputs)
-        return super().attribute(
-            inputs, target, additional_forward_args, n_steps, method, internal_batch_size, top_k, baselines=baselines
-        )
+    def _start(self, prepared: Prepared, method_kwargs: Dict[str, Any]) -> None:
+        if any(not x.is_floating_point() for x in prepared.inputs if isinstance(x, Tensor)):
+            raise TypeError(
+                "InfluencePatternPath interpolates the inputs, and integer inputs (token ids?) cannot be "
+                "interpolated; for a language model compare with ActivationPath, RandomPath or "
+                "LayerMethodPath(captum.attr.LayerIntegratedGradients, ...) instead"
+            )
+        if method_kwargs.get("baselines") is not None:
+            check_baselines(method_kwargs["baselines"], prepared.inputs)
 
 
 class RandomPath(_PathBaseline):
@@ -315,9 +276,9 @@ class RandomPath(_PathBaseline):
         self.seed = check_int(seed, "seed", -(2**63), 2**64 - 1)  # torch.Generator's range
         self._generator: Optional[torch.Generator] = None
 
-    def _locate(self, *args: Any, **kwargs: Any) -> NeuronPathResult:
+    def _start(self, prepared: Prepared, method_kwargs: Dict[str, Any]) -> None:
+        super()._start(prepared, method_kwargs)
         self._generator = torch.Generator().manual_seed(self.seed)
-        return super()._locate(*args, **kwargs)
 
     def _channel_scores(self, prepared: Prepared, layer_index: int, method_kwargs: Dict[str, Any]) -> Tensor:
         batch_size, _, num_channels = prepared.clean.activations[layer_index].shape

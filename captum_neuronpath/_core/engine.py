@@ -290,21 +290,10 @@ def joint_score(
     indices: Tensor,
     rule: Quadrature,
     internal_batch_size: Optional[int],
-) -> Tensor:
-    """JAS of the ``(B, L, K)`` neuron set ``indices``, ``(B,)``."""
-    return joint_score_and_gradients(forward_func, layers, prepared, indices, rule, internal_batch_size)[0]
-
-
-def joint_score_and_gradients(
-    forward_func: Callable,
-    layers: Sequence[Module],
-    prepared: Prepared,
-    indices: Tensor,
-    rule: Quadrature,
-    internal_batch_size: Optional[int],
     resume: Optional["Resume"] = None,
 ) -> Tuple[Tensor, Dict[int, Tensor], Tensor]:
-    """:func:`joint_score`, the pass's ``sum_k s_k dF/dw`` of every channel, and their set sum.
+    """The JAS ``(B,)`` of the ``(B, L, K)`` neuron set ``indices``, the pass's ``sum_k s_k dF/dw`` of every
+    channel, and their set sum.
 
     The gradients are ``(B, T_sel, C)`` per layer; a pass that carries tangents (``resume``,
     see :class:`GreedySearch`) gives those of the layers from ``resume.start`` on only. The
@@ -487,15 +476,15 @@ class GreedySearch:
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
-    def joint_score_and_gradients(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor], Tensor]:
-        """:func:`joint_score_and_gradients` of the path the steps found; ends the search.
+    def joint_score(self, path: Tensor) -> Tuple[Tensor, Dict[int, Tensor], Tensor]:
+        """:func:`joint_score` of the path the steps found; ends the search.
 
         The gradients are every layer's, or with tangents the last layer's only.
         """
         resume = self._next_pass(self._steps - 1, keep=None, path=path)
         self._resume = None  # the search ends: what it kept goes with the last pass
-        return joint_score_and_gradients(self.forward_func, self.layers, self.prepared, path, self.rule,
-                                         self.internal_batch_size, resume)  # fmt: skip
+        return joint_score(self.forward_func, self.layers, self.prepared, path, self.rule, self.internal_batch_size,
+                           resume)  # fmt: skip
 
     def _next_pass(self, start: Optional[int], keep: Optional[int], path: Tensor) -> Optional[Resume]:
         resume = self._resume

@@ -71,5 +71,5 @@ class NeuronJointIntegratedGradients(SiteAttribution, NeuronAttribution, Gradien
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size
         )
         indices = self._neuron_indices(prepared, neuron_selector, "neuron_selector")
-        jas = joint_score(self.forward_func, self.layers, prepared, indices, rule, internal_batch_size)
+        jas = joint_score(self.forward_func, self.layers, prepared, indices, rule, internal_batch_size)[0]
         return self._finish(prepared, jas)

@@ -16,7 +16,7 @@ from captum_neuronpath._core.engine import (
     Resume,
     advance_block_input,
     carries_tangents,
-    joint_score_and_gradients,
+    joint_score,
     select_examples,
 )
 from captum_neuronpath._core.result import NeuronPathResult
@@ -139,7 +139,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             scores = search.candidate_scores(layer_index, path)
             path = torch.cat([path, top_channels(scores, top_k).unsqueeze(1)], dim=1)
             step_scores.append(scores)
-        jas, gradients, gradient_sum = search.joint_score_and_gradients(path)
+        jas, gradients, gradient_sum = search.joint_score(path)
         layer_scores = stack_padded(step_scores)
         if refine_steps:
             path, jas = self._refine(prepared, path, jas, search, gradients, gradient_sum, refine_steps,
@@ -189,7 +189,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             current = Resume(carry=True, block_input=search.first_block_input) if restart else None
             if len(gradients) < num_layers or (restart and (sweep or current.block_input is None)):
                 current = Resume(keep=0, carry=True) if restart else None
-                _, gradients, gradient_sum = joint_score_and_gradients(
+                _, gradients, gradient_sum = joint_score(
                     self.forward_func, self.layers, prepared, path, rule, internal_batch_size, current
                 )
             improved = torch.zeros_like(jas, dtype=torch.bool)
@@ -211,7 +211,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
                         )
                         resume = Resume(start=layer, carry=True, block_input=block_input, tangent=tangent,
                                         past_attention=current.past_attention)  # fmt: skip
-                    trial_jas, trial_gradients, trial_sum = joint_score_and_gradients(
+                    trial_jas, trial_gradients, trial_sum = joint_score(
                         self.forward_func, self.layers, select_examples(prepared, index), trials, rule,
                         internal_batch_size, resume,
                     )  # fmt: skip
