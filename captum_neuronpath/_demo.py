@@ -23,7 +23,7 @@ from captum_neuronpath._report.inputs import stacked
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import METHODS, MethodAgreement, PaperTable, method_agreement, paper_table
-from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
+from captum_neuronpath.metrics import accuracy, class_similarity, most_similar_classes, neuron_frequency, pruning_curve
 from captum_neuronpath.paths import Paths
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
@@ -49,7 +49,7 @@ def run_demo(
     model = digits.digits_vit(cache_dir, epochs=epochs, log=lambda line: print(line, file=sys.stderr, flush=True))
     _, (images, labels) = digits.digits_split()
     images, labels = images[:max_examples], labels[:max_examples]
-    test_accuracy = digits.accuracy(model, images, labels)
+    test_accuracy = accuracy(model, (images, labels))
     print(f"digits ViT: test accuracy {test_accuracy:.3f} on {len(images)} images", flush=True)
 
     table = paper_table(
