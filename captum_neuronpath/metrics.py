@@ -258,9 +258,8 @@ def summarize_score_change(
         >>> round(summary.change, 6), round(summary.clean_score, 6), summary.n
         (-0.2, 0.7, 2)
     """
-    change, low, high = _paired(intervened, clean, "intervened and clean", n_bootstrap, confidence, seed)
-    means = float(clean.double().mean()), float(intervened.double().mean())
-    return ScoreChange(float(change.mean()), low, high, *means, len(change))
+    change = _paired(intervened, clean, "intervened and clean", n_bootstrap, confidence, seed)
+    return ScoreChange(*change[:3], float(clean.double().mean()), float(intervened.double().mean()), change.n)
 
 
 def score_change(
@@ -333,20 +332,20 @@ def paired_difference(
         >>> round(result.difference, 6), result.n
         (0.1, 3)
     """
-    difference, low, high = _paired(values, reference, "values and reference", n_bootstrap, confidence, seed)
-    return PairedDifference(float(difference.mean()), low, high, len(difference))
+    return _paired(values, reference, "values and reference", n_bootstrap, confidence, seed)
 
 
 def _paired(
     values: Tensor, reference: Tensor, names: str, n_bootstrap: int, confidence: float, seed: int
-) -> Tuple[Tensor, float, float]:
-    """``values - reference`` over the same ``(N,)`` examples (float64), and its bootstrap interval."""
+) -> PairedDifference:
+    """The mean of ``values - reference`` over the same ``(N,)`` examples (float64) and its bootstrap interval."""
     if values.shape != reference.shape or values.dim() != 1:
         raise ValueError(
             f"{names} must be (N,) over the same examples, got {tuple(values.shape)} and {tuple(reference.shape)}"
         )
     difference = values.double().cpu() - reference.double().cpu()
-    return (difference, *bootstrap_interval(difference, n_bootstrap, confidence, seed))
+    interval = bootstrap_interval(difference, n_bootstrap, confidence, seed)
+    return PairedDifference(float(difference.mean()), *interval, len(difference))
 
 
 def _average_ranks(values: Tensor) -> Tensor:
@@ -464,15 +463,13 @@ def accuracy_deviation(
     Returns:
         :class:`AccuracyDeviation`.
     """
-    clean = correct_predictions(forward_func, data, batch_size=batch_size)
+    clean = correct_predictions(forward_func, data, batch_size=batch_size).double()
     intervened = correct_predictions(
         forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor
     )
-    change, low, high = _paired(
-        100.0 * intervened.double(), 100.0 * clean.double(), "intervened and clean", n_bootstrap, confidence, seed
-    )
-    accuracies = (100.0 * float(clean.double().mean()), 100.0 * float(intervened.double().mean()))
-    return AccuracyDeviation(float(change.mean()), low, high, *accuracies, len(clean))
+    intervened = intervened.double()
+    change = _paired(100.0 * intervened, 100.0 * clean, "intervened and clean", n_bootstrap, confidence, seed)
+    return AccuracyDeviation(*change[:3], 100.0 * float(clean.mean()), 100.0 * float(intervened.mean()), change.n)
 
 
 def pruning_curve(
