@@ -7,7 +7,7 @@ per input) and ``FILE.meta.json`` (the run's settings and the ``layers``, ``toke
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -123,7 +123,9 @@ def load(file: Union[str, Path]) -> Paths:
     if not file.is_file():
         raise FileNotFoundError(f"paths file {file} does not exist or is not a file")
     meta_file = file.with_name(file.name + ".meta.json")
-    meta = _read_meta(meta_file) if meta_file.exists() else {}
+    meta = _json(meta_file.read_text(), str(meta_file)) if meta_file.exists() else {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
     defaults = {"prediction": -1, "probability": float("nan")}  # where a record does not say
     columns: Dict[str, list] = {key: [] for key in (*REQUIRED, *defaults)}
     files, errors = [], {}
@@ -155,10 +157,7 @@ def load(file: Union[str, Path]) -> Paths:
 
 
 def _record(line: bytes, file: Path, number: int) -> Dict[str, object]:
-    try:
-        record = json.loads(line)
-    except ValueError as error:
-        raise ValueError(f"{file} line {number} is not JSON: {error}") from None
+    record = _json(line, f"{file} line {number}")
     if not isinstance(record, dict) or "index" not in record:
         raise ValueError(f"{file} line {number} is not a record of neuronpath extract (an object with an index)")
     if "error" not in record:
@@ -168,11 +167,8 @@ def _record(line: bytes, file: Path, number: int) -> Dict[str, object]:
     return record
 
 
-def _read_meta(meta_file: Path) -> Dict[str, object]:
+def _json(text: Union[str, bytes], where: str) -> Any:
     try:
-        meta = json.loads(meta_file.read_text())
+        return json.loads(text)
     except ValueError as error:
-        raise ValueError(f"{meta_file} is not JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
-    return meta
+        raise ValueError(f"{where} is not JSON: {error}") from None

@@ -9,6 +9,7 @@ give it to the axis. Styles differ by marker, line style and hatch as well as co
 the figures read in grayscale.
 """
 
+from itertools import accumulate
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -41,7 +42,8 @@ def _figure(plt_fig_axis: Optional[FigureAxis], use_pyplot: bool, figsize: Tuple
 
 
 def _style(index: int) -> Dict[str, Any]:
-    return dict(marker=_MARKERS[index % len(_MARKERS)], linestyle=_LINESTYLES[index % len(_LINESTYLES)])
+    marker, linestyle = _MARKERS[index % len(_MARKERS)], _LINESTYLES[index % len(_LINESTYLES)]
+    return dict(marker=marker, linestyle=linestyle, linewidth=1.6, markersize=7)
 
 
 def _as_rows(values: Any) -> Tensor:
@@ -50,16 +52,11 @@ def _as_rows(values: Any) -> Tensor:
 
 def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
     """Label heights near ``wanted`` (ascending), at least ``gap`` apart, within ``[low, high]`` if they fit."""
-    placed = list(wanted)
-    for i in range(1, len(placed)):
-        placed[i] = max(placed[i], placed[i - 1] + gap)
-    if placed and placed[-1] > high:
-        placed[-1] = high
-        for i in range(len(placed) - 2, -1, -1):
-            placed[i] = min(placed[i], placed[i + 1] - gap)
+    placed = list(accumulate(wanted, lambda below, y: max(y, below + gap)))  # pushed up past the one below
+    if placed and placed[-1] > high:  # the top one at ``high``, the others pushed down below it
+        placed = list(accumulate([high, *placed[-2::-1]], lambda above, y: min(y, above - gap)))[::-1]
     if placed and placed[0] < low:
-        shift = low - placed[0]
-        placed = [y + shift for y in placed]
+        placed = [y + (low - placed[0]) for y in placed]
     return placed
 
 
@@ -123,8 +120,7 @@ def visualize_path(
     num_paths, num_layers = rows.shape
     figure, axis = _figure(plt_fig_axis, use_pyplot, (1.3 * num_layers + 4.0, 4.4))
     layers = np.arange(num_layers)
-    top = float(num_neurons) if num_neurons is not None else float(rows.max())
-    bottom = 0.0 if num_neurons is not None else float(rows.min())
+    bottom, top = (0.0, float(num_neurons)) if num_neurons is not None else (float(rows.min()), float(rows.max()))
     span = max(top - bottom, 1.0)
     low, high = bottom - 0.04 * span, top + 0.06 * span
     axis.set_ylim(low, high)
@@ -135,7 +131,7 @@ def visualize_path(
     colours = []
     for i, (row, label) in enumerate(zip(rows.tolist(), labels)):
         style = _style(i)
-        line = axis.plot(layers + offsets[i], row, label=label, linewidth=1.6, markersize=7, **style)[0]
+        line = axis.plot(layers + offsets[i], row, label=label, **style)[0]
         colours.append(line.get_color())
         if score_rows is not None and num_paths > 1:
             sizes = 30 + 270 * score_rows[i].abs().numpy() / largest
@@ -167,10 +163,9 @@ def visualize_path(
                     arrowprops=dict(arrowstyle="-", color="0.5", linewidth=0.6, shrinkA=0, shrinkB=4)
                     if moved else None,
                 )  # fmt: skip
-    handles = list(axis.get_lines())
     notes = ["marker area: greedy score"] if score_rows is not None and num_paths > 1 else []
     notes += ["black label: shared neuron"] if num_paths > 1 else []
-    handles += [Line2D([], [], linestyle="none", label=note) for note in notes]
+    handles = [*axis.get_lines(), *(Line2D([], [], linestyle="none", label=note) for note in notes)]
     axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
     axis.set_xlim(-0.2 + min(offsets[0], 0.0), num_layers - 0.35)
     axis.set(xlabel="layer (input side first)", ylabel="neuron index", title=title)
@@ -403,7 +398,7 @@ def visualize_pruning_curve(
     """
     figure, axis = _figure(plt_fig_axis, use_pyplot, (6.0, 4.2))
     for i, (name, curve) in enumerate(curves.items()):
-        axis.plot(curve.fractions, curve.accuracy, label=name, linewidth=1.6, markersize=7, **_style(i))
+        axis.plot(curve.fractions, curve.accuracy, label=name, **_style(i))
     axis.set(xlabel="fraction of other neurons pruned", ylabel="accuracy (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=9)
@@ -511,8 +506,7 @@ def visualize_rank_agreement(
         quartiles = np.nanquantile(rho, [0.25, 0.5, 0.75], axis=0)
         layers = np.arange(rho.shape[1]) + (i - (num_methods - 1) / 2) * width
         errors = np.stack([quartiles[1] - quartiles[0], quartiles[2] - quartiles[1]])
-        axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, linewidth=1.6, markersize=7,
-                      **_style(i))  # fmt: skip
+        axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, **_style(i))
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_ylim(-1.05, 1.05)
     axis.set_xticks(range(rho.shape[1]) if num_methods else [])
