@@ -80,11 +80,14 @@ def train_digits_vit(
     torch.manual_seed(seed)
     model = build_digits_vit(depth)
     step = _one_cycle_adamw(model, total_steps=epochs * ((len(images) + 63) // 64), weight_decay=0.05)
-    generator = torch.Generator().manual_seed(seed)
+    generator, size = torch.Generator().manual_seed(seed), images.shape[-1]
     for epoch in range(epochs):
         model.train()
         for batch in torch.randperm(len(images), generator=generator).split(64):
-            shifted = _random_shift(images[batch], generator, pad=1)
+            # Random shifts of up to one pixel, the background (-1) filling in.
+            padded = torch.nn.functional.pad(images[batch], (1,) * 4, value=-1.0)
+            offsets = torch.randint(0, 3, (len(batch), 2), generator=generator).tolist()
+            shifted = torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
             step(torch.nn.functional.cross_entropy(model(shifted), labels[batch]))
         if log is not None and (epoch + 1) % 10 == 0:
             log(f"epoch {epoch + 1}/{epochs}: test accuracy {metrics.accuracy(model, test):.3f}")
@@ -105,14 +108,6 @@ def _one_cycle_adamw(
         schedule.step()
 
     return step
-
-
-def _random_shift(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Translate each image by up to ``pad`` pixels, filling with the background (-1)."""
-    padded = torch.nn.functional.pad(images, (pad,) * 4, value=-1.0)
-    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
-    size = images.shape[-1]
-    return torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
 
 
 def default_cache_dir() -> Path:

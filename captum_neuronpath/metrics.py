@@ -90,17 +90,6 @@ class PruningCurve(NamedTuple):
     accuracy: List[float]
 
 
-def _batches(data: Data, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        inputs, labels = data
-        if len(inputs) != len(labels):
-            raise ValueError(f"data holds {len(inputs)} inputs but {len(labels)} labels")
-        for start in range(0, len(inputs), batch_size):
-            yield inputs[start : start + batch_size], labels[start : start + batch_size]
-    else:
-        yield from data
-
-
 @torch.no_grad()  # around each step of the generator, not while the caller holds a batch
 def _outputs(
     forward_func: Callable,
@@ -111,8 +100,12 @@ def _outputs(
     intervention: Dict[str, object],
 ) -> Iterator[Tuple[Tensor, Tensor]]:
     """``(outputs, labels)`` of each batch without gradients, clean or with each example's own path intervened."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"data holds {len(data[0])} inputs but {len(data[1])} labels")
+        data = zip(data[0].split(batch_size), data[1].split(batch_size))
     start = 0
-    for inputs, labels in _batches(data, batch_size):
+    for inputs, labels in data:
         if paths is None:
             outputs = forward_func(inputs)
         else:
