@@ -75,19 +75,15 @@ class Paths:
     @property
     def layer_names(self) -> List[str]:
         """Each layer's module name, from the meta; else ``"layer 0"``, ``"layer 1"``, ..."""
-        layers = self.meta.get("layers")
-        if layers:
-            return [str(layer.get("name") or f"layer {i}") for i, layer in enumerate(layers)]
-        return [f"layer {i}" for i in range(self.num_layers)]
+        layers = self.meta.get("layers") or [{}] * self.num_layers
+        return [str(layer.get("name") or f"layer {i}") for i, layer in enumerate(layers)]
 
     @property
     def class_names(self) -> List[str]:
         """The name of every class, from the meta; else the class indices up to the largest seen."""
-        names = self.meta.get("class_names")
+        names = [str(name) for name in self.meta.get("class_names") or []]
         seen = max((int(t.max()) + 1 for t in (self.labels, self.targets, self.predictions) if len(t)), default=0)
-        if names:
-            return [str(name) for name in names] + [str(i) for i in range(len(names), seen)]
-        return [str(i) for i in range(seen)]
+        return names + [str(i) for i in range(len(names), seen)]
 
 
 def load(file: Union[str, Path]) -> Paths:

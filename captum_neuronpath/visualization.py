@@ -112,12 +112,12 @@ def visualize_path(
         paths = paths.path if paths.path.dim() == 2 else paths.path[..., 0]
     if isinstance(paths, Mapping):
         labels = list(paths) if labels is None else labels
-        rows = torch.stack([torch.as_tensor(p).detach().cpu().reshape(-1) for p in paths.values()])
-    else:
-        rows = _as_rows(paths)
+        paths = torch.stack([torch.as_tensor(p).detach().cpu().reshape(-1) for p in paths.values()])
+    rows = _as_rows(paths)
     labels = [f"path {i}" for i in range(len(rows))] if labels is None else list(labels)
     score_rows = None if scores is None else _as_rows(scores)
     num_paths, num_layers = rows.shape
+    sized, written = score_rows is not None and num_paths > 1, score_rows is not None and num_paths == 1
     figure, axis = _figure(plt_fig_axis, use_pyplot, (1.3 * num_layers + 4.0, 4.4))
     layers = np.arange(num_layers)
     bottom, top = (0.0, float(num_neurons)) if num_neurons is not None else (float(rows.min()), float(rows.max()))
@@ -133,28 +133,22 @@ def visualize_path(
         style = _style(i)
         line = axis.plot(layers + offsets[i], row, label=label, **style)[0]
         colours.append(line.get_color())
-        if score_rows is not None and num_paths > 1:
+        if sized:
             sizes = 30 + 270 * score_rows[i].abs().numpy() / largest
             axis.scatter(layers + offsets[i], row, s=sizes, marker=style["marker"], color=line.get_color(),
                          alpha=0.45, zorder=3)  # fmt: skip
     # Label height in data units, from the axis height in inches (8 pt text, 1.25 line spacing).
     height_inches = axis.get_position().height * figure.get_figheight()
-    lines_per_label = 2 if score_rows is not None and num_paths == 1 else 1
-    gap = lines_per_label * 1.25 * 8 / 72 / height_inches * (high - low)
+    gap = (2 if written else 1) * 1.25 * 8 / 72 / height_inches * (high - low)
     if num_paths <= 8:
         for layer in layers:
-            owners: Dict[int, List[int]] = {}
-            for i in range(num_paths):
-                owners.setdefault(int(rows[i, layer]), []).append(i)
-            neurons = sorted(owners)
-            placed = _spread([float(n) for n in neurons], gap, low + gap / 2, high - gap / 2)
+            column = [int(n) for n in rows[:, layer]]
+            owners = {neuron: [i for i, n in enumerate(column) if n == neuron] for neuron in sorted(set(column))}
+            placed = _spread([float(n) for n in owners], gap, low + gap / 2, high - gap / 2)
             # Past the largest marker (a score marker's radius is about 0.12 layer widths).
-            x_text = layer + offsets[-1] + (0.22 if score_rows is not None and num_paths > 1 else 0.1)
-            for neuron, y_text in zip(neurons, placed):
-                who = owners[neuron]
-                text = f"#{neuron}"
-                if score_rows is not None and num_paths == 1:
-                    text += f"\nscore {float(score_rows[0, layer]):.3g}"
+            x_text = layer + offsets[-1] + (0.22 if sized else 0.1)
+            for (neuron, who), y_text in zip(owners.items(), placed):
+                text = f"#{neuron}" + (f"\nscore {float(score_rows[0, layer]):.3g}" if written else "")
                 moved = abs(y_text - neuron) > 0.3 * gap
                 axis.annotate(
                     text, (layer + offsets[who[-1]], neuron), xytext=(x_text, y_text), textcoords="data",
@@ -163,7 +157,7 @@ def visualize_path(
                     arrowprops=dict(arrowstyle="-", color="0.5", linewidth=0.6, shrinkA=0, shrinkB=4)
                     if moved else None,
                 )  # fmt: skip
-    notes = ["marker area: greedy score"] if score_rows is not None and num_paths > 1 else []
+    notes = ["marker area: greedy score"] if sized else []
     notes += ["black label: shared neuron"] if num_paths > 1 else []
     handles = [*axis.get_lines(), *(Line2D([], [], linestyle="none", label=note) for note in notes)]
     axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
@@ -213,13 +207,12 @@ def visualize_layer_scores(
     generator = np.random.default_rng(0)
     for layer, row in enumerate(scores):
         row = row[~row.isnan()]
-        best = row.max()
+        best, second = row.topk(min(2, len(row))).values[[0, -1]]
         scale = best.abs().clamp(min=1e-30)
         jitter = generator.uniform(-0.22, 0.22, len(row))
         axis.scatter(layer + jitter, (row / scale).numpy(), s=6, color="0.55", alpha=0.6, linewidths=0)
         chosen = float(scores[layer, path[layer]] / scale)
         axis.scatter([layer], [chosen], s=140, marker="*", color="black", zorder=3)
-        second = row.topk(2).values[1] if len(row) > 1 else best
         margin = float((best - second) / scale)
         axis.annotate(f"margin\n{margin:.2g}", (layer, chosen), textcoords="offset points", xytext=(0, 9),
                       ha="center", fontsize=8)  # fmt: skip
