@@ -108,7 +108,8 @@ def run_demo(
         }
     write_atomically(out / "results.json", json.dumps(results).encode())
     figures = write_figures(out / "figures", labels, table, frequency, similarity, curves, agreement)
-    write_demo_report(out / "explorer", model, images, labels, table)
+    write_demo_report(out / "explorer", model, images, labels, table.paths["Neuron Path"], table.jas["Neuron Path"],
+                      CLASS_NAMES)  # fmt: skip
     print(f"\nwrote {out / 'results.json'}, {len(figures)} figures in {out / 'figures'} and the path explorer "
           f"{out / 'explorer' / 'index.html'}")  # fmt: skip
     return results
@@ -178,15 +179,17 @@ def write_figures(
     return save_figures(folder, {name: figure for name, (figure, _) in drawn.items()}, dpi=110)
 
 
-def write_demo_report(out: Path, model: Module, images: Tensor, labels: Tensor, table: PaperTable) -> List[Path]:
-    """Write ``out/report.json``, ``out/figures`` and ``out/index.html`` for the table's Neuron Path paths."""
+def write_demo_report(
+    out: Path, model: Module, images: Tensor, labels: Tensor, path: Tensor, jas: Tensor, class_names: Sequence[str]
+) -> List[Path]:
+    """Write ``out/report.json``, ``out/figures`` and ``out/index.html`` for the paths of ``images``."""
     with torch.no_grad():
         probabilities = model(images).softmax(-1)
     inputs = Inputs(TensorDataset(images, labels), labels, None, source=lambda index: images[index].numpy().tobytes())
     meta = describe_paths(model, vit_mlp_layers(model), vit_readout_token(model), inputs, None)
-    meta["class_names"] = CLASS_NAMES
+    meta["class_names"] = list(class_names)
     records = Paths(
-        table.paths["Neuron Path"], table.jas["Neuron Path"].double(), labels, labels, probabilities.argmax(-1),
+        path, jas.double(), labels, labels, probabilities.argmax(-1),
         probabilities.gather(1, labels[:, None])[:, 0].double(), torch.arange(len(labels)), [None] * len(labels), meta,
     )  # fmt: skip
     return write_report(records, out, stacked(images), "digits ViT test set")

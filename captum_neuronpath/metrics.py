@@ -457,10 +457,8 @@ def accuracy_deviation(
         :class:`AccuracyDeviation`.
     """
     clean = correct_predictions(forward_func, data, batch_size=batch_size).double()
-    intervened = correct_predictions(
-        forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor
-    )
-    intervened = intervened.double()
+    intervention = dict(mode=mode, token=token, factor=factor)
+    intervened = correct_predictions(forward_func, data, layers, paths, batch_size, **intervention).double()
     change = _paired(100.0 * intervened, 100.0 * clean, "intervened and clean", n_bootstrap, confidence, seed)
     return AccuracyDeviation(*change[:3], 100.0 * float(clean.mean()), 100.0 * float(intervened.mean()), change.n)
 
@@ -483,12 +481,8 @@ def pruning_curve(
     Returns:
         :class:`PruningCurve` with the fractions and the accuracy (%) at each.
     """
-    kept = [
-        correct_predictions(
-            forward_func, data, layers, paths, batch_size, mode="prune", token=token, p=fraction, seed=seed
-        )
-        for fraction in fractions
-    ]
+    pruned = dict(mode="prune", token=token, seed=seed)
+    kept = [correct_predictions(forward_func, data, layers, paths, batch_size, p=p, **pruned) for p in fractions]
     return PruningCurve(list(fractions), [100.0 * float(correct.double().mean()) for correct in kept])
 
 
