@@ -213,16 +213,14 @@ def visualize_layer_scores(
         axis.scatter(layer + jitter, (row / scale).numpy(), s=6, color="0.55", alpha=0.6, linewidths=0)
         chosen = float(scores[layer, path[layer]] / scale)
         axis.scatter([layer], [chosen], s=140, marker="*", color="black", zorder=3)
-        margin = float((best - second) / scale)
-        axis.annotate(f"margin\n{margin:.2g}", (layer, chosen), textcoords="offset points", xytext=(0, 9),
-                      ha="center", fontsize=8)  # fmt: skip
+        axis.annotate(f"margin\n{float((best - second) / scale):.2g}", (layer, chosen), textcoords="offset points",
+                      xytext=(0, 9), ha="center", fontsize=8)  # fmt: skip
     axis.scatter([], [], s=140, marker="*", color="black", label="chosen neuron")
     axis.scatter([], [], s=12, color="0.55", label="other candidates")
     axis.plot([], [], " ", label="margin: (best - second best) / |best|")
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_yscale("symlog", linthresh=1.0)  # linear within +-1, logarithmic for outliers
-    axis.set_xticks(range(scores.shape[0]))
-    axis.set(xlabel="layer", ylabel="score / |best score| (symlog)", title=title)
+    axis.set(xticks=range(scores.shape[0]), xlabel="layer", ylabel="score / |best score| (symlog)", title=title)
     axis.margins(y=0.18)
     axis.legend(loc="lower left", fontsize=9)
     return figure, axis
@@ -268,8 +266,7 @@ def visualize_neuron_frequency(
             textcoords="offset points", fontsize=8, color="white",
             bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.7, linewidth=0),
         )  # fmt: skip
-    axis.set_yticks(range(values.shape[0]))
-    axis.set(xlabel="neuron index", ylabel="layer", title=title)
+    axis.set(yticks=range(values.shape[0]), xlabel="neuron index", ylabel="layer", title=title)
     return figure, axis
 
 
