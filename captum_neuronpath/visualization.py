@@ -498,8 +498,7 @@ def visualize_rank_agreement(
         errors = np.stack([quartiles[1] - quartiles[0], quartiles[2] - quartiles[1]])
         axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, **_style(i))
     axis.axhline(0, color="0.3", linewidth=0.8)
-    axis.set_ylim(-1.05, 1.05)
-    axis.set_xticks(range(rho.shape[1]) if num_methods else [])
+    axis.set(ylim=(-1.05, 1.05), xticks=range(rho.shape[1]) if num_methods else [])
     axis.set(
         xlabel="layer", ylabel="Spearman correlation with greedy scores\n(median over images, bars: IQR)", title=title
     )
