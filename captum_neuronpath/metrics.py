@@ -383,14 +383,12 @@ def rank_agreement(first: Tensor, second: Tensor) -> RankAgreement:
         raise ValueError(f"first and second must both be (B, L, C), got {tuple(first.shape)} and {tuple(second.shape)}")
     first, second = first.detach().double().cpu(), second.detach().double().cpu()
     valid = ~(first.isnan() | second.isnan())
-    count = valid.sum(-1).double()
     first, second = first.where(valid, float("-inf")), second.where(valid, float("-inf"))
     # Left-out entries rank below every valid one in both, shifting valid ranks alike.
     ranks = [_average_ranks(values) for values in (first, second)]
-    centred = [(rank - (rank * valid).sum(-1, keepdim=True) / count.unsqueeze(-1)) * valid for rank in ranks]
-    covariance = (centred[0] * centred[1]).sum(-1)
-    spread = (centred[0].square().sum(-1) * centred[1].square().sum(-1)).sqrt()
-    spearman = covariance / spread  # NaN where a scoring is constant over the layer
+    centred = [(rank - (rank * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True)) * valid for rank in ranks]
+    # The Pearson correlation of the ranks: NaN where a scoring is constant over the layer.
+    spearman = (centred[0] * centred[1]).sum(-1) / (centred[0].square().sum(-1) * centred[1].square().sum(-1)).sqrt()
 
     def top_in_other(scores: Tensor, other: Tensor) -> Tensor:
         top = scores.argmax(-1, keepdim=True)  # the first among equal bests
