@@ -435,13 +435,12 @@ def paper_table(
         summaries = [summarize_score_change(clean, clean + changes[name][m], n_bootstrap, seed=seed) for m in modes]
         rows.append(TableRow(name, float(jas[name].double().mean()), low, high, *deviations, *summaries))
     bar.close()
-    if reference in changes:
-        for row in rows:
-            if row.method != reference:
-                row.removal_vs_reference, row.enhancement_vs_reference = (
-                    paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
-                    for mode in modes
-                )
+    for row in rows:
+        if reference in changes and row.method != reference:
+            row.removal_vs_reference, row.enhancement_vs_reference = (
+                paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
+                for mode in modes
+            )
     settings = dict(
         n_steps=n_steps, method=method, n_examples=len(images), seed=seed, n_bootstrap=n_bootstrap, factor=factor,
         reference=reference if reference in changes else None, score="softmax probability of the label",
