@@ -78,8 +78,7 @@ def captum_layer_methods() -> List[str]:
 
 def _needs_model(layer_method: type) -> bool:
     """Whether the class is built from the model itself (``LayerDeepLift``, ``LayerLRP``), not a forward function."""
-    parameters = list(inspect.signature(layer_method.__init__).parameters)
-    return len(parameters) > 1 and parameters[1] == "model"
+    return list(inspect.signature(layer_method.__init__).parameters)[1:2] == ["model"]
 
 
 def captum_layer_method(name: str) -> Type[LayerAttribution]:
