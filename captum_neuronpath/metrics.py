@@ -16,6 +16,7 @@ The arguments the functions share mean the same everywhere:
   (default ``0.95``) and seed (default ``0``) of a percentile bootstrap interval.
 """
 
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -106,14 +107,11 @@ def _outputs(
         data = zip(data[0].split(batch_size), data[1].split(batch_size))
     start = 0
     for inputs, labels in data:
-        if paths is None:
+        batch_paths = None if paths is None else paths[start : start + len(inputs)]
+        if batch_paths is not None and len(batch_paths) != len(inputs):
+            raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+        with nullcontext() if batch_paths is None else intervene(layers, batch_paths.to(inputs.device), **intervention):
             outputs = forward_func(inputs)
-        else:
-            batch_paths = paths[start : start + len(inputs)]
-            if len(batch_paths) != len(inputs):
-                raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
-            with intervene(layers, batch_paths.to(inputs.device), **intervention):
-                outputs = forward_func(inputs)
         yield outputs, labels.to(outputs.device)
         start += len(inputs)
     if paths is not None and start != len(paths):
