@@ -21,7 +21,7 @@ import time
 import torch
 
 import captum_neuronpath as cnp
-from captum_neuronpath import digits
+from captum_neuronpath import digits, metrics
 from captum_neuronpath._core import neuron_path
 
 SETTINGS = [(1, 1), (2, 1), (4, 1), (8, 1), (1, 2), (2, 2)]  # (refine_candidates, refine_steps)
@@ -61,7 +61,7 @@ def main() -> None:
             outcomes[name] = (path, jas)
             times[name].append(seconds)
     greedy_path, greedy_jas = outcomes["greedy"]
-    accuracy = digits.accuracy(model, images, labels)
+    accuracy = metrics.accuracy(model, (images, labels))
     print(f"digits ViT (seed {args.seed}, test accuracy {accuracy:.3f}), {len(images)} test images, "
           f"n_steps=3 gausslegendre; greedy: mean JAS "
           f"{greedy_jas.mean():.4f}, {statistics.median(times['greedy']):.1f} s; load average "

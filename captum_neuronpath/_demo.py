@@ -23,11 +23,10 @@ from captum_neuronpath._report.inputs import stacked
 from captum_neuronpath._utils.files import write_atomically
 from captum_neuronpath._utils.quadrature import PAPER_QUADRATURE
 from captum_neuronpath.experiments import METHODS, MethodAgreement, PaperTable, method_agreement, paper_table
-from captum_neuronpath.metrics import class_similarity, most_similar_classes, neuron_frequency, pruning_curve
+from captum_neuronpath.metrics import accuracy, class_similarity, most_similar_classes, neuron_frequency, pruning_curve
 from captum_neuronpath.paths import Paths
 
 CLASS_NAMES = [str(digit) for digit in range(10)]
-PRUNED_FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
 WIDTH = digits.NUM_NEURONS  # neurons per layer of the digits ViT
 
 
@@ -49,7 +48,7 @@ def run_demo(
     model = digits.digits_vit(cache_dir, epochs=epochs, log=lambda line: print(line, file=sys.stderr, flush=True))
     _, (images, labels) = digits.digits_split()
     images, labels = images[:max_examples], labels[:max_examples]
-    test_accuracy = digits.accuracy(model, images, labels)
+    test_accuracy = accuracy(model, (images, labels))
     print(f"digits ViT: test accuracy {test_accuracy:.3f} on {len(images)} images", flush=True)
 
     table = paper_table(
@@ -79,14 +78,13 @@ def run_demo(
     print("\nInter-class: most similar class by neuron-path frequency")
     print("  " + ", ".join(f"{c}->{int(n)} ({float(similarity[c, n]):.2f})" for c, n in enumerate(nearest)))
 
-    layers = vit_mlp_layers(model)
     curves = {
-        name: pruning_curve(model, layers, (images, labels), paths, PRUNED_FRACTIONS, batch_size=batch_size, seed=seed)
+        name: pruning_curve(model, vit_mlp_layers(model), (images, labels), paths, batch_size=batch_size, seed=seed)
         for name, paths in table.paths.items()
     }
     print("\nPruning: accuracy (%) keeping each image's path and pruning a fraction of the other neurons")
     width = max(len("fractions"), *(len(name) for name in curves))
-    print(f"  {'fractions':<{width}} " + " ".join(f"{f:>5.2f}" for f in PRUNED_FRACTIONS))
+    print(f"  {'fractions':<{width}} " + " ".join(f"{f:>5.2f}" for f in curves["Neuron Path"].fractions))
     for name, curve in curves.items():
         print(f"  {name:<{width}} " + " ".join(f"{a:5.1f}" for a in curve.accuracy))
 

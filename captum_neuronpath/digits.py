@@ -76,51 +76,38 @@ def train_digits_vit(
     Returns:
         The trained model, in eval mode.
     """
-    (images, labels), (test_images, test_labels) = digits_split()
+    (images, labels), test = digits_split()
     torch.manual_seed(seed)
     model = build_digits_vit(depth)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
-    batches_per_epoch = (len(images) + 63) // 64
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=3e-3, total_steps=epochs * batches_per_epoch, pct_start=0.1
-    )
-    generator = torch.Generator().manual_seed(seed)
+    step = _one_cycle_adamw(model, total_steps=epochs * ((len(images) + 63) // 64), weight_decay=0.05)
+    generator, size = torch.Generator().manual_seed(seed), images.shape[-1]
     for epoch in range(epochs):
         model.train()
         for batch in torch.randperm(len(images), generator=generator).split(64):
-            shifted = _random_shift(images[batch], generator, pad=1)
-            loss = torch.nn.functional.cross_entropy(model(shifted), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            # Random shifts of up to one pixel, the background (-1) filling in.
+            padded = torch.nn.functional.pad(images[batch], (1,) * 4, value=-1.0)
+            offsets = torch.randint(0, 3, (len(batch), 2), generator=generator).tolist()
+            shifted = torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
+            step(torch.nn.functional.cross_entropy(model(shifted), labels[batch]))
         if log is not None and (epoch + 1) % 10 == 0:
-            log(f"epoch {epoch + 1}/{epochs}: test accuracy {accuracy(model, test_images, test_labels):.3f}")
+            log(f"epoch {epoch + 1}/{epochs}: test accuracy {metrics.accuracy(model, test):.3f}")
     return model.eval()
 
 
-def _random_shift(images: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Translate each image by up to ``pad`` pixels, filling with the background (-1)."""
-    padded = torch.nn.functional.pad(images, (pad,) * 4, value=-1.0)
-    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
-    size = images.shape[-1]
-    return torch.stack([p[:, y : y + size, x : x + size] for p, (y, x) in zip(padded, offsets)])
+def _one_cycle_adamw(
+    model: Module, total_steps: int, weight_decay: float, betas: Tuple[float, float] = (0.9, 0.999)
+) -> Callable[[Tensor], None]:
+    """An optimiser step on a loss: AdamW with a one-cycle schedule peaking at 3e-3 over ``total_steps``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=weight_decay, betas=betas)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps, pct_start=0.1)
 
+    def step(loss: Tensor) -> None:
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
 
-def accuracy(model: Module, images: Tensor, labels: Tensor) -> float:
-    r"""
-    Top-1 accuracy of ``model`` on ``images``, in eval mode (:func:`~captum_neuronpath.metrics.accuracy`).
-
-    Args:
-
-        model (torch.nn.Module): A classifier returning logits.
-        images (Tensor): ``(N, C, H, W)`` inputs.
-        labels (Tensor): ``(N,)`` classes.
-
-    Returns:
-        *float* in ``[0, 1]``.
-    """
-    return metrics.accuracy(model, (images, labels), batch_size=max(len(images), 1))
+    return step
 
 
 def default_cache_dir() -> Path:

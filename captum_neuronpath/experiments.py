@@ -78,8 +78,7 @@ def captum_layer_methods() -> List[str]:
 
 def _needs_model(layer_method: type) -> bool:
     """Whether the class is built from the model itself (``LayerDeepLift``, ``LayerLRP``), not a forward function."""
-    parameters = list(inspect.signature(layer_method.__init__).parameters)
-    return len(parameters) > 1 and parameters[1] == "model"
+    return list(inspect.signature(layer_method.__init__).parameters)[1:2] == ["model"]
 
 
 def captum_layer_method(name: str) -> Type[LayerAttribution]:
@@ -271,14 +270,12 @@ class PaperTable:
                   "paired": ("removal_vs_reference", "enhancement_vs_reference")}  # fmt: skip
         if quantity not in fields:
             raise ValueError(f"quantity must be one of {tuple(fields)}, got {quantity!r}")
-        labels = self.intervention_labels()
-        effects: Effects = {}
-        for row in self.rows:
-            values = [getattr(row, name) for name in fields[quantity]]
-            if any(value is None for value in values):
-                continue
-            effects[row.method] = {label: tuple(value[:3]) for label, value in zip(labels, values)}
-        return effects
+        values = {row.method: [getattr(row, name) for name in fields[quantity]] for row in self.rows}
+        return {
+            method: {label: tuple(value[:3]) for label, value in zip(self.intervention_labels(), pair)}
+            for method, pair in values.items()
+            if None not in pair
+        }
 
     def intervention_labels(self) -> Tuple[str, str]:
         """``("removal (path set to 0)", "enhancement (path xF)")`` with the table's factor."""
@@ -289,27 +286,21 @@ class PaperTable:
         accuracy deviations) and the score changes with the paired differences from the
         reference method."""
         factor = f"x{self.settings.get('factor', 2.0):g}"
-        lines = [
-            "| Method | JAS | Removal deviation (%) | Enhancement deviation (%) |",
-            "| --- | --- | --- | --- |",
-        ]
-        for row in self.rows:
-            lines.append(
-                f"| {row.method} | {row.jas:.4f} [{row.jas_low:.4f}, {row.jas_high:.4f}] "
-                f"| {_interval(row.removal, 2)} | {_interval(row.enhancement, 2)} |"
-            )
         reference = self.settings.get("reference")
-        paired = reference is not None and reference in self.paths
         header = ["Method", "Removal: score change", f"Enhancement ({factor}): score change"]
-        if paired:
+        if reference is not None and reference in self.paths:
             header += [f"Removal: minus {reference}", f"Enhancement: minus {reference}"]
-        lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        for row in self.rows:
-            cells = [row.method, _interval(row.removal_score, 4), _interval(row.enhancement_score, 4)]
-            if paired:
-                cells += [_interval(row.removal_vs_reference, 4), _interval(row.enhancement_vs_reference, 4)]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        fields = ("removal_score", "enhancement_score", "removal_vs_reference", "enhancement_vs_reference")
+        jas = [_interval((row.jas, row.jas_low, row.jas_high), ".4f") for row in self.rows]
+        paper = [
+            [row.method, j, _interval(row.removal, "+.2f"), _interval(row.enhancement, "+.2f")]
+            for row, j in zip(self.rows, jas)
+        ]
+        scores = [
+            [row.method, *(_interval(getattr(row, f), "+.4f") for f in fields[: len(header) - 1])] for row in self.rows
+        ]
+        paper_header = ["Method", "JAS", "Removal deviation (%)", "Enhancement deviation (%)"]
+        return "\n".join([*_markdown(paper_header, paper), "", *_markdown(header, scores)])
 
     def to_json(self) -> Dict[str, object]:
         """Plain data: settings, rows, and per-example paths, JAS and score changes."""
@@ -329,11 +320,16 @@ class PaperTable:
         }
 
 
-def _interval(result: Optional[Tuple[float, float, float]], digits: int) -> str:
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """The lines of a markdown table."""
+    return ["| " + " | ".join(cells) + " |" for cells in (header, ["---"] * len(header), *rows)]
+
+
+def _interval(result: Optional[Tuple[float, float, float]], spec: str) -> str:
     if result is None:
         return "-"
     value, low, high = result[:3]
-    return f"{value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def paper_table(
@@ -438,13 +434,12 @@ def paper_table(
         summaries = [summarize_score_change(clean, clean + changes[name][m], n_bootstrap, seed=seed) for m in modes]
         rows.append(TableRow(name, float(jas[name].double().mean()), low, high, *deviations, *summaries))
     bar.close()
-    if reference in changes:
-        for row in rows:
-            if row.method != reference:
-                row.removal_vs_reference, row.enhancement_vs_reference = (
-                    paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
-                    for mode in modes
-                )
+    for row in rows:
+        if reference in changes and row.method != reference:
+            row.removal_vs_reference, row.enhancement_vs_reference = (
+                paired_difference(changes[row.method][mode], changes[reference][mode], n_bootstrap, seed=seed)
+                for mode in modes
+            )
     settings = dict(
         n_steps=n_steps, method=method, n_examples=len(images), seed=seed, n_bootstrap=n_bootstrap, factor=factor,
         reference=reference if reference in changes else None, score="softmax probability of the label",

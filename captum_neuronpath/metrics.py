@@ -16,6 +16,7 @@ The arguments the functions share mean the same everywhere:
   (default ``0.95``) and seed (default ``0``) of a percentile bootstrap interval.
 """
 
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -90,17 +91,6 @@ class PruningCurve(NamedTuple):
     accuracy: List[float]
 
 
-def _batches(data: Data, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        inputs, labels = data
-        if len(inputs) != len(labels):
-            raise ValueError(f"data holds {len(inputs)} inputs but {len(labels)} labels")
-        for start in range(0, len(inputs), batch_size):
-            yield inputs[start : start + batch_size], labels[start : start + batch_size]
-    else:
-        yield from data
-
-
 @torch.no_grad()  # around each step of the generator, not while the caller holds a batch
 def _outputs(
     forward_func: Callable,
@@ -111,16 +101,17 @@ def _outputs(
     intervention: Dict[str, object],
 ) -> Iterator[Tuple[Tensor, Tensor]]:
     """``(outputs, labels)`` of each batch without gradients, clean or with each example's own path intervened."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
+        if len(data[0]) != len(data[1]):
+            raise ValueError(f"data holds {len(data[0])} inputs but {len(data[1])} labels")
+        data = zip(data[0].split(batch_size), data[1].split(batch_size))
     start = 0
-    for inputs, labels in _batches(data, batch_size):
-        if paths is None:
+    for inputs, labels in data:
+        batch_paths = None if paths is None else paths[start : start + len(inputs)]
+        if batch_paths is not None and len(batch_paths) != len(inputs):
+            raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
+        with nullcontext() if batch_paths is None else intervene(layers, batch_paths.to(inputs.device), **intervention):
             outputs = forward_func(inputs)
-        else:
-            batch_paths = paths[start : start + len(inputs)]
-            if len(batch_paths) != len(inputs):
-                raise ValueError(f"paths holds {len(paths)} paths but data holds more examples")
-            with intervene(layers, batch_paths.to(inputs.device), **intervention):
-                outputs = forward_func(inputs)
         yield outputs, labels.to(outputs.device)
         start += len(inputs)
     if paths is not None and start != len(paths):
@@ -258,9 +249,8 @@ def summarize_score_change(
         >>> round(summary.change, 6), round(summary.clean_score, 6), summary.n
         (-0.2, 0.7, 2)
     """
-    change, low, high = _paired(intervened, clean, "intervened and clean", n_bootstrap, confidence, seed)
-    means = float(clean.double().mean()), float(intervened.double().mean())
-    return ScoreChange(float(change.mean()), low, high, *means, len(change))
+    change = _paired(intervened, clean, "intervened and clean", n_bootstrap, confidence, seed)
+    return ScoreChange(*change[:3], float(clean.double().mean()), float(intervened.double().mean()), change.n)
 
 
 def score_change(
@@ -333,20 +323,20 @@ def paired_difference(
         >>> round(result.difference, 6), result.n
         (0.1, 3)
     """
-    difference, low, high = _paired(values, reference, "values and reference", n_bootstrap, confidence, seed)
-    return PairedDifference(float(difference.mean()), low, high, len(difference))
+    return _paired(values, reference, "values and reference", n_bootstrap, confidence, seed)
 
 
 def _paired(
     values: Tensor, reference: Tensor, names: str, n_bootstrap: int, confidence: float, seed: int
-) -> Tuple[Tensor, float, float]:
-    """``values - reference`` over the same ``(N,)`` examples (float64), and its bootstrap interval."""
+) -> PairedDifference:
+    """The mean of ``values - reference`` over the same ``(N,)`` examples (float64) and its bootstrap interval."""
     if values.shape != reference.shape or values.dim() != 1:
         raise ValueError(
             f"{names} must be (N,) over the same examples, got {tuple(values.shape)} and {tuple(reference.shape)}"
         )
     difference = values.double().cpu() - reference.double().cpu()
-    return (difference, *bootstrap_interval(difference, n_bootstrap, confidence, seed))
+    interval = bootstrap_interval(difference, n_bootstrap, confidence, seed)
+    return PairedDifference(float(difference.mean()), *interval, len(difference))
 
 
 def _average_ranks(values: Tensor) -> Tensor:
@@ -391,14 +381,12 @@ def rank_agreement(first: Tensor, second: Tensor) -> RankAgreement:
         raise ValueError(f"first and second must both be (B, L, C), got {tuple(first.shape)} and {tuple(second.shape)}")
     first, second = first.detach().double().cpu(), second.detach().double().cpu()
     valid = ~(first.isnan() | second.isnan())
-    count = valid.sum(-1).double()
     first, second = first.where(valid, float("-inf")), second.where(valid, float("-inf"))
     # Left-out entries rank below every valid one in both, shifting valid ranks alike.
     ranks = [_average_ranks(values) for values in (first, second)]
-    centred = [(rank - (rank * valid).sum(-1, keepdim=True) / count.unsqueeze(-1)) * valid for rank in ranks]
-    covariance = (centred[0] * centred[1]).sum(-1)
-    spread = (centred[0].square().sum(-1) * centred[1].square().sum(-1)).sqrt()
-    spearman = covariance / spread  # NaN where a scoring is constant over the layer
+    centred = [(rank - (rank * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True)) * valid for rank in ranks]
+    # The Pearson correlation of the ranks: NaN where a scoring is constant over the layer.
+    spearman = (centred[0] * centred[1]).sum(-1) / (centred[0].square().sum(-1) * centred[1].square().sum(-1)).sqrt()
 
     def top_in_other(scores: Tensor, other: Tensor) -> Tensor:
         top = scores.argmax(-1, keepdim=True)  # the first among equal bests
@@ -464,15 +452,11 @@ def accuracy_deviation(
     Returns:
         :class:`AccuracyDeviation`.
     """
-    clean = correct_predictions(forward_func, data, batch_size=batch_size)
-    intervened = correct_predictions(
-        forward_func, data, layers, paths, batch_size, mode=mode, token=token, factor=factor
-    )
-    change, low, high = _paired(
-        100.0 * intervened.double(), 100.0 * clean.double(), "intervened and clean", n_bootstrap, confidence, seed
-    )
-    accuracies = (100.0 * float(clean.double().mean()), 100.0 * float(intervened.double().mean()))
-    return AccuracyDeviation(float(change.mean()), low, high, *accuracies, len(clean))
+    clean = correct_predictions(forward_func, data, batch_size=batch_size).double()
+    intervention = dict(mode=mode, token=token, factor=factor)
+    intervened = correct_predictions(forward_func, data, layers, paths, batch_size, **intervention).double()
+    change = _paired(100.0 * intervened, 100.0 * clean, "intervened and clean", n_bootstrap, confidence, seed)
+    return AccuracyDeviation(*change[:3], 100.0 * float(clean.mean()), 100.0 * float(intervened.mean()), change.n)
 
 
 def pruning_curve(
@@ -493,12 +477,8 @@ def pruning_curve(
     Returns:
         :class:`PruningCurve` with the fractions and the accuracy (%) at each.
     """
-    kept = [
-        correct_predictions(
-            forward_func, data, layers, paths, batch_size, mode="prune", token=token, p=fraction, seed=seed
-        )
-        for fraction in fractions
-    ]
+    pruned = dict(mode="prune", token=token, seed=seed)
+    kept = [correct_predictions(forward_func, data, layers, paths, batch_size, p=p, **pruned) for p in fractions]
     return PruningCurve(list(fractions), [100.0 * float(correct.double().mean()) for correct in kept])
 
 

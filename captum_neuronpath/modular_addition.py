@@ -19,7 +19,7 @@ from torch.nn import Module
 
 from captum_neuronpath import metrics
 from captum_neuronpath._utils.files import cached_model
-from captum_neuronpath.digits import default_cache_dir
+from captum_neuronpath.digits import _one_cycle_adamw, default_cache_dir
 
 P = 31
 TRAIN_FRACTION = 0.8
@@ -111,44 +111,22 @@ def train_modular_addition_gpt2(
     Returns:
         The trained model, in eval mode.
     """
-    (ids, answers), (test_ids, test_answers) = modular_addition_split(p)
+    (ids, answers), test = modular_addition_split(p)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices; the same weights whatever the thread count
     try:
         torch.manual_seed(seed)
         model = build_modular_addition_gpt2(p)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+        optimise = _one_cycle_adamw(model, total_steps=steps, weight_decay=1.0, betas=(0.9, 0.98))
         for step in range(steps):
             model.train()
-            loss = torch.nn.functional.cross_entropy(model(ids).logits[:, -1], answers)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            optimise(torch.nn.functional.cross_entropy(model(ids).logits[:, -1], answers))
             if log is not None and (step + 1) % 100 == 0:
-                log(f"step {step + 1}/{steps}: test accuracy {accuracy(model, test_ids, test_answers):.3f}")
+                test_accuracy = metrics.accuracy(model, test, readout=lambda output: output.logits[:, -1])
+                log(f"step {step + 1}/{steps}: test accuracy {test_accuracy:.3f}")
         return model.eval()
     finally:
         torch.set_num_threads(threads)
-
-
-def accuracy(model: Module, ids: Tensor, answers: Tensor) -> float:
-    r"""
-    How often the model's most likely next token after ``ids`` is the answer, in eval mode
-    (:func:`~captum_neuronpath.metrics.accuracy` of the last position's logits).
-
-    Args:
-
-        model (torch.nn.Module): A causal language model whose output has ``.logits``
-                    ``(N, T, V)``.
-        ids (Tensor): ``(N, T)`` token ids.
-        answers (Tensor): ``(N,)`` the expected next tokens.
-
-    Returns:
-        *float* in ``[0, 1]``.
-    """
-    return metrics.accuracy(model, (ids, answers), max(len(ids), 1), readout=lambda output: output.logits[:, -1])
 
 
 def modular_addition_gpt2(

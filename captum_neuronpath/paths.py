@@ -7,7 +7,7 @@ per input) and ``FILE.meta.json`` (the run's settings and the ``layers``, ``toke
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -75,19 +75,15 @@ class Paths:
     @property
     def layer_names(self) -> List[str]:
         """Each layer's module name, from the meta; else ``"layer 0"``, ``"layer 1"``, ..."""
-        layers = self.meta.get("layers")
-        if layers:
-            return [str(layer.get("name") or f"layer {i}") for i, layer in enumerate(layers)]
-        return [f"layer {i}" for i in range(self.num_layers)]
+        layers = self.meta.get("layers") or [{}] * self.num_layers
+        return [str(layer.get("name") or f"layer {i}") for i, layer in enumerate(layers)]
 
     @property
     def class_names(self) -> List[str]:
         """The name of every class, from the meta; else the class indices up to the largest seen."""
-        names = self.meta.get("class_names")
+        names = [str(name) for name in self.meta.get("class_names") or []]
         seen = max((int(t.max()) + 1 for t in (self.labels, self.targets, self.predictions) if len(t)), default=0)
-        if names:
-            return [str(name) for name in names] + [str(i) for i in range(len(names), seen)]
-        return [str(i) for i in range(seen)]
+        return names + [str(i) for i in range(len(names), seen)]
 
 
 def load(file: Union[str, Path]) -> Paths:
@@ -123,7 +119,9 @@ def load(file: Union[str, Path]) -> Paths:
     if not file.is_file():
         raise FileNotFoundError(f"paths file {file} does not exist or is not a file")
     meta_file = file.with_name(file.name + ".meta.json")
-    meta = _read_meta(meta_file) if meta_file.exists() else {}
+    meta = _json(meta_file.read_text(), str(meta_file)) if meta_file.exists() else {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
     defaults = {"prediction": -1, "probability": float("nan")}  # where a record does not say
     columns: Dict[str, list] = {key: [] for key in (*REQUIRED, *defaults)}
     files, errors = [], {}
@@ -155,10 +153,7 @@ def load(file: Union[str, Path]) -> Paths:
 
 
 def _record(line: bytes, file: Path, number: int) -> Dict[str, object]:
-    try:
-        record = json.loads(line)
-    except ValueError as error:
-        raise ValueError(f"{file} line {number} is not JSON: {error}") from None
+    record = _json(line, f"{file} line {number}")
     if not isinstance(record, dict) or "index" not in record:
         raise ValueError(f"{file} line {number} is not a record of neuronpath extract (an object with an index)")
     if "error" not in record:
@@ -168,11 +163,8 @@ def _record(line: bytes, file: Path, number: int) -> Dict[str, object]:
     return record
 
 
-def _read_meta(meta_file: Path) -> Dict[str, object]:
+def _json(text: Union[str, bytes], where: str) -> Any:
     try:
-        meta = json.loads(meta_file.read_text())
+        return json.loads(text)
     except ValueError as error:
-        raise ValueError(f"{meta_file} is not JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_file} must hold a JSON object, got {type(meta).__name__}")
-    return meta
+        raise ValueError(f"{where} is not JSON: {error}") from None

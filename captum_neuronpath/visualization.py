@@ -9,6 +9,7 @@ give it to the axis. Styles differ by marker, line style and hatch as well as co
 the figures read in grayscale.
 """
 
+from itertools import accumulate
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -41,7 +42,8 @@ def _figure(plt_fig_axis: Optional[FigureAxis], use_pyplot: bool, figsize: Tuple
 
 
 def _style(index: int) -> Dict[str, Any]:
-    return dict(marker=_MARKERS[index % len(_MARKERS)], linestyle=_LINESTYLES[index % len(_LINESTYLES)])
+    marker, linestyle = _MARKERS[index % len(_MARKERS)], _LINESTYLES[index % len(_LINESTYLES)]
+    return dict(marker=marker, linestyle=linestyle, linewidth=1.6, markersize=7)
 
 
 def _as_rows(values: Any) -> Tensor:
@@ -50,16 +52,11 @@ def _as_rows(values: Any) -> Tensor:
 
 def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
     """Label heights near ``wanted`` (ascending), at least ``gap`` apart, within ``[low, high]`` if they fit."""
-    placed = list(wanted)
-    for i in range(1, len(placed)):
-        placed[i] = max(placed[i], placed[i - 1] + gap)
-    if placed and placed[-1] > high:
-        placed[-1] = high
-        for i in range(len(placed) - 2, -1, -1):
-            placed[i] = min(placed[i], placed[i + 1] - gap)
+    placed = list(accumulate(wanted, lambda below, y: max(y, below + gap)))  # pushed up past the one below
+    if placed and placed[-1] > high:  # the top one at ``high``, the others pushed down below it
+        placed = list(accumulate([high, *placed[-2::-1]], lambda above, y: min(y, above - gap)))[::-1]
     if placed and placed[0] < low:
-        shift = low - placed[0]
-        placed = [y + shift for y in placed]
+        placed = [y + (low - placed[0]) for y in placed]
     return placed
 
 
@@ -115,16 +112,15 @@ def visualize_path(
         paths = paths.path if paths.path.dim() == 2 else paths.path[..., 0]
     if isinstance(paths, Mapping):
         labels = list(paths) if labels is None else labels
-        rows = torch.stack([torch.as_tensor(p).detach().cpu().reshape(-1) for p in paths.values()])
-    else:
-        rows = _as_rows(paths)
+        paths = torch.stack([torch.as_tensor(p).detach().cpu().reshape(-1) for p in paths.values()])
+    rows = _as_rows(paths)
     labels = [f"path {i}" for i in range(len(rows))] if labels is None else list(labels)
     score_rows = None if scores is None else _as_rows(scores)
     num_paths, num_layers = rows.shape
+    sized, written = score_rows is not None and num_paths > 1, score_rows is not None and num_paths == 1
     figure, axis = _figure(plt_fig_axis, use_pyplot, (1.3 * num_layers + 4.0, 4.4))
     layers = np.arange(num_layers)
-    top = float(num_neurons) if num_neurons is not None else float(rows.max())
-    bottom = 0.0 if num_neurons is not None else float(rows.min())
+    bottom, top = (0.0, float(num_neurons)) if num_neurons is not None else (float(rows.min()), float(rows.max()))
     span = max(top - bottom, 1.0)
     low, high = bottom - 0.04 * span, top + 0.06 * span
     axis.set_ylim(low, high)
@@ -135,30 +131,24 @@ def visualize_path(
     colours = []
     for i, (row, label) in enumerate(zip(rows.tolist(), labels)):
         style = _style(i)
-        line = axis.plot(layers + offsets[i], row, label=label, linewidth=1.6, markersize=7, **style)[0]
+        line = axis.plot(layers + offsets[i], row, label=label, **style)[0]
         colours.append(line.get_color())
-        if score_rows is not None and num_paths > 1:
+        if sized:
             sizes = 30 + 270 * score_rows[i].abs().numpy() / largest
             axis.scatter(layers + offsets[i], row, s=sizes, marker=style["marker"], color=line.get_color(),
                          alpha=0.45, zorder=3)  # fmt: skip
     # Label height in data units, from the axis height in inches (8 pt text, 1.25 line spacing).
     height_inches = axis.get_position().height * figure.get_figheight()
-    lines_per_label = 2 if score_rows is not None and num_paths == 1 else 1
-    gap = lines_per_label * 1.25 * 8 / 72 / height_inches * (high - low)
+    gap = (2 if written else 1) * 1.25 * 8 / 72 / height_inches * (high - low)
     if num_paths <= 8:
         for layer in layers:
-            owners: Dict[int, List[int]] = {}
-            for i in range(num_paths):
-                owners.setdefault(int(rows[i, layer]), []).append(i)
-            neurons = sorted(owners)
-            placed = _spread([float(n) for n in neurons], gap, low + gap / 2, high - gap / 2)
+            column = [int(n) for n in rows[:, layer]]
+            owners = {neuron: [i for i, n in enumerate(column) if n == neuron] for neuron in sorted(set(column))}
+            placed = _spread([float(n) for n in owners], gap, low + gap / 2, high - gap / 2)
             # Past the largest marker (a score marker's radius is about 0.12 layer widths).
-            x_text = layer + offsets[-1] + (0.22 if score_rows is not None and num_paths > 1 else 0.1)
-            for neuron, y_text in zip(neurons, placed):
-                who = owners[neuron]
-                text = f"#{neuron}"
-                if score_rows is not None and num_paths == 1:
-                    text += f"\nscore {float(score_rows[0, layer]):.3g}"
+            x_text = layer + offsets[-1] + (0.22 if sized else 0.1)
+            for (neuron, who), y_text in zip(owners.items(), placed):
+                text = f"#{neuron}" + (f"\nscore {float(score_rows[0, layer]):.3g}" if written else "")
                 moved = abs(y_text - neuron) > 0.3 * gap
                 axis.annotate(
                     text, (layer + offsets[who[-1]], neuron), xytext=(x_text, y_text), textcoords="data",
@@ -167,10 +157,9 @@ def visualize_path(
                     arrowprops=dict(arrowstyle="-", color="0.5", linewidth=0.6, shrinkA=0, shrinkB=4)
                     if moved else None,
                 )  # fmt: skip
-    handles = list(axis.get_lines())
-    notes = ["marker area: greedy score"] if score_rows is not None and num_paths > 1 else []
+    notes = ["marker area: greedy score"] if sized else []
     notes += ["black label: shared neuron"] if num_paths > 1 else []
-    handles += [Line2D([], [], linestyle="none", label=note) for note in notes]
+    handles = [*axis.get_lines(), *(Line2D([], [], linestyle="none", label=note) for note in notes)]
     axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
     axis.set_xlim(-0.2 + min(offsets[0], 0.0), num_layers - 0.35)
     axis.set(xlabel="layer (input side first)", ylabel="neuron index", title=title)
@@ -218,23 +207,20 @@ def visualize_layer_scores(
     generator = np.random.default_rng(0)
     for layer, row in enumerate(scores):
         row = row[~row.isnan()]
-        best = row.max()
+        best, second = row.topk(min(2, len(row))).values[[0, -1]]
         scale = best.abs().clamp(min=1e-30)
         jitter = generator.uniform(-0.22, 0.22, len(row))
         axis.scatter(layer + jitter, (row / scale).numpy(), s=6, color="0.55", alpha=0.6, linewidths=0)
         chosen = float(scores[layer, path[layer]] / scale)
         axis.scatter([layer], [chosen], s=140, marker="*", color="black", zorder=3)
-        second = row.topk(2).values[1] if len(row) > 1 else best
-        margin = float((best - second) / scale)
-        axis.annotate(f"margin\n{margin:.2g}", (layer, chosen), textcoords="offset points", xytext=(0, 9),
-                      ha="center", fontsize=8)  # fmt: skip
+        axis.annotate(f"margin\n{float((best - second) / scale):.2g}", (layer, chosen), textcoords="offset points",
+                      xytext=(0, 9), ha="center", fontsize=8)  # fmt: skip
     axis.scatter([], [], s=140, marker="*", color="black", label="chosen neuron")
     axis.scatter([], [], s=12, color="0.55", label="other candidates")
     axis.plot([], [], " ", label="margin: (best - second best) / |best|")
     axis.axhline(0, color="0.3", linewidth=0.8)
     axis.set_yscale("symlog", linthresh=1.0)  # linear within +-1, logarithmic for outliers
-    axis.set_xticks(range(scores.shape[0]))
-    axis.set(xlabel="layer", ylabel="score / |best score| (symlog)", title=title)
+    axis.set(xticks=range(scores.shape[0]), xlabel="layer", ylabel="score / |best score| (symlog)", title=title)
     axis.margins(y=0.18)
     axis.legend(loc="lower left", fontsize=9)
     return figure, axis
@@ -280,8 +266,7 @@ def visualize_neuron_frequency(
             textcoords="offset points", fontsize=8, color="white",
             bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.7, linewidth=0),
         )  # fmt: skip
-    axis.set_yticks(range(values.shape[0]))
-    axis.set(xlabel="neuron index", ylabel="layer", title=title)
+    axis.set(yticks=range(values.shape[0]), xlabel="neuron index", ylabel="layer", title=title)
     return figure, axis
 
 
@@ -403,7 +388,7 @@ def visualize_pruning_curve(
     """
     figure, axis = _figure(plt_fig_axis, use_pyplot, (6.0, 4.2))
     for i, (name, curve) in enumerate(curves.items()):
-        axis.plot(curve.fractions, curve.accuracy, label=name, linewidth=1.6, markersize=7, **_style(i))
+        axis.plot(curve.fractions, curve.accuracy, label=name, **_style(i))
     axis.set(xlabel="fraction of other neurons pruned", ylabel="accuracy (%)", title=title)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=9)
@@ -511,11 +496,9 @@ def visualize_rank_agreement(
         quartiles = np.nanquantile(rho, [0.25, 0.5, 0.75], axis=0)
         layers = np.arange(rho.shape[1]) + (i - (num_methods - 1) / 2) * width
         errors = np.stack([quartiles[1] - quartiles[0], quartiles[2] - quartiles[1]])
-        axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, linewidth=1.6, markersize=7,
-                      **_style(i))  # fmt: skip
+        axis.errorbar(layers, quartiles[1], yerr=errors, label=name, capsize=3, **_style(i))
     axis.axhline(0, color="0.3", linewidth=0.8)
-    axis.set_ylim(-1.05, 1.05)
-    axis.set_xticks(range(rho.shape[1]) if num_methods else [])
+    axis.set(ylim=(-1.05, 1.05), xticks=range(rho.shape[1]) if num_methods else [])
     axis.set(
         xlabel="layer", ylabel="Spearman correlation with greedy scores\n(median over images, bars: IQR)", title=title
     )

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from captum_neuronpath import digits
+from captum_neuronpath import digits, metrics
 
 from conftest import DATA
 
@@ -26,7 +26,7 @@ def test_architecture_loads_the_fixture_weights(expected):
     assert not keys.missing_keys and not keys.unexpected_keys
     _, inputs = expected
     # The fixture model classifies the fixture's test images as well as its recorded accuracy says.
-    assert digits.accuracy(model.eval(), inputs["images"], inputs["labels"]) >= 0.8
+    assert metrics.accuracy(model.eval(), (inputs["images"], inputs["labels"])) >= 0.8
 
 
 def test_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
@@ -42,16 +42,6 @@ def test_trained_once_then_loaded_from_the_cache(tmp_path, monkeypatch):
     second = digits.digits_vit(tmp_path, depth=1, epochs=1)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
-
-
-def test_accuracy_counts_correct_predictions_and_restores_the_mode():
-    model = digits.build_digits_vit(depth=1).train()
-    torch.nn.init.zeros_(model.head.weight)
-    with torch.no_grad():
-        model.head.bias.copy_(torch.arange(10.0))  # always predicts class 9
-    images, labels = torch.zeros(4, 3, 32, 32), torch.tensor([9, 1, 9, 9])
-    assert digits.accuracy(model, images, labels) == 0.75
-    assert model.training
 
 
 def test_missing_scikit_learn_says_how_to_install(monkeypatch):

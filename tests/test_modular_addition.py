@@ -6,12 +6,16 @@ import torch
 import transformers
 
 import captum_neuronpath as cnp
-from captum_neuronpath import modular_addition
+from captum_neuronpath import metrics, modular_addition
 from captum_neuronpath.digits import default_cache_dir
 
 
 def last_logits_probability(model):
     return lambda ids: model(ids).logits[:, -1].softmax(-1)
+
+
+def answer_accuracy(model, data):
+    return metrics.accuracy(model, data, readout=lambda output: output.logits[:, -1])
 
 
 def test_modular_addition_data_and_split():
@@ -38,12 +42,12 @@ def test_modular_addition_gpt2_learns_the_task_and_is_cached(toy):
     model, cached, lines = toy
     assert isinstance(model, transformers.GPT2LMHeadModel) and not model.training
     assert cached or any("test accuracy" in line for line in lines)  # trained here unless the cache held it
-    (train_ids, train_answers), (test_ids, test_answers) = modular_addition.modular_addition_split()
-    assert modular_addition.accuracy(model, train_ids, train_answers) >= 0.99
-    assert modular_addition.accuracy(model, test_ids, test_answers) >= 0.95
+    train, test = modular_addition.modular_addition_split()
+    assert answer_accuracy(model, train) >= 0.99
+    assert answer_accuracy(model, test) >= 0.95
     again = modular_addition.modular_addition_gpt2()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert modular_addition.accuracy(modular_addition.build_modular_addition_gpt2(), test_ids, test_answers) < 0.2
+    assert answer_accuracy(modular_addition.build_modular_addition_gpt2(), test) < 0.2
 
 
 def test_removing_the_neuron_path_hurts_more_than_activation_and_random_paths(toy):

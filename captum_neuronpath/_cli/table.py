@@ -54,14 +54,10 @@ def run(args: argparse.Namespace) -> None:
             model = digits.digits_vit(log=lambda line: print(line, file=sys.stderr))
         else:
             model = load_model(args.model, args.checkpoint, args.pretrained)
-        if args.data is None:
-            _, (images, labels) = digits.digits_split()
-        else:
-            images, labels = load_safetensors_data(args.data)
+        images, labels = digits.digits_split()[1] if args.data is None else load_safetensors_data(args.data)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise CommandLineError(str(error)) from error
-    if args.max_examples is not None:
-        images, labels = images[: args.max_examples], labels[: args.max_examples]
+    images, labels = images[: args.max_examples], labels[: args.max_examples]
     start = time.perf_counter()
     table = paper_table(
         model, images, labels, methods=[*args.methods, *args.captum_methods], n_steps=args.n_steps, method=args.method,
