@@ -4,7 +4,7 @@ blocks run; one module per model library, imported only once the library itself 
 
 import importlib
 import sys
-from typing import Dict, Iterator, List, Optional, Set, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 from torch.nn import Module
 
@@ -216,20 +216,12 @@ def readout_token(model: Module) -> Union[int, slice]:
     return _family(model, _TOKEN)[0].readout(model)
 
 
-_without_layout: Set[type] = set()  # types whose family has no layout: skipped at once
-
-
 def layout_of(module: Module) -> Optional[Layout]:
     """The fast plan's layout of ``module`` where its family has one (for ``_core.plan.make_plan``)."""
-    if type(module) in _without_layout:
+    family, network = _family(module, vision_only=True) or (None, None)
+    if family is None or family.layout is None or network is not module:
         return None
-    for family in _vision_families():
-        if family.layout is not None and family.network(module) is module:
-            layout = family.layout(module)
-            if layout is not None:
-                return layout
-    _without_layout.add(type(module))
-    return None
+    return family.layout(module)
 
 
 def readout_of_called(called: Dict[Module, int]):

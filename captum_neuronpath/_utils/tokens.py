@@ -5,7 +5,7 @@ set becomes :data:`Positions`: ``None``, a list of non-negative positions, or a 
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -49,8 +49,6 @@ def check_token(token: TokenType) -> TokenType:
             )
         if token.dim() == 0:
             return int(token)
-        if token.numel() == 0:
-            raise ValueError("token as a tensor must hold one position per example, got an empty tensor")
         return token.detach().long()
     if isinstance(token, Sequence) and not isinstance(token, str):
         positions = list(token)
@@ -58,9 +56,7 @@ def check_token(token: TokenType) -> TokenType:
             raise ValueError("token must name at least one position, got an empty sequence")
         if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
             raise TypeError(f"token as a sequence must hold only ints, got {token!r}")
-        if len(set(positions)) != len(positions):
-            raise ValueError(f"token must not repeat a position, got {token!r}")
-        return tuple(positions)
+        return tuple(positions)  # a repeated position is refused once resolved: -1 and T - 1 are one
     raise TypeError(
         f"token must be an int, a slice, a sequence of ints, a (B,) tensor or None, got {type(token).__name__}"
     )
@@ -107,23 +103,19 @@ def token_positions(token: TokenType, output_shape: torch.Size, where: str, axis
             f"{tuple(output_shape)}" + ("; pass token=None" if len(output_shape) == 2 else "")
         )
     num_tokens = math.prod(output_shape[1:-1])
-    if isinstance(token, Tensor):
-        positions = expand_per_example(token, output_shape[0], "token")
-        low, high = int(positions.min()), int(positions.max())
-        if low < -num_tokens or high >= num_tokens:
-            bad = low if low < -num_tokens else high
-            raise IndexError(f"token position {bad} is out of range for the {num_tokens} tokens of {where}")
-        return positions % num_tokens
     if isinstance(token, slice):
         positions = list(range(num_tokens))[token]
         if not positions:
             raise IndexError(f"token={token!r} selects no position of the {num_tokens} tokens of {where}")
         return positions
-    positions = [token] if isinstance(token, int) else list(token)
-    for p in positions:
-        if not -num_tokens <= p < num_tokens:
-            raise IndexError(f"token position {p} is out of range for the {num_tokens} tokens of {where}")
-    resolved = [p % num_tokens for p in positions]
+    per_example = isinstance(token, Tensor)
+    positions = expand_per_example(token, output_shape[0], "token") if per_example else torch.tensor(token).view(-1)
+    outside = positions[(positions < -num_tokens) | (positions >= num_tokens)]
+    if len(outside):
+        raise IndexError(f"token position {int(outside[0])} is out of range for the {num_tokens} tokens of {where}")
+    if per_example:
+        return positions % num_tokens
+    resolved = (positions % num_tokens).tolist()
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"token={token!r} names the same position twice for {where}")
     return resolved
@@ -141,16 +133,23 @@ def span(positions: Positions) -> Optional[Tuple[int, int]]:
     return None
 
 
+def _at(output: Tensor, positions: Union[List[int], Tensor]) -> Tuple[Any, Any]:
+    """The index of the token set in a ``(B, T, C)`` output, ``(B, T_sel)`` entries; a run of tokens as a slice."""
+    if isinstance(positions, Tensor):
+        return torch.arange(output.shape[0], device=output.device).unsqueeze(1), positions.to(output.device)[:, None]
+    run = span(positions)
+    return slice(None), positions if run is None else slice(*run)
+
+
 def read_tokens(output: Tensor, positions: Positions) -> Tensor:
-    """The output at the token set, as ``(B, T_sel, C)``; a ``(B, ..., C)`` output is read flattened."""
+    """The output at the token set, as ``(B, T_sel, C)``, a copy; a ``(B, ..., C)`` output is read flattened."""
     if positions is None:
         return output.unsqueeze(1)
     if output.dim() > 3:
         output = output.flatten(1, -2)
     if isinstance(positions, Tensor):
-        rows = torch.arange(output.shape[0], device=output.device)
-        return output[rows, positions.to(output.device)].unsqueeze(1)
-    return output[:, positions]
+        return output[_at(output, positions)]
+    return output[:, positions]  # a list index copies (a slice would keep the whole output alive)
 
 
 def write_tokens(
@@ -164,17 +163,11 @@ def write_tokens(
         return values[:, 0]
     if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
         return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
-    replaced = output if in_place else output.clone()
     run = span(positions)
-    if isinstance(positions, Tensor):
-        rows = torch.arange(output.shape[0], device=output.device)
-        replaced[rows, positions.to(output.device)] = values[:, 0]
-    elif run is not None:
-        if in_place and own_gradient:
-            return _OverwriteSpan.apply(output, values, *run)
-        replaced[:, run[0] : run[1]] = values  # a view: no indexing
-    else:
-        replaced[:, positions] = values
+    if in_place and own_gradient and run is not None:
+        return _OverwriteSpan.apply(output, values, *run)
+    replaced = output if in_place else output.clone()
+    replaced[_at(output, positions)] = values  # a run is written through a view: no indexing
     return replaced
 
 

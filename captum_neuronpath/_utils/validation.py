@@ -133,14 +133,10 @@ def format_target(target: Any, output: Tensor) -> Any:
             f"target={target!r} cannot select from an output of shape {tuple(output.shape)}: {error}"
         ) from None
     if selected.numel() != batch_size:
-        hint = (
-            "pass target (a class index or one per example)"
-            if target is None
-            else "pass a target that selects one output per example"
-        )
+        fix = "(a class index or one per example)" if target is None else "that selects one output per example"
         raise ValueError(
             f"target={target!r} selects shape {tuple(selected.shape)} from the output of forward_func, "
-            f"not one score per example; {hint}"
+            f"not one score per example; pass a target {fix}"
         )
     return target
 
@@ -159,11 +155,9 @@ def format_neuron_indices(
                 f"{name} must be an integer tensor of shape (B, {num_layers}) or (B, {num_layers}, K), "
                 f"or a sequence of {num_layers} ints, got {type(indices).__name__}"
             ) from None
-        if indices.numel() == 0:
-            indices = indices.long()
         if indices.dim() == 1:
             indices = indices.reshape(1, -1).expand(batch_size, -1)
-    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+    if indices.numel() and (indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool):
         raise TypeError(f"{name} must hold integer neuron indices, got dtype {indices.dtype}")
     if indices.dim() == 2:
         indices = indices.unsqueeze(-1)
