@@ -2,7 +2,6 @@
 head reads, one table entry per family.
 """
 
-import sys
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -19,8 +18,8 @@ class Family:
     """How one family of language models lays out its blocks.
 
     A model belongs to the family when its backbone (``model.base_model`` for a Hugging
-    Face model with a head, else the model) is an instance of one of ``backbones`` (class
-    names in ``transformers``); a family without ``backbones`` is recognised by its
+    Face model with a head, else the model) is an instance of a class named in
+    ``backbones`` (transformers' classes); a family without ``backbones`` is recognised by its
     structure instead: every block has each module named in ``structure``.
     """
 
@@ -36,20 +35,15 @@ class Family:
 
     def network(self, model: object) -> Optional[Module]:
         """The backbone of ``model`` where it is of this family, else ``None``."""
-        if not isinstance(model, Module):
-            return None
         base = getattr(model, "base_model", None)  # a Hugging Face model without its head
         backbone = base if isinstance(base, Module) else model
-        transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
-        names = self.backbones
-        if names and not (transformers and isinstance(backbone, tuple(getattr(transformers, n) for n in names))):
+        if self.backbones and {cls.__name__ for cls in type(backbone).__mro__}.isdisjoint(self.backbones):
             return None
         blocks = attribute_at(backbone, self.blocks_at)
         if not isinstance(blocks, ModuleList) or len(blocks) == 0:
             return None
         paths = self.structure or (self.neuron,)
-        found = all(isinstance(attribute_at(block, path), Module) for block in blocks for path in paths)
-        return backbone if found else None
+        return backbone if all(isinstance(attribute_at(b, path), Module) for b in blocks for path in paths) else None
 
     def blocks(self, backbone: Module) -> ModuleList:
         return attribute_at(backbone, self.blocks_at)

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import ModuleInput, module_of
 
 #: Called with a site's value (a module's output, or the first input of a
 #: :class:`ModuleInput`'s module); returns a replacement value, or ``None`` to keep it.
@@ -39,12 +39,9 @@ def site_hooks(
         for module, forward in (forwards or {}).items():
             stack.enter_context(patch.object(module, "forward", forward))  # the previous forward again on exit
         for index, function in functions.items():
-            layer = layers[index]
-            hook = partial(_site_hook, describe_layer(index, layer), function)
-            if isinstance(layer, ModuleInput):
-                stack.enter_context(layer.module.register_forward_pre_hook(hook))
-            else:
-                stack.enter_context(layer.register_forward_hook(hook))
+            module = module_of(layers[index])  # a ModuleInput's module: a pre-hook reads its input
+            register = module.register_forward_hook if module is layers[index] else module.register_forward_pre_hook
+            stack.enter_context(register(partial(_site_hook, describe_layer(index, layers[index]), function)))
         yield
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_neuronpath._utils.sites import module_of
-from captum_neuronpath._utils.tokens import expand_per_example
+from captum_neuronpath._utils.tokens import expand_per_example, is_int
 
 
 def check_forward_func(forward_func: Any) -> None:
@@ -41,7 +41,7 @@ def check_layers(layers: Any) -> List[Module]:
 
 def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None, error: type = ValueError) -> int:
     """``value``, an int in ``[minimum, maximum]``; ``error`` is raised where it is out of that range."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
@@ -119,7 +119,7 @@ def format_target(target: Any, output: Tensor) -> Any:
         if isinstance(target, list) and len(target) != batch_size:
             raise ValueError(f"target as a list must have one entry per example ({batch_size}), got {len(target)}")
         items = target if isinstance(target, list) else [target]
-        ints = all(isinstance(t, int) and not isinstance(t, bool) for t in items)
+        ints = all(is_int(t) for t in items)
         if not (ints or target is None or all(isinstance(t, tuple) for t in items)):
             raise TypeError(f"target must be an int, a tuple, a tensor, or a list of ints or of tuples; got {target!r}")
         indices = items if ints else []  # the class indices to check; _select_targets checks tuples
@@ -183,9 +183,9 @@ def check_layer_index(layer_index: Any, num_layers: int) -> int:
     return check_int(layer_index, "layer_index", 0, num_layers - 1, IndexError)
 
 
-def check_baselines(baselines: Any, inputs: Any) -> None:
-    """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked."""
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+def check_baselines(baselines: Any, inputs: Tuple[Any, ...]) -> None:
+    """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked against
+    the tuple of ``inputs``."""
     formatted = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(formatted) != len(inputs):
         raise ValueError(f"baselines must give one baseline per input tensor ({len(inputs)}), got {len(formatted)}")
