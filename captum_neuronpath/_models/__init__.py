@@ -102,13 +102,14 @@ def vit_attention_layers(model: Module) -> List[Module]:
         *list[torch.nn.Module]*: one module per block, to pass as ``layers``.
 
     Raises:
-        TypeError: for any other model; pass the list of modules yourself instead.
+        TypeError: for Swin or any model :func:`vit_mlp_layers` refuses; pass the list
+                    of modules yourself instead.
 
     Examples::
 
         >>> import timm, captum_neuronpath as cnp
-        >>> model = timm.create_model("vit_tiny_patch16_224", depth=4)
-        >>> cnp.vit_attention_layers(model)[0] is model.blocks[0].attn.proj
+        >>> vit = timm.create_model("vit_tiny_patch16_224", depth=2)
+        >>> cnp.vit_attention_layers(vit)[1] is vit.blocks[1].attn.proj
         True
     """
     family, network = _family(model, vision_only=True) or (None, None)

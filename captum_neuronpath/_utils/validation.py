@@ -21,13 +21,11 @@ def check_forward_func(forward_func: Any) -> None:
 
 
 def check_layers(layers: Any) -> List[Module]:
-    if isinstance(layers, Module):
-        raise TypeError(
-            "layers must be a list of torch.nn.Module (input side first); got a single module, "
-            "wrap it in a list: layers=[module]"
-        )
     if not isinstance(layers, (list, tuple)):
-        raise TypeError(f"layers must be a list of torch.nn.Module, got {type(layers).__name__}")
+        wrap = "; wrap a single module in a list: layers=[module]" if isinstance(layers, Module) else ""
+        raise TypeError(
+            f"layers must be a list of torch.nn.Module (input side first), got {type(layers).__name__}{wrap}"
+        )
     if len(layers) == 0:
         raise ValueError("layers must hold at least one torch.nn.Module, got an empty list")
     for i, layer in enumerate(layers):
