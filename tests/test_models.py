@@ -16,7 +16,7 @@ from torch import nn
 
 import captum_neuronpath as cnp
 
-from helpers import FlattenedOutputOf, brute_force_jas, oracle_sites, small_vit
+from helpers import brute_force_jas, oracle_sites, small_vit
 
 SMALL = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
 
@@ -303,21 +303,6 @@ def test_a_token_the_head_does_not_read_is_named_as_the_cause():
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"likely cause is the token.*token=slice\(1, None, None\)"):
         cnp.NeuronPath(_logits(model), cnp.mlp_layers(model), token=0).attribute(x, target=1, n_steps=2)
-
-
-def test_channels_first_feature_maps_are_refused_and_channels_last_ones_read_flattened():
-    torch.manual_seed(0)
-    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 2))
-    with pytest.raises(ValueError, match=r"convolutional feature map \(B, C, H, W\).*permute\(0, 2, 3, 1\)"):
-        cnp.NeuronPath(conv.eval(), [conv[1]]).attribute(torch.randn(2, 3, 16, 16), target=0)
-    mlp = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 2))  # on (B, H, W, 3): channels last
-    forward = lambda x: mlp(x).mean((1, 2)).softmax(-1)  # noqa: E731
-    x = torch.randn(2, 4, 5, 3, dtype=torch.float64)
-    mlp.double().eval()
-    result = cnp.NeuronPath(forward, [mlp[1]], token=[0, 7, 19]).attribute(x, target=1, n_steps=4)
-    reference = brute_force_jas(forward, [FlattenedOutputOf(mlp[1])], x, 1, result.path.unsqueeze(-1),
-                                token=[0, 7, 19], n_steps=4, method="gausslegendre")  # fmt: skip
-    torch.testing.assert_close(result.jas, reference, rtol=1e-6, atol=1e-12)
 
 
 def test_import_loads_no_model_library():

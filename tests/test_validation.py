@@ -37,10 +37,6 @@ CASES = [
     ("foreign object", lambda m: cnp.NeuronJointIntegratedGradients(softmax_forward(m), ["blocks.0"]), TypeError, "layers[0]"),
     ("duplicate layer", lambda m: cnp.NeuronPath(softmax_forward(m), [m.blocks[0].mlp.act] * 2), ValueError, "layers[1]"),
     ("layer never runs", lambda m: cnp.NeuronPath(softmax_forward(m), [nn.GELU().eval()]).attribute(X, target=0), ValueError, "never ran"),
-    ("token type", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token="cls"), TypeError, "token"),
-    ("token range", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token=17).attribute(X, target=0), IndexError, "token"),
-    ("empty token slice", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token=slice(40, None)).attribute(X, target=0), IndexError, "token"),
-    ("token None on tokens", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token=None).attribute(X, target=0), ValueError, "token"),
     ("neuron too large", lambda m: cnp.NeuronJointIntegratedGradients(softmax_forward(m), layers_of(m)).attribute(X, neuron_selector=[1, 64], target=0), IndexError, "neuron_selector"),
     ("neuron negative", lambda m: cnp.NeuronJointIntegratedGradients(softmax_forward(m), layers_of(m)).attribute(X, neuron_selector=[-1, 3], target=0), IndexError, "neuron_selector"),
     ("selector shape", lambda m: cnp.NeuronJointIntegratedGradients(softmax_forward(m), layers_of(m)).attribute(X, neuron_selector=torch.zeros(2, 3, dtype=torch.long), target=0), ValueError, "neuron_selector"),
@@ -86,8 +82,6 @@ CASES = [
     ("forward returns None", lambda m: cnp.NeuronPath(_returns_none(m), layers_of(m)).attribute(X, target=0), TypeError, "forward_func"),
     ("forward returns ndarray", lambda m: cnp.NeuronJointIntegratedGradients(lambda x: m(x).detach().numpy(), layers_of(m)).attribute(X, neuron_selector=[1, 2], target=0), TypeError, "forward_func"),
     ("inputs list", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m)).attribute([X], target=0), TypeError, "inputs"),
-    ("token slice step zero", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token=slice(0, 3, 0)), ValueError, "token"),
-    ("token slice float bound", lambda m: cnp.NeuronPath(softmax_forward(m), layers_of(m), token=slice(0.5, None)), TypeError, "token"),
     ("random seed float", lambda m: cnp.RandomPath(softmax_forward(m), layers_of(m), seed=1.5), TypeError, "seed"),
 ]
 
@@ -98,21 +92,6 @@ def test_bad_argument_is_named_and_model_is_untouched(vit, call, error, text):
     with pytest.raises(error) as info:
         call(vit)
     assert text in str(info.value)
-    assert_unchanged(vit, before)
-
-
-def test_error_inside_the_substituted_forward_removes_every_hook(vit):
-    calls = []
-
-    def flaky(x):
-        calls.append(len(x))
-        if len(calls) == 3:  # clean pass, first greedy step, then fail mid-way
-            raise RuntimeError("boom")
-        return vit(x).softmax(-1)
-
-    before = snapshot(vit)
-    with pytest.raises(RuntimeError, match="boom"):
-        cnp.NeuronPath(flaky, layers_of(vit)).attribute(X, target=0)
     assert_unchanged(vit, before)
 
 
@@ -132,13 +111,6 @@ def test_training_mode_warns_and_stays(vit):
         cnp.NeuronPath(softmax_forward(vit), layers_of(vit)).attribute(X, target=0)
     assert vit.training
     assert_unchanged(vit, before)
-
-
-def test_convolutional_feature_maps_are_refused_with_a_way_out():
-    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
-    conv(torch.randn(1, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"convolutional feature map.*flatten\(2\).transpose\(1, 2\)"):
-        cnp.NeuronPath(conv.eval(), [conv[1]]).attribute(torch.randn(2, 3, 8, 8), target=0)
 
 
 # --- The model's own errors, and mistakes only a forward pass can show --------------------------------

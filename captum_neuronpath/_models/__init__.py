@@ -4,7 +4,7 @@ blocks run; one module per model library, imported only once the library itself 
 
 import importlib
 import sys
-from typing import Dict, Iterator, List, Optional, Set, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 from torch.nn import Module
 
@@ -33,23 +33,19 @@ def _vision_families() -> Iterator[VisionFamily]:
             yield from importlib.import_module(f"captum_neuronpath._models.{module}").FAMILIES
 
 
-def _vision(model: object, what: Optional[str] = None):
-    """``(family, network)`` of a vision model; else ``None``, or with ``what`` the error to pass it yourself."""
-    for family in _vision_families():
+def _family(model: object, what: Optional[str] = None, vision_only: bool = False):
+    """``(family, network)`` of a model, vision families first; else ``None``, or with ``what`` the error to
+    pass it yourself."""
+    families = list(_vision_families()) + ([] if vision_only else list(language.FAMILIES))
+    for family in families:
         network = family.network(model)
         if network is not None:
             return family, network
-    if what is not None:
+    if what is None:
+        return None
+    if vision_only:
         raise _unsupported(model, what, _VISION, _VIT)
-    return None
-
-
-def _language(model: object, what: str):
-    """``(family, blocks)`` of a language model; else the error to pass ``what`` yourself."""
-    found = language.find_family(model)
-    if found is None:
-        raise _unsupported(model, what, f"{_VISION}; {language.SUPPORTED}")
-    return found
+    raise _unsupported(model, what, f"{_VISION}; {language.SUPPORTED}")
 
 
 def _unsupported(model: object, what: str, families: str, kind: str = "of a supported model family") -> TypeError:
@@ -86,8 +82,8 @@ def vit_mlp_layers(model: Module) -> List[Module]:
         >>> cnp.vit_mlp_layers(gated)[0].module is gated.blocks[0].mlp.fc2
         True
     """
-    family, network = _vision(model, _LAYERS)
-    return family.mlp_sites(network)
+    family, network = _family(model, _LAYERS, vision_only=True)
+    return [family.mlp(block) for block in family.blocks(network)]
 
 
 def vit_attention_layers(model: Module) -> List[Module]:
@@ -106,21 +102,21 @@ def vit_attention_layers(model: Module) -> List[Module]:
         *list[torch.nn.Module]*: one module per block, to pass as ``layers``.
 
     Raises:
-        TypeError: for any other model; pass the list of modules yourself instead.
+        TypeError: for Swin or any model :func:`vit_mlp_layers` refuses; pass the list
+                    of modules yourself instead.
 
     Examples::
 
         >>> import timm, captum_neuronpath as cnp
-        >>> model = timm.create_model("vit_tiny_patch16_224", depth=4)
-        >>> cnp.vit_attention_layers(model)[0] is model.blocks[0].attn.proj
+        >>> vit = timm.create_model("vit_tiny_patch16_224", depth=2)
+        >>> cnp.vit_attention_layers(vit)[1] is vit.blocks[1].attn.proj
         True
     """
-    found = _vision(model)
-    if found is None or found[0].attention_sites is None:
+    family, network = _family(model, vision_only=True) or (None, None)
+    if family is None or family.attention is None:
         what = "layers (a list of modules, e.g. each block's attention output projection)"
         raise _unsupported(model, what, _VISION + "; not Swin, whose attention runs per window", _VIT)
-    family, network = found
-    return family.attention_sites(network)
+    return [family.attention(block) for block in family.blocks(network)]
 
 
 def vit_readout_token(model: Module) -> Union[int, slice]:
@@ -148,7 +144,7 @@ def vit_readout_token(model: Module) -> Union[int, slice]:
         >>> cnp.vit_readout_token(timm.create_model("vit_tiny_patch16_224", global_pool="avg"))
         slice(1, None, None)
     """
-    return _vision(model, _TOKEN)[0].readout(model)
+    return _family(model, _TOKEN, vision_only=True)[0].readout(model)
 
 
 def mlp_layers(model: Module) -> List[Module]:
@@ -182,9 +178,8 @@ def mlp_layers(model: Module) -> List[Module]:
         >>> [site.module is block.mlp.down_proj for site, block in zip(cnp.mlp_layers(llama), llama.model.layers)]
         [True, True]
     """
-    if _vision(model) is not None:
-        return vit_mlp_layers(model)
-    return language.neuron_sites(*_language(model, _LAYERS))
+    family, network = _family(model, _LAYERS)
+    return [family.mlp(block) for block in family.blocks(network)]
 
 
 def readout_token(model: Module) -> Union[int, slice]:
@@ -219,30 +214,20 @@ def readout_token(model: Module) -> Union[int, slice]:
         >>> cnp.readout_token(transformers.BertForSequenceClassification(config))
         0
     """
-    if _vision(model) is not None:
-        return vit_readout_token(model)
-    return language.readout(_language(model, _TOKEN)[0], model)
-
-
-_without_layout: Set[type] = set()  # types whose family has no layout: skipped at once
+    return _family(model, _TOKEN)[0].readout(model)
 
 
 def layout_of(module: Module) -> Optional[Layout]:
     """The fast plan's layout of ``module`` where its family has one (for ``_core.plan.make_plan``)."""
-    if type(module) in _without_layout:
+    family, network = _family(module, vision_only=True) or (None, None)
+    if family is None or family.layout is None or network is not module:
         return None
-    for family in _vision_families():
-        if family.layout is not None and family.network(module) is module:
-            layout = family.layout(module)
-            if layout is not None:
-                return layout
-    _without_layout.add(type(module))
-    return None
+    return family.layout(module)
 
 
 def readout_of_called(called: Dict[Module, int]):
     """The token set the head of the first module of a known family in ``called`` reads, else ``None``."""
-    known = next((m for m in called if _vision(m) is not None or language.find_family(m) is not None), None)
+    known = next((m for m in called if _family(m) is not None), None)
     try:
         return None if known is None else readout_token(known)
     except TypeError:

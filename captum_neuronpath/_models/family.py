@@ -1,7 +1,9 @@
 """What the library knows of one family of vision models, in one record."""
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Union
+from operator import attrgetter
+from typing import Callable, Iterable, Optional, Tuple, Union
 
 from torch.nn import Module
 
@@ -12,30 +14,33 @@ from captum_neuronpath._core.plan import BlockParts, Layout
 class VisionFamily:
     """One family of vision models: where its neurons are, what its head reads, how it runs.
 
-    ``network`` finds the family's network in a model (the model itself, or the backbone
-    or vision tower of a model with a head); the sites are that network's, the readout is
-    the model's own (its head decides).
+    A model of one of ``classes`` holds the family's network: the model itself, or its
+    attribute ``inner`` where it has one (the backbone or vision tower of a model with a
+    head). The sites are the network's, one per block; the readout is the model's own (its
+    head decides).
     """
 
-    network: Callable[[object], Optional[Module]]
-    mlp_sites: Callable[[Module], List[Module]]
+    classes: Tuple[type, ...]
+    blocks: Callable[[Module], Iterable[Module]]  # the network's blocks, input side first
+    mlp: Callable[[Module], Module]  # a block's MLP neuron site
     readout: Callable[[Module], Union[int, slice]]
-    attention_sites: Optional[Callable[[Module], List[Module]]] = None  # None: not supported
+    attention: Optional[Callable[[Module], Module]] = None  # a block's attention output; None: not supported
     layout: Optional[Callable[[Module], Optional[Layout]]] = None  # the fast plan's layout, for the network
+    inner: str = ""
 
-
-def attribute_at(obj: object, path: str) -> Optional[object]:
-    """``obj.a.b`` for the dotted path ``"a.b"``, or ``None`` where an attribute is missing."""
-    for name in path.split("."):
-        obj = getattr(obj, name, None)
-        if obj is None:
+    def network(self, model: object) -> Optional[Module]:
+        """The family's network in ``model``, or ``None`` where ``model`` is not of the family."""
+        if not isinstance(model, self.classes):
             return None
-    return obj
+        return getattr(model, self.inner, model) if self.inner else model
 
 
-def instance_of(cls: type) -> Callable[[object], Optional[Module]]:
-    """``VisionFamily.network`` of a family whose network is the model itself, an instance of ``cls``."""
-    return lambda model: model if isinstance(model, cls) else None
+def attribute_at(obj: object, *paths: str) -> Optional[object]:
+    """``obj.a.b`` for the first dotted path ``"a.b"`` of ``paths`` that ``obj`` has, else ``None``."""
+    for path in paths:
+        with contextlib.suppress(AttributeError):
+            return attrgetter(path)(obj)
+    return None
 
 
 def exact_block_parts(

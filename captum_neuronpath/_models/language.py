@@ -2,9 +2,8 @@
 head reads, one table entry per family.
 """
 
-import sys
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -19,20 +18,50 @@ class Family:
     """How one family of language models lays out its blocks.
 
     A model belongs to the family when its backbone (``model.base_model`` for a Hugging
-    Face model with a head, else the model) is an instance of one of ``backbones`` (class
-    names in ``transformers``); a family without ``backbones`` is recognised by its
+    Face model with a head, else the model) is an instance of a class named in
+    ``backbones`` (transformers' classes); a family without ``backbones`` is recognised by its
     structure instead: every block has each module named in ``structure``.
     """
 
     name: str  # as listed in error messages
-    blocks: str  # dotted path from the backbone to its blocks (a ModuleList)
+    blocks_at: str  # dotted path from the backbone to its blocks (a ModuleList)
     neuron: str  # dotted path from a block to the module whose output, or input, holds the neurons
-    readout: int  # the position a sequence-level head reads: 0 (first) or -1 (last)
+    position: int  # the position a sequence-level head reads: 0 (first) or -1 (last)
     #: endings of head class names that predict at every position, besides _TOKEN_HEADS
     every_position_heads: Tuple[str, ...] = ()
     backbones: Tuple[str, ...] = ()
     structure: Tuple[str, ...] = ()
     neuron_is_input: bool = False  # the neurons are the module's input (a gated MLP's down projection)
+
+    def network(self, model: object) -> Optional[Module]:
+        """The backbone of ``model`` where it is of this family, else ``None``."""
+        base = getattr(model, "base_model", None)  # a Hugging Face model without its head
+        backbone = base if isinstance(base, Module) else model
+        if self.backbones and {cls.__name__ for cls in type(backbone).__mro__}.isdisjoint(self.backbones):
+            return None
+        blocks = attribute_at(backbone, self.blocks_at)
+        if not isinstance(blocks, ModuleList) or len(blocks) == 0:
+            return None
+        paths = self.structure or (self.neuron,)
+        return backbone if all(isinstance(attribute_at(b, path), Module) for b in blocks for path in paths) else None
+
+    def blocks(self, backbone: Module) -> ModuleList:
+        return attribute_at(backbone, self.blocks_at)
+
+    def mlp(self, block: Module) -> Module:
+        """The block's neuron site."""
+        module = attribute_at(block, self.neuron)
+        return ModuleInput(module) if self.neuron_is_input else module
+
+    def readout(self, model: Module) -> int:
+        """The position ``model``'s head reads."""
+        head = type(model).__name__
+        if head.endswith(_TOKEN_HEADS + self.every_position_heads):
+            raise TypeError(
+                f"{head} predicts at every position; pass token yourself (e.g. the position of the masked "
+                "token, or cnp.last_token(attention_mask) for the last one)"
+            )
+        return self.position
 
 
 _TOKEN_HEADS = ("ForTokenClassification", "ForQuestionAnswering")  # in every family
@@ -41,16 +70,16 @@ FAMILIES = (
     Family(
         name="GPT-2 (GPT2Model, GPT2LMHeadModel, GPT2ForSequenceClassification, ...)",
         backbones=("GPT2Model",),
-        blocks="h",
+        blocks_at="h",
         neuron="mlp.act",
-        readout=-1,
+        position=-1,
     ),
     Family(
         name="BERT and RoBERTa (BertModel, BertForSequenceClassification, BertForMaskedLM, RobertaModel, ...)",
         backbones=("BertModel", "RobertaModel"),
-        blocks="encoder.layer",
+        blocks_at="encoder.layer",
         neuron="intermediate.intermediate_act_fn",
-        readout=0,
+        position=0,
         every_position_heads=("ForMaskedLM", "ForPreTraining", "LMHeadModel", "ForCausalLM"),
     ),
     Family(
@@ -59,51 +88,14 @@ FAMILIES = (
             "mlp.gate_proj, mlp.up_proj and mlp.down_proj"
         ),
         structure=("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
-        blocks="layers",
+        blocks_at="layers",
         neuron="mlp.down_proj",
         neuron_is_input=True,
-        readout=-1,
+        position=-1,
     ),
 )
 
 SUPPORTED = "; ".join(f"Hugging Face {family.name}" for family in FAMILIES)
-
-
-def find_family(model: object) -> Optional[Tuple[Family, List[Module]]]:
-    """``(family, blocks)`` of a language model, or ``None`` if no family matches."""
-    if not isinstance(model, Module):
-        return None
-    base = getattr(model, "base_model", None)  # a Hugging Face model without its head
-    backbone = base if isinstance(base, Module) else model
-    transformers = sys.modules.get("transformers")  # a Hugging Face model means it is imported
-    for family in FAMILIES:
-        names = family.backbones
-        if names and not (transformers and isinstance(backbone, tuple(getattr(transformers, n) for n in names))):
-            continue
-        blocks = attribute_at(backbone, family.blocks)
-        if not isinstance(blocks, ModuleList) or len(blocks) == 0:
-            continue
-        paths = family.structure or (family.neuron,)
-        if all(isinstance(attribute_at(block, path), Module) for block in blocks for path in paths):
-            return family, list(blocks)
-    return None
-
-
-def neuron_sites(family: Family, blocks: List[Module]) -> List[Module]:
-    """One neuron site per block, input side first."""
-    modules = [attribute_at(block, family.neuron) for block in blocks]
-    return [ModuleInput(module) for module in modules] if family.neuron_is_input else modules
-
-
-def readout(family: Family, model: Module) -> int:
-    """The position ``model``'s head reads."""
-    head = type(model).__name__
-    if head.endswith(_TOKEN_HEADS + family.every_position_heads):
-        raise TypeError(
-            f"{head} predicts at every position; pass token yourself (e.g. the position of the masked "
-            "token, or cnp.last_token(attention_mask) for the last one)"
-        )
-    return family.readout
 
 
 def last_token(attention_mask: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import Module
 
 from captum_neuronpath._core.plan import BlockParts, Layout
-from captum_neuronpath._models.family import VisionFamily, exact_block_parts, instance_of
+from captum_neuronpath._models.family import VisionFamily, exact_block_parts
 from captum_neuronpath._utils.sites import ModuleInput
 
 
@@ -34,25 +34,18 @@ def _mlp_site(block: Module) -> Module:
     )
 
 
-def _prefix_readout(model: Module, pool: str, include_prefix: bool) -> Union[int, slice]:
+def _readout(model: Module) -> Union[int, slice]:
+    if getattr(model, "dist_token", None) is not None:
+        return slice(0, 2)  # the class and distillation heads are averaged
+    attention_pool = getattr(model, "attn_pool", None) is not None
+    pool = "map" if attention_pool else model.global_pool
     if pool == "token":
         return 0
     if not pool:
         raise TypeError(f"{type(model).__name__} has global_pool='' and no head readout; pass token yourself instead")
+    # a ViT pools the prefix tokens only with pool_include_prefix; Eva's attention pool reads every token
+    include_prefix = getattr(model, "pool_include_prefix", attention_pool)
     return slice(0 if include_prefix else model.num_prefix_tokens, None)
-
-
-def _vit_readout(model: VisionTransformer) -> Union[int, slice]:
-    if getattr(model, "dist_token", None) is not None:
-        return slice(0, 2)  # the class and distillation heads are averaged
-    pool = "map" if model.attn_pool is not None else model.global_pool
-    return _prefix_readout(model, pool, model.pool_include_prefix)
-
-
-def _eva_readout(model: Eva) -> Union[int, slice]:
-    if getattr(model, "attn_pool", None) is not None:
-        return slice(0, None)  # the attention pool reads every token
-    return _prefix_readout(model, model.global_pool, False)
 
 
 def _vit_layout(model: Module) -> Optional[Layout]:
@@ -113,24 +106,19 @@ def _readout_forward(block: Block, r: int) -> Callable:
     return forward
 
 
-def _blocks_family(cls: type, readout: Callable, **layout) -> VisionFamily:
-    """A family whose blocks are ``model.blocks``, each with ``mlp`` and ``attn.proj``."""
-    return VisionFamily(
-        network=instance_of(cls),
-        mlp_sites=lambda model: [_mlp_site(block) for block in model.blocks],
-        attention_sites=lambda model: [block.attn.proj for block in model.blocks],
-        readout=readout,
-        **layout,
-    )
-
-
 FAMILIES = (
-    _blocks_family(VisionTransformer, _vit_readout, layout=_vit_layout),
-    _blocks_family(Eva, _eva_readout),
-    _blocks_family(Beit, lambda model: _prefix_readout(model, model.global_pool, False)),
     VisionFamily(
-        network=instance_of(SwinTransformer),
-        mlp_sites=lambda model: [block.mlp.act for block in model.layers[-1].blocks],  # the last stage's
+        classes=(VisionTransformer, Eva, Beit),
+        blocks=lambda model: model.blocks,
+        mlp=_mlp_site,
+        attention=lambda block: block.attn.proj,
+        readout=_readout,
+        layout=_vit_layout,
+    ),
+    VisionFamily(
+        classes=(SwinTransformer,),
+        blocks=lambda model: model.layers[-1].blocks,  # the last stage's
+        mlp=_mlp_site,
         readout=lambda model: slice(None),  # the head averages every position
     ),
 )

@@ -10,7 +10,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import EncoderBlock, MLPBlock, VisionTransformer
 
 from captum_neuronpath._core.plan import BlockParts, Layout
-from captum_neuronpath._models.family import VisionFamily, exact_block_parts, instance_of
+from captum_neuronpath._models.family import VisionFamily, exact_block_parts
 
 
 def _layout(model: Module) -> Optional[Layout]:
@@ -50,17 +50,19 @@ def _readout_forward(block: EncoderBlock, r: int) -> Callable:
 
 FAMILIES = (
     VisionFamily(
-        network=instance_of(VisionTransformer),
-        mlp_sites=lambda model: [block.mlp[1] for block in model.encoder.layers],
+        classes=(VisionTransformer,),
+        blocks=lambda model: model.encoder.layers,
+        mlp=lambda block: block.mlp[1],
         # nn.MultiheadAttention applies its projection without calling the module: the dropout
         # right after it (the identity in evaluation mode) outputs the same values
-        attention_sites=lambda model: [block.dropout for block in model.encoder.layers],
+        attention=lambda block: block.dropout,
         readout=lambda model: 0,
         layout=_layout,
     ),
     VisionFamily(
-        network=instance_of(SwinTransformer),
-        mlp_sites=lambda model: [block.mlp[1] for block in model.features[-1]],  # the last stage's blocks
+        classes=(SwinTransformer,),
+        blocks=lambda model: model.features[-1],  # the last stage's
+        mlp=lambda block: block.mlp[1],
         readout=lambda model: slice(None),  # the head averages every position
     ),
 )

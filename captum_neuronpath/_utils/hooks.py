@@ -1,15 +1,16 @@
 """The one place where the library puts hooks, replacement ``forward`` methods (the fast plans) and call
 observers on a model, and removes them on every exit, so a model leaves an attribution as it came in."""
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from unittest.mock import patch
 
-import torch
 from torch import Tensor
 from torch.nn import Module
+from torch.nn.modules.module import register_module_forward_pre_hook
 
-from captum_neuronpath._utils.sites import ModuleInput
+from captum_neuronpath._utils.sites import ModuleInput, module_of
 
 #: Called with a site's value (a module's output, or the first input of a
 #: :class:`ModuleInput`'s module); returns a replacement value, or ``None`` to keep it.
@@ -32,40 +33,24 @@ def site_hooks(
 ) -> Iterator[None]:
     """Within the block, ``functions[i]`` sees (and may replace) the value of site ``layers[i]``, a single
     tensor; ``forwards`` replace modules' ``forward``; ``observe`` sees every module called, before it runs."""
-    handles: List[Any] = []
-    replaced: Dict[Module, Any] = {}
-    try:
+    with ExitStack() as stack:  # unwound on every exit, the hooks first
         if observe is not None:
-            handles.append(torch.nn.modules.module.register_module_forward_pre_hook(lambda m, args: observe(m)))
+            stack.enter_context(register_module_forward_pre_hook(lambda module, args: observe(module)))
         for module, forward in (forwards or {}).items():
-            replaced[module] = module.__dict__.get("forward")  # None: the class's forward
-            module.forward = forward
+            stack.enter_context(patch.object(module, "forward", forward))  # the previous forward again on exit
         for index, function in functions.items():
-            layer = layers[index]
-            if isinstance(layer, ModuleInput):
-                handles.append(layer.module.register_forward_pre_hook(partial(_input_hook, index, layer, function)))
-            else:
-                handles.append(layer.register_forward_hook(partial(_output_hook, index, layer, function)))
+            module = module_of(layers[index])  # a ModuleInput's module: a pre-hook reads its input
+            register = module.register_forward_hook if module is layers[index] else module.register_forward_pre_hook
+            stack.enter_context(register(partial(_site_hook, describe_layer(index, layers[index]), function)))
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, previous in replaced.items():
-            del module.forward
-            if previous is not None:
-                module.forward = previous
 
 
-def _output_hook(index: int, layer: Module, function: SiteFunction, module: Module, args: Any, output: Any):
-    """A forward hook, once ``partial`` binds the site: ``function`` of the module's output."""
-    if not isinstance(output, Tensor):
-        raise TypeError(f"{describe_layer(index, layer)} must output a single tensor, got {type(output).__name__}")
-    return function(output)
-
-
-def _input_hook(index: int, layer: Module, function: SiteFunction, module: Module, args: Any) -> Optional[tuple]:
-    """A forward pre-hook, once ``partial`` binds the site: ``function`` of the module's first input."""
-    if not args or not isinstance(args[0], Tensor):
-        raise TypeError(f"{describe_layer(index, layer)} must receive a tensor as its first positional input")
-    replaced = function(args[0])
-    return None if replaced is None else (replaced,) + tuple(args[1:])
+def _site_hook(where: str, function: SiteFunction, module: Module, args: tuple, *output: Any) -> Any:
+    """A site's forward hook (called with the module's ``output``) or pre-hook (without), once ``partial`` binds
+    the site: ``function`` of the module's output, or of its first positional input."""
+    value = output[0] if output else next(iter(args), None)
+    if not isinstance(value, Tensor):
+        what = "output a single tensor" if output else "receive a tensor as its first positional input"
+        raise TypeError(f"{where} must {what}, got {type(value).__name__}")
+    replaced = function(value)
+    return replaced if output or replaced is None else (replaced, *args[1:])

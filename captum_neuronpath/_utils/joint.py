@@ -49,11 +49,12 @@ def stack_padded(scores: Sequence[Tensor]) -> Tensor:
     return torch.stack(padded, dim=1)
 
 
-def best_channel(scores: Tensor) -> Tensor:
-    """The best channel (last dimension) of ``scores``, never a ``NaN`` padding entry; ties go to the lowest index."""
-    return scores.nan_to_num(float("-inf")).argmax(-1)
-
-
 def top_channels(scores: Tensor, top_k: int) -> Tensor:
-    """The ``top_k`` best channels (last dimension) of ``scores``, best first; ties go to the lowest index."""
-    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :top_k]
+    """The ``top_k`` best channels (last dimension) of ``scores``, best first, never a ``NaN`` padding entry;
+    ties go to the lowest index."""
+    return torch.sort(scores.nan_to_num(float("-inf")), dim=-1, descending=True, stable=True).indices[..., :top_k]
+
+
+def best_channel(scores: Tensor) -> Tensor:
+    """The best channel (last dimension) of ``scores``, as :func:`top_channels`."""
+    return top_channels(scores, 1)[..., 0]

@@ -5,7 +5,7 @@ set becomes :data:`Positions`: ``None``, a list of non-negative positions, or a 
 """
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -14,8 +14,7 @@ TokenType = Union[int, slice, Sequence[int], Tensor, None]
 Positions = Union[None, List[int], Tensor]
 
 
-_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-                   nn.GroupNorm)  # fmt: skip
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)  # batch and instance norms
 _CHANNELS_LAST = (nn.Linear, nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))
 
 
@@ -30,48 +29,43 @@ def channel_axis(module: nn.Module, previous: Optional[nn.Module], is_input: boo
     return None
 
 
+def is_int(value: Any) -> bool:
+    """``value`` is an ``int`` and not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_token(token: TokenType) -> TokenType:
     """Validate the type of ``token`` once, when an attribution object is built."""
-    if token is None or (isinstance(token, int) and not isinstance(token, bool)):
-        return token
-    if isinstance(token, slice):
-        bounds = (token.start, token.stop, token.step)
-        if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
-            raise TypeError(f"token as a slice must have int or None bounds, got {token!r}")
-        if token.step == 0:
-            raise ValueError("token as a slice must not have step 0")
-        return token
     if isinstance(token, Tensor):
         if token.dtype.is_floating_point or token.dtype.is_complex or token.dtype == torch.bool or token.dim() > 1:
             raise TypeError(
                 "token as a tensor must hold integer positions, one per example, shape (B,); "
                 f"got dtype {token.dtype} and shape {tuple(token.shape)}"
             )
-        if token.dim() == 0:
-            return int(token)
-        if token.numel() == 0:
-            raise ValueError("token as a tensor must hold one position per example, got an empty tensor")
-        return token.detach().long()
-    if isinstance(token, Sequence) and not isinstance(token, str):
-        positions = list(token)
-        if not positions:
-            raise ValueError("token must name at least one position, got an empty sequence")
-        if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
-            raise TypeError(f"token as a sequence must hold only ints, got {token!r}")
-        if len(set(positions)) != len(positions):
-            raise ValueError(f"token must not repeat a position, got {token!r}")
-        return tuple(positions)
-    raise TypeError(
-        f"token must be an int, a slice, a sequence of ints, a (B,) tensor or None, got {type(token).__name__}"
-    )
+        return int(token) if token.dim() == 0 else token.detach().long()
+    if isinstance(token, slice):
+        if not all(b is None or is_int(b) for b in (token.start, token.stop, token.step)):
+            raise TypeError(f"token as a slice must have int or None bounds, got {token!r}")
+        if token.step == 0:
+            raise ValueError("token as a slice must not have step 0")
+        return token
+    if token is None or is_int(token):
+        return token
+    if not isinstance(token, Sequence) or isinstance(token, str):
+        raise TypeError(
+            f"token must be an int, a slice, a sequence of ints, a (B,) tensor or None, got {type(token).__name__}"
+        )
+    if not token:
+        raise ValueError("token must name at least one position, got an empty sequence")
+    if not all(is_int(p) for p in token):
+        raise TypeError(f"token as a sequence must hold only ints, got {token!r}")
+    return tuple(token)  # a repeated position is refused once resolved: -1 and T - 1 are one
 
 
 def expand_per_example(value: Tensor, batch_size: int, name: str) -> Tensor:
     """``value`` (one row per example) for a batch of ``batch_size`` rows: in a whole multiple, Captum's
     expansion of the examples, each row is repeated in place as Captum repeats the inputs."""
     rows = value.shape[0]
-    if rows == batch_size:
-        return value
     if rows and batch_size % rows == 0:
         return value.repeat_interleave(batch_size // rows, dim=0)
     raise ValueError(
@@ -83,12 +77,15 @@ def expand_per_example(value: Tensor, batch_size: int, name: str) -> Tensor:
 def token_positions(token: TokenType, output_shape: torch.Size, where: str, axis: Optional[str] = "last") -> Positions:
     """Resolve ``token`` against a layer output's shape; a 4-D or larger output must have ``axis`` (see
     :func:`channel_axis`) ``"last"``. ``where`` names the layer in error messages."""
+    shown = "a (B,) tensor" if isinstance(token, Tensor) else repr(token)
+    if (token is None) != (len(output_shape) == 2) or len(output_shape) < 2:  # None reads a (B, C) output
+        shape = "(B, C)" if token is None else "(B, T, C)"
+        fix = "token as an int, slice or sequence of positions" if token is None else "token=None"
+        raise ValueError(
+            f"token={shown} needs a layer output of shape {shape}, but {where} outputs shape "
+            f"{tuple(output_shape)}" + (f"; pass {fix}" if token is None or len(output_shape) == 2 else "")
+        )
     if token is None:
-        if len(output_shape) != 2:
-            raise ValueError(
-                f"token=None needs a layer output of shape (B, C), but {where} outputs shape "
-                f"{tuple(output_shape)}; pass token as an int, slice or sequence of positions"
-            )
         return None
     if len(output_shape) > 3 and axis != "last":
         known = "a convolutional feature map (B, C, H, W)" if axis == "first" else "a feature map whose channel axis"
@@ -100,30 +97,20 @@ def token_positions(token: TokenType, output_shape: torch.Size, where: str, axis
             "or (B, H, W, C) (x.permute(0, 2, 3, 1)); a (B, H, W, C) output is read as it is once its module, "
             "or the module before it, is a linear layer or layer norm. Pass the positions as the token set"
         )
-    shown = "a (B,) tensor" if isinstance(token, Tensor) else repr(token)
-    if len(output_shape) < 3:
-        raise ValueError(
-            f"token={shown} needs a layer output of shape (B, T, C), but {where} outputs shape "
-            f"{tuple(output_shape)}" + ("; pass token=None" if len(output_shape) == 2 else "")
-        )
     num_tokens = math.prod(output_shape[1:-1])
-    if isinstance(token, Tensor):
-        positions = expand_per_example(token, output_shape[0], "token")
-        low, high = int(positions.min()), int(positions.max())
-        if low < -num_tokens or high >= num_tokens:
-            bad = low if low < -num_tokens else high
-            raise IndexError(f"token position {bad} is out of range for the {num_tokens} tokens of {where}")
-        return positions % num_tokens
     if isinstance(token, slice):
         positions = list(range(num_tokens))[token]
         if not positions:
             raise IndexError(f"token={token!r} selects no position of the {num_tokens} tokens of {where}")
         return positions
-    positions = [token] if isinstance(token, int) else list(token)
-    for p in positions:
-        if not -num_tokens <= p < num_tokens:
-            raise IndexError(f"token position {p} is out of range for the {num_tokens} tokens of {where}")
-    resolved = [p % num_tokens for p in positions]
+    per_example = isinstance(token, Tensor)
+    positions = expand_per_example(token, output_shape[0], "token") if per_example else torch.tensor(token).view(-1)
+    outside = positions[(positions < -num_tokens) | (positions >= num_tokens)]
+    if len(outside):
+        raise IndexError(f"token position {int(outside[0])} is out of range for the {num_tokens} tokens of {where}")
+    if per_example:
+        return positions % num_tokens
+    resolved = (positions % num_tokens).tolist()
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"token={token!r} names the same position twice for {where}")
     return resolved
@@ -141,16 +128,23 @@ def span(positions: Positions) -> Optional[Tuple[int, int]]:
     return None
 
 
+def _at(output: Tensor, positions: Union[List[int], Tensor]) -> Tuple[Any, Any]:
+    """The index of the token set in a ``(B, T, C)`` output, ``(B, T_sel)`` entries; a run of tokens as a slice."""
+    if isinstance(positions, Tensor):
+        return torch.arange(output.shape[0], device=output.device).unsqueeze(1), positions.to(output.device)[:, None]
+    run = span(positions)
+    return slice(None), positions if run is None else slice(*run)
+
+
 def read_tokens(output: Tensor, positions: Positions) -> Tensor:
-    """The output at the token set, as ``(B, T_sel, C)``; a ``(B, ..., C)`` output is read flattened."""
+    """The output at the token set, as ``(B, T_sel, C)``, a copy; a ``(B, ..., C)`` output is read flattened."""
     if positions is None:
         return output.unsqueeze(1)
     if output.dim() > 3:
         output = output.flatten(1, -2)
     if isinstance(positions, Tensor):
-        rows = torch.arange(output.shape[0], device=output.device)
-        return output[rows, positions.to(output.device)].unsqueeze(1)
-    return output[:, positions]
+        return output[_at(output, positions)]
+    return output[:, positions]  # a list index copies (a slice would keep the whole output alive)
 
 
 def write_tokens(
@@ -164,35 +158,28 @@ def write_tokens(
         return values[:, 0]
     if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
         return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
-    replaced = output if in_place else output.clone()
     run = span(positions)
-    if isinstance(positions, Tensor):
-        rows = torch.arange(output.shape[0], device=output.device)
-        replaced[rows, positions.to(output.device)] = values[:, 0]
-    elif run is not None:
-        if in_place and own_gradient:
-            return _OverwriteSpan.apply(output, values, *run)
-        replaced[:, run[0] : run[1]] = values  # a view: no indexing
-    else:
-        replaced[:, positions] = values
+    if in_place and own_gradient and run is not None:
+        return _OverwriteSpan.apply(output, values, slice(*run))
+    replaced = output if in_place else output.clone()
+    replaced[_at(output, positions)] = values  # a run is written through a view: no indexing
     return replaced
 
 
 class _OverwriteSpan(torch.autograd.Function):
-    """``output[:, start:stop] = values`` in place; the backward zeroes that span of the gradient in place
-    (autograd's own in-place write copies the whole gradient to do so)."""
+    """``output[:, run] = values`` in place for a slice ``run``; the backward zeroes that run of the gradient
+    in place (autograd's own in-place write copies the whole gradient to do so)."""
 
     @staticmethod
-    def forward(ctx, output: Tensor, values: Tensor, start: int, stop: int) -> Tensor:
-        ctx.span = (start, stop)
+    def forward(ctx, output: Tensor, values: Tensor, run: slice) -> Tensor:
+        ctx.run = run
         ctx.mark_dirty(output)
-        output[:, start:stop] = values
+        output[:, run] = values
         return output
 
     @staticmethod
     def backward(ctx, gradient: Tensor):
-        start, stop = ctx.span
         gradient = gradient.contiguous()  # a copy of e.g. an expanded tensor, which is not ours to write
-        values_gradient = gradient[:, start:stop].clone()
-        gradient[:, start:stop] = 0
-        return gradient, values_gradient, None, None
+        values_gradient = gradient[:, ctx.run].clone()
+        gradient[:, ctx.run] = 0
+        return gradient, values_gradient, None

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_neuronpath._utils.sites import module_of
-from captum_neuronpath._utils.tokens import expand_per_example
+from captum_neuronpath._utils.tokens import expand_per_example, is_int
 
 
 def check_forward_func(forward_func: Any) -> None:
@@ -21,13 +21,11 @@ def check_forward_func(forward_func: Any) -> None:
 
 
 def check_layers(layers: Any) -> List[Module]:
-    if isinstance(layers, Module):
-        raise TypeError(
-            "layers must be a list of torch.nn.Module (input side first); got a single module, "
-            "wrap it in a list: layers=[module]"
-        )
     if not isinstance(layers, (list, tuple)):
-        raise TypeError(f"layers must be a list of torch.nn.Module, got {type(layers).__name__}")
+        wrap = "; wrap a single module in a list: layers=[module]" if isinstance(layers, Module) else ""
+        raise TypeError(
+            f"layers must be a list of torch.nn.Module (input side first), got {type(layers).__name__}{wrap}"
+        )
     if len(layers) == 0:
         raise ValueError("layers must hold at least one torch.nn.Module, got an empty list")
     for i, layer in enumerate(layers):
@@ -41,7 +39,7 @@ def check_layers(layers: Any) -> List[Module]:
 
 def check_int(value: Any, name: str, minimum: int, maximum: Optional[int] = None, error: type = ValueError) -> int:
     """``value``, an int in ``[minimum, maximum]``; ``error`` is raised where it is out of that range."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
@@ -119,7 +117,7 @@ def format_target(target: Any, output: Tensor) -> Any:
         if isinstance(target, list) and len(target) != batch_size:
             raise ValueError(f"target as a list must have one entry per example ({batch_size}), got {len(target)}")
         items = target if isinstance(target, list) else [target]
-        ints = all(isinstance(t, int) and not isinstance(t, bool) for t in items)
+        ints = all(is_int(t) for t in items)
         if not (ints or target is None or all(isinstance(t, tuple) for t in items)):
             raise TypeError(f"target must be an int, a tuple, a tensor, or a list of ints or of tuples; got {target!r}")
         indices = items if ints else []  # the class indices to check; _select_targets checks tuples
@@ -133,14 +131,10 @@ def format_target(target: Any, output: Tensor) -> Any:
             f"target={target!r} cannot select from an output of shape {tuple(output.shape)}: {error}"
         ) from None
     if selected.numel() != batch_size:
-        hint = (
-            "pass target (a class index or one per example)"
-            if target is None
-            else "pass a target that selects one output per example"
-        )
+        fix = "(a class index or one per example)" if target is None else "that selects one output per example"
         raise ValueError(
             f"target={target!r} selects shape {tuple(selected.shape)} from the output of forward_func, "
-            f"not one score per example; {hint}"
+            f"not one score per example; pass a target {fix}"
         )
     return target
 
@@ -159,11 +153,9 @@ def format_neuron_indices(
                 f"{name} must be an integer tensor of shape (B, {num_layers}) or (B, {num_layers}, K), "
                 f"or a sequence of {num_layers} ints, got {type(indices).__name__}"
             ) from None
-        if indices.numel() == 0:
-            indices = indices.long()
         if indices.dim() == 1:
             indices = indices.reshape(1, -1).expand(batch_size, -1)
-    if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+    if indices.numel() and (indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool):
         raise TypeError(f"{name} must hold integer neuron indices, got dtype {indices.dtype}")
     if indices.dim() == 2:
         indices = indices.unsqueeze(-1)
@@ -189,9 +181,9 @@ def check_layer_index(layer_index: Any, num_layers: int) -> int:
     return check_int(layer_index, "layer_index", 0, num_layers - 1, IndexError)
 
 
-def check_baselines(baselines: Any, inputs: Any) -> None:
-    """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked."""
-    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+def check_baselines(baselines: Any, inputs: Tuple[Any, ...]) -> None:
+    """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked against
+    the tuple of ``inputs``."""
     formatted = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(formatted) != len(inputs):
         raise ValueError(f"baselines must give one baseline per input tensor ({len(inputs)}), got {len(formatted)}")
