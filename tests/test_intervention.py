@@ -100,8 +100,8 @@ def test_the_model_is_restored_on_exit_and_on_error(vit):
     "kwargs,error,text",
     [
         (dict(mode="ablate"), ValueError, "mode"),
-        (dict(mode="prune"), ValueError, "p"),
-        (dict(mode="prune", p=1.5), ValueError, "p"),
+        (dict(mode="prune"), ValueError, "p is required"),
+        (dict(mode="prune", p=1.5), ValueError, "p must be a fraction in [0, 1]"),
         (dict(mode="enhance", factor="2"), TypeError, "factor"),
         (dict(path=torch.zeros(3)), ValueError, "path"),
         (dict(path=torch.tensor([[1, 99]] * 3)), IndexError, "path"),

@@ -27,7 +27,9 @@ The docs' concepts page derives these from the paper's equations.
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -44,7 +46,7 @@ from torch.nn import Module
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from captum_neuronpath import _models
-from captum_neuronpath._core.plan import Plan, make_plan, observed_calls
+from captum_neuronpath._core.plan import Plan, make_plan
 from captum_neuronpath._utils.hooks import describe_layer, site_hooks
 from captum_neuronpath._utils.joint import channel_masks, extended_set_scores, joint_attribution_score, set_sum
 from captum_neuronpath._utils.quadrature import Quadrature
@@ -83,16 +85,11 @@ class Prepared:
     clean: CleanPass
     dtype: torch.dtype  # the dtype results are computed and returned in (see :func:`compute_dtype`)
     output_independent: bool = False  # set when no substituted site received any gradient
-    _nodes: Dict[Tuple[int, str], Tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     def nodes(self, rule: Quadrature) -> Tuple[Tensor, Tensor]:
-        """The rule's ``(alphas, step sizes)`` as tensors on the activations' device, made once per call."""
-        key = (rule.n_steps, rule.method)
-        if key not in self._nodes:
-            device = self.clean.activations[0].device
-            alphas, step_sizes = (torch.tensor(v, dtype=self.dtype) for v in (rule.alphas, rule.step_sizes))
-            self._nodes[key] = (alphas.to(device, non_blocking=True), step_sizes.to(device, non_blocking=True))
-        return self._nodes[key]
+        """The rule's ``(alphas, step sizes)`` as tensors on the activations' device."""
+        device = self.clean.activations[0].device
+        return tuple(torch.tensor(v, dtype=self.dtype, device=device) for v in (rule.alphas, rule.step_sizes))
 
     @property
     def batch_size(self) -> int:
@@ -157,17 +154,9 @@ def clean_pass(
     unchanged; a dtype mismatch between inputs and model is explained on top of them.
     """
     recorded: Dict[int, Tensor] = {}
-    calls: Dict[int, int] = {}
-
-    def record(index: int) -> Callable[[Tensor], None]:
-        def function(value: Tensor) -> None:
-            calls[index] = calls.get(index, 0) + 1
-            recorded.setdefault(index, value.detach())
-
-        return function
-
-    called, observe = observed_calls()
-    with torch.no_grad(), site_hooks(layers, {i: record(i) for i in range(len(layers))}, observe=observe):
+    called: Dict[Module, int] = Counter()  # every module that ran, in the order of its first call
+    records = {i: partial(recorded.__setitem__, i) for i in range(len(layers))}
+    with torch.no_grad(), site_hooks(layers, records, observe=lambda module: called.update([module])):
         try:
             output = _run_forward(forward_func, inputs, None, additional_forward_args)
         except Exception as error:
@@ -179,10 +168,10 @@ def clean_pass(
                 f"{describe_layer(i, layer)} never ran: the forward pass of forward_func finished without "
                 "calling it; pass modules that the model calls (e.g. cnp.mlp_layers(model))"
             )
-        if calls[i] > 1:
+        if (runs := called[module_of(layer)]) > 1:
             raise ValueError(
-                f"{describe_layer(i, layer)} ran {calls[i]} times in one forward pass; a neuron site must run "
-                "once (a module shared between blocks cannot tell the blocks' neurons apart)"
+                f"{describe_layer(i, layer)} ran {runs} times in one forward pass; a neuron site must run once"
+                " (a module shared between blocks cannot tell the blocks' neurons apart)"
             )
     order = list(recorded)  # in the order of their first call
     if order != list(range(len(layers))):
@@ -444,7 +433,7 @@ class GreedySearch:
     - *The kept graph* (larger token sets, shorter paths): each pass backpropagates through
       the previous pass's autograd graph of the earlier blocks, down to their substituted values.
 
-    The numbers are those of independent passes. The steps come in order.
+    The numbers are those of independent passes. The steps come in order, one per layer.
     """
 
     tangents = True  # False: the kept graph for every token set (to compare the two)
@@ -463,16 +452,12 @@ class GreedySearch:
         #: Whether the steps carry tangents (else they keep the graph, or do not restart at all).
         self.carries = len(layers) >= self.tangent_min_layers and carries_tangents(prepared, rule, internal_batch_size)
         self._resume: Optional[Resume] = Resume(carry=self.carries)
-        self._steps = 0
         #: The input of the first path layer's block at the nodes, detached, once a pass recorded it.
         self.first_block_input: Optional[Tensor] = None
 
     def candidate_scores(self, layer_index: int, prefix: Tensor) -> Tensor:
         """:func:`candidate_scores` of step ``layer_index``."""
-        if layer_index != self._steps:
-            raise ValueError(f"greedy step {layer_index} after step {self._steps - 1}: the steps come in order")
         resume = self._next_pass(layer_index - 1 if layer_index else None, keep=layer_index, path=prefix)
-        self._steps = layer_index + 1
         return candidate_scores(self.forward_func, self.layers, self.prepared, layer_index, prefix, self.rule,
                                 self.internal_batch_size, resume)  # fmt: skip
 
@@ -481,7 +466,7 @@ class GreedySearch:
 
         The gradients are every layer's, or with tangents the last layer's only.
         """
-        resume = self._next_pass(self._steps - 1, keep=None, path=path)
+        resume = self._next_pass(path.shape[1] - 1, keep=None, path=path)
         self._resume = None  # the search ends: what it kept goes with the last pass
         return joint_score(self.forward_func, self.layers, self.prepared, path, self.rule, self.internal_batch_size,
                            resume)  # fmt: skip
@@ -572,24 +557,19 @@ def _integrated_gradients(
     alphas, step_sizes = prepared.nodes(rule)
     if nodes_per_pass < rule.n_steps:  # keeping graphs across passes would defeat the memory bound
         resume = None
-    totals: Dict[int, Tensor] = {}
-    absent = set()
+    totals: Dict[int, Optional[Tensor]] = {}  # None: no gradient arrived
     carried = None
     for start in range(0, rule.n_steps, nodes_per_pass):
         stop = min(start + nodes_per_pass, rule.n_steps)
         chunk, chunk_carried = _substituted_pass(
             forward_func, layers, prepared, scaled, alphas[start:stop], step_sizes[start:stop], resume
         )
-        if chunk_carried is not None:
-            carried = chunk_carried if carried is None else carried + chunk_carried
+        carried = _add(carried, chunk_carried)
         for index, gradient in chunk.items():
-            if gradient is None:
-                absent.add(index)
-            else:
-                totals[index] = gradient if index not in totals else totals[index] + gradient
+            totals[index] = _add(totals.get(index), gradient)
+    absent = {i for i, total in totals.items() if total is None}
     reference = prepared.clean.activations
-    substituted = sorted(set(totals) | absent)
-    integrated = {i: totals[i] if i in totals else torch.zeros_like(reference[i]) for i in substituted}
+    integrated = {i: torch.zeros_like(reference[i]) if i in absent else totals[i] for i in sorted(totals)}
     hits = [gradient.ne(0).any() for gradient in [*integrated.values(), *([] if carried is None else [carried])]]
     reached = torch.stack(hits).tolist()  # one sync
     unreached = [i for i, hit in zip(integrated, reached) if not hit]
@@ -609,6 +589,10 @@ def _integrated_gradients(
             f"0. {cause}"
         )
     return integrated, carried
+
+
+def _add(total: Optional[Tensor], value: Optional[Tensor]) -> Optional[Tensor]:
+    return value if total is None else total if value is None else total + value
 
 
 def _unread_token(clean: CleanPass, index: int) -> Optional[str]:
@@ -661,7 +645,6 @@ def _substituted_pass(
         values[index] = _scaled_values(clean.activations[index], scaled[index], alphas).requires_grad_()
     positions = {index: repeat_positions(clean.positions[index], n_nodes) for index in values}
     in_place = plan.in_place if plan is not None else frozenset()
-    own_gradient = plan.own_gradient if plan is not None else frozenset()
     start_input = None  # carry: the leaf the pass starts from, where earlier layers' tangents reach it
     if carry and resume.tangent is not None:
         start_input = resume.block_input = resume.block_input.detach().requires_grad_()
@@ -673,7 +656,7 @@ def _substituted_pass(
                     f"{describe_layer(index, layers[index])} changed its output between the clean and the "
                     "substituted forward passes; layers must output one tensor with the batch first"
                 )
-            return write_tokens(value, positions[index], values[index], index in in_place, index in own_gradient)
+            return write_tokens(value, positions[index], values[index], index in in_place)
 
         return function
 

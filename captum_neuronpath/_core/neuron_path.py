@@ -131,9 +131,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
         device = prepared.clean.activations[0].device
         path = torch.empty(prepared.batch_size, 0, top_k, dtype=torch.long, device=device)
         step_scores = []
-        steps = range(len(self.layers))
-        if show_progress:
-            steps = progress(steps, desc="NeuronPath layers", total=len(self.layers))
+        steps = progress(range(len(self.layers)), desc="NeuronPath layers", disable=not show_progress)
         search = GreedySearch(self.forward_func, self.layers, prepared, rule, internal_batch_size)
         for layer_index in steps:
             scores = search.candidate_scores(layer_index, path)

@@ -23,10 +23,7 @@ plan made from it does less, and nothing else changes:
   per row keeps the generic path).
 - *In-place writes.* A site whose module neither keeps its output for the backward pass
   nor returns a view of its input (``nn.GELU``, ``nn.Linear``) gets the substituted
-  values written into its output directly instead of into a copy. Where the site is an
-  MLP's activation, whose output only the next linear layer reads, the backward pass
-  also blocks the gradient at the token set in place instead of in a copy of the
-  gradient.
+  values written into its output directly instead of into a copy.
 
 A plan is made once per ``attribute()`` call from the modules that the clean pass saw
 run: it applies only when exactly one model with a layout ran, once, in evaluation mode,
@@ -96,7 +93,6 @@ class Plan:
 
     forwards: Dict[Module, Callable] = field(default_factory=dict)  # replacement forward per module, every pass
     in_place: FrozenSet[int] = frozenset()  # indices of sites written in place
-    own_gradient: FrozenSet[int] = frozenset()  # in-place sites whose gradient arrives in a tensor of its own
     shared: Optional[SharedWork] = None
     blocks: Optional[Module] = None  # the model's nn.Sequential of blocks, where a pass can start mid-model
     site_blocks: List[int] = field(default_factory=list)  # the block of each site, increasing
@@ -224,15 +220,8 @@ def make_plan(
         return None
     blocks = list(layout.blocks)
     block_parts = [layout.parts(block) for block in blocks]
-    activations = {id(parts.act) for parts in block_parts if parts is not None and parts.act is not None}
-    plan = Plan(
-        in_place=frozenset(
-            i for i, layer in enumerate(layers) if layer is module_of(layer) and type(layer) in _IN_PLACE_TYPES
-        ),
-        own_gradient=frozenset(
-            i for i, layer in enumerate(layers) if type(layer) is nn.GELU and id(layer) in activations
-        ),
-    )
+    in_place = (i for i, layer in enumerate(layers) if layer is module_of(layer) and type(layer) in _IN_PLACE_TYPES)
+    plan = Plan(in_place=frozenset(in_place))
     readout = _readout_forward(layout, layers, positions)
     if readout is not None:
         plan.forwards[readout[0]] = readout[1]
@@ -308,20 +297,6 @@ def _readout_forward(layout: Layout, layers: Sequence[Module], positions: List[P
         module = module_of(layer)
         if id(module) not in in_block:
             continue
-        if id(module) not in allowed_ids or pos is None or _max_position(pos) >= layout.num_readout:
+        if id(module) not in allowed_ids or pos is None or int(max(pos)) >= layout.num_readout:
             return None
     return block, make(layout.num_readout)
-
-
-def _max_position(positions: Positions) -> int:
-    return int(positions.max()) if isinstance(positions, Tensor) else max(positions)
-
-
-def observed_calls() -> Tuple[Dict[Module, int], Callable[[Module], None]]:
-    """A dict of module -> number of calls, and the observer that fills it."""
-    called: Dict[Module, int] = {}
-
-    def observe(module: Module) -> None:
-        called[module] = called.get(module, 0) + 1
-
-    return called, observe
