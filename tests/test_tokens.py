@@ -130,18 +130,18 @@ def test_read_tokens_copies_the_token_set():
 
 
 @pytest.mark.parametrize(
-    "positions,in_place,own_gradient",
-    [([1, 3], False, False), ([1, 2], False, False), ([1, 2], True, False), ([1, 2], True, True), ([4, 0], False, False)],
-    ids=["list", "run", "run in place", "run owning its gradient", "per example"],
+    "positions,in_place",
+    [([1, 3], False), ([1, 2], False), ([1, 2], True), ([4, 0], False)],
+    ids=["list", "run", "run in place", "per example"],
 )
-def test_write_tokens_routes_the_gradient_at_the_token_set_to_the_values_only(positions, in_place, own_gradient):
+def test_write_tokens_routes_the_gradient_at_the_token_set_to_the_values_only(positions, in_place):
     if positions == [4, 0]:
         positions = torch.tensor(positions)
     base = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     output = base * 1  # not a leaf, so that it may be written in place
     expected_output = output.detach().clone()
     values = torch.randn(2, 1 if isinstance(positions, torch.Tensor) else 2, 3, dtype=torch.float64, requires_grad=True)
-    written = write_tokens(output, positions, values, in_place, own_gradient)
+    written = write_tokens(output, positions, values, in_place)
     assert (written is output) == in_place
     rows = torch.arange(2).unsqueeze(1)
     index = (rows, positions.unsqueeze(1)) if isinstance(positions, torch.Tensor) else (slice(None), positions)

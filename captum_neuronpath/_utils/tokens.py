@@ -147,39 +147,14 @@ def read_tokens(output: Tensor, positions: Positions) -> Tensor:
     return output[:, positions]  # a list index copies (a slice would keep the whole output alive)
 
 
-def write_tokens(
-    output: Tensor, positions: Positions, values: Tensor, in_place: bool = False, own_gradient: bool = False
-) -> Tensor:
+def write_tokens(output: Tensor, positions: Positions, values: Tensor, in_place: bool = False) -> Tensor:
     """``output`` (a copy, or itself with ``in_place``) whose token set holds ``values`` ``(B, T_sel, C)``, the
-    gradient there flowing to ``values`` only; ``own_gradient``: nothing else reads the gradient that reaches
-    ``output``, so the backward pass may block the token set in it in place."""
+    gradient there flowing to ``values`` only."""
     values = values.to(output.dtype)
     if positions is None:
         return values[:, 0]
     if output.dim() > 3:  # (B, ..., C): the positions index the flattened middle axes
         return write_tokens(output.flatten(1, -2), positions, values).view(output.shape)
-    run = span(positions)
-    if in_place and own_gradient and run is not None:
-        return _OverwriteSpan.apply(output, values, slice(*run))
     replaced = output if in_place else output.clone()
     replaced[_at(output, positions)] = values  # a run is written through a view: no indexing
     return replaced
-
-
-class _OverwriteSpan(torch.autograd.Function):
-    """``output[:, run] = values`` in place for a slice ``run``; the backward zeroes that run of the gradient
-    in place (autograd's own in-place write copies the whole gradient to do so)."""
-
-    @staticmethod
-    def forward(ctx, output: Tensor, values: Tensor, run: slice) -> Tensor:
-        ctx.run = run
-        ctx.mark_dirty(output)
-        output[:, run] = values
-        return output
-
-    @staticmethod
-    def backward(ctx, gradient: Tensor):
-        gradient = gradient.contiguous()  # a copy of e.g. an expanded tensor, which is not ours to write
-        values_gradient = gradient[:, ctx.run].clone()
-        gradient[:, ctx.run] = 0
-        return gradient, values_gradient, None
