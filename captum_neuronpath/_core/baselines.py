@@ -22,7 +22,7 @@ from captum_neuronpath._utils.joint import stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
 from captum_neuronpath._utils.sites import ModuleInput, module_of
 from captum_neuronpath._utils.tokens import TokenType, read_tokens
-from captum_neuronpath._utils.validation import check_baselines, check_int, check_top_k
+from captum_neuronpath._utils.validation import check_baselines, check_int
 
 # The quadrature and batch size of the path's JAS, in the order of SiteAttribution._prepare; a Captum
 # layer method gets them, and the target and additional arguments, where its attribute() accepts them.
@@ -123,7 +123,7 @@ class _PathBaseline(SiteAttribution, LayerAttribution):
         """
         kwargs = dict(n_steps=n_steps, method=method, internal_batch_size=internal_batch_size, **method_kwargs)
         prepared, rule, internal_batch_size, scores = self._scores(inputs, target, additional_forward_args, kwargs)
-        top_k = check_top_k(top_k, prepared.num_channels)
+        top_k = check_int(top_k, "top_k", 1, min(prepared.num_channels))
         device = prepared.clean.activations[0].device
         path = torch.stack([top_channels(layer_scores, top_k).to(device) for layer_scores in scores], dim=1)
         jas = joint_score(self.forward_func, self.layers, prepared, path, rule, internal_batch_size)[0]

@@ -10,7 +10,7 @@ from torch import Tensor
 from captum_neuronpath._core.base import SiteAttribution
 from captum_neuronpath._core.engine import candidate_scores
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS
-from captum_neuronpath._utils.validation import check_layer_index
+from captum_neuronpath._utils.validation import check_int
 
 
 class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientAttribution):
@@ -68,7 +68,7 @@ class LayerJointIntegratedGradients(SiteAttribution, LayerAttribution, GradientA
             >>> scores.shape
             torch.Size([2, 768])
         """
-        layer_index = check_layer_index(layer_index, len(self.layers))
+        layer_index = check_int(layer_index, "layer_index", 0, len(self.layers) - 1, IndexError)
         prepared, rule, internal_batch_size = self._prepare(
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size
         )

@@ -22,7 +22,7 @@ from captum_neuronpath._core.engine import (
 from captum_neuronpath._core.result import NeuronPathResult
 from captum_neuronpath._utils.joint import channel_masks, extended_set_scores, set_sum, stack_padded, top_channels
 from captum_neuronpath._utils.quadrature import DEFAULT_METHOD, DEFAULT_N_STEPS, Quadrature
-from captum_neuronpath._utils.validation import check_int, check_top_k
+from captum_neuronpath._utils.validation import check_int
 
 #: The refinement tries the swaps of the examples whose best predicted JAS is above
 #: ``(1 - TRIAL_MARGIN)`` times their JAS (the margin and its cost on the performance page).
@@ -123,7 +123,7 @@ class NeuronPath(SiteAttribution, LayerAttribution, GradientAttribution):
             inputs, target, additional_forward_args, n_steps, method, internal_batch_size
         )
         num_channels = prepared.num_channels
-        top_k = check_top_k(top_k, num_channels)
+        top_k = check_int(top_k, "top_k", 1, min(num_channels))
         if check_int(refine_steps, "refine_steps", 0):
             check_int(refine_candidates, "refine_candidates", 1, min(num_channels))
             if top_k > 1:

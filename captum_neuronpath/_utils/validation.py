@@ -173,14 +173,6 @@ def format_neuron_indices(
     return indices
 
 
-def check_top_k(top_k: Any, num_channels: Sequence[int]) -> int:
-    return check_int(top_k, "top_k", 1, min(num_channels))
-
-
-def check_layer_index(layer_index: Any, num_layers: int) -> int:
-    return check_int(layer_index, "layer_index", 0, num_layers - 1, IndexError)
-
-
 def check_baselines(baselines: Any, inputs: Tuple[Any, ...]) -> None:
     """Captum's baseline forms (a number, or a tensor of the input's shape or of one example), checked against
     the tuple of ``inputs``."""
