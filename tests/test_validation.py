@@ -227,7 +227,7 @@ def test_baselines_of_the_wrong_shape_and_a_forward_that_is_not_callable_are_nam
         (dict(path=[1, 2, 3]), ValueError, "L=2"),
         (dict(path=torch.zeros(2, 3, dtype=torch.long)), ValueError, "L=2"),
         (dict(path=[1, 2], seed=2**64), ValueError, "seed"),
-        (dict(path=[1, 2], mode="prune", p="0.5"), TypeError, "p"),
+        (dict(path=[1, 2], mode="prune", p="0.5"), TypeError, "p must be a number"),
         (dict(path=[1, -2]), IndexError, "path"),
     ],
     ids=["sequence length", "tensor layers", "seed range", "p not a number", "negative neuron"],
