@@ -12,16 +12,8 @@ import sys
 import traceback
 from typing import List, Optional
 
-from captum_neuronpath._cli import demo, extract, report, table
+from captum_neuronpath._cli import demo, errors, extract, report, table
 from captum_neuronpath._cli.arguments import HelpFormatter
-from captum_neuronpath._cli.errors import (
-    FAILURE,
-    USAGE_ERROR,
-    CommandLineError,
-    RunFailure,
-    describe,
-    stop_signals_interrupt,
-)
 
 SUBCOMMANDS = (demo, extract, table, report)
 
@@ -50,12 +42,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     debug = args.debug or os.environ.get("NEURONPATH_DEBUG", "") not in ("", "0")
     try:
-        with stop_signals_interrupt():
+        with errors.stop_signals_interrupt():
             args.handler(args)
-    except CommandLineError as error:
-        return _report(args.command, f"error: {error}", USAGE_ERROR, debug)
-    except (RunFailure, OSError) as error:
-        return _report(args.command, f"error: {describe(error)}", FAILURE, debug)
+    except errors.CommandLineError as error:
+        return _report(args.command, f"error: {error}", errors.USAGE_ERROR, debug)
+    except (errors.RunFailure, OSError) as error:
+        return _report(args.command, f"error: {errors.describe(error)}", errors.FAILURE, debug)
     except KeyboardInterrupt as interrupt:
         status = 128 + getattr(interrupt, "signum", signal.SIGINT)
         return _report(args.command, str(interrupt) or "interrupted", status, debug)

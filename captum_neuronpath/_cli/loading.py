@@ -9,13 +9,13 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset, default_collate
 
 
 class UnreadableImage(ValueError):
@@ -157,11 +157,24 @@ class Inputs:
     labels: Tensor  # (N,) int64, read without loading any image
     files: Optional[List[str]]  # relative to the image folder; None for a tensor or text file
     source: Callable[[int], bytes]
-    collate: Optional[Callable] = None  # None: torch's default collation
+    collate: Callable = default_collate
     text: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def example(self, device: torch.device) -> Optional[Tuple[int, Tensor, Dict[str, Tensor]]]:
+        """The longest token sequence or the first image that can be read (an unreadable one stops the run when
+        its batch comes), as ``(index, batch of one, keyword arguments of the model)`` on ``device``; ``None``
+        when there is none."""
+        lengths = [len(ids) for ids, _ in self.dataset] if self.text else [0] * len(self)
+        for index in sorted(range(len(self)), key=lambda index: -lengths[index]):
+            try:
+                inputs, _, *mask = self.collate([self.dataset[index]])
+            except UnreadableImage:
+                continue
+            return index, inputs.to(device), {"attention_mask": mask[0].to(device)} if mask else {}
+        return None
 
 
 def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:

@@ -37,20 +37,16 @@ def describe_paths(
 
 
 def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[int]:
-    """Each layer's number of channels (the last axis of its value), from one forward pass on the first input."""
+    """Each layer's number of channels (the last axis of its value), from one forward pass on one input."""
     widths: Dict[int, int] = {}
 
     def record(position: int, value: Tensor) -> None:  # returns None: the value is left as it is
         widths.setdefault(position, value.shape[-1])
 
-    device = next(model.parameters()).device
+    _, batch, keywords = inputs.example(next(model.parameters()).device)
     recorders = {position: functools.partial(record, position) for position in range(len(layers))}
     with torch.no_grad(), site_hooks(layers, recorders):
-        if inputs.text:
-            input_ids, _, mask = inputs.collate([inputs.dataset[0]])
-            model(input_ids.to(device), attention_mask=mask.to(device))
-        else:
-            model(inputs.dataset[0][0][None].to(device))
+        model(batch, **keywords)
     return [int(widths[position]) for position in range(len(layers))]
 
 

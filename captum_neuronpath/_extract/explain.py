@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Set
 import torch
 from torch import Tensor
 from torch.nn import Module
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from captum_neuronpath._cli.errors import STOP_SIGNALS, RunFailure, deferred_stops
@@ -85,19 +85,16 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
             records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
-            readable = []
+            readable = {index: item for index, item in zip(indices, items) if not isinstance(item, UnreadableImage)}
             for index, item in zip(indices, items):
-                if not isinstance(item, UnreadableImage):
-                    readable.append((index, item))
-                elif job.skip_unreadable:
+                if isinstance(item, UnreadableImage):
+                    if not job.skip_unreadable:
+                        raise item
                     records[index]["error"] = f"cannot be read: {item.reason}"
-                else:
-                    raise item
             if readable:
-                inputs, labels, *mask = (job.inputs.collate or default_collate)([item for _, item in readable])
+                inputs, labels, *mask = job.inputs.collate(list(readable.values()))
                 inputs, labels, *mask = (t.to(job.device, non_blocking=True) for t in (inputs, labels, *mask))
-                fields = explain_batch(job, inputs, labels, mask[0] if mask else None)
-                for (index, _), record in zip(readable, fields):
+                for index, record in zip(readable, explain_batch(job, inputs, labels, mask[0] if mask else None)):
                     records[index].update(record)
             with deferred_stops():
                 append_records(records_file, handle.fileno(), list(records.values()))
@@ -134,16 +131,23 @@ def explain_batch(
     settings = job.settings
     extra = () if attention_mask is None else (attention_mask,)
     token = job.token if attention_mask is None else last_token(attention_mask)
-    clean = _CleanOutput(job.forward, len(inputs))
+    clean = []  # the output of the first no-grad call on the whole batch: the locator's clean pass
+
+    def forward(batch: Tensor, *args) -> Tensor:
+        output = job.forward(batch, *args)
+        if not clean and not torch.is_grad_enabled() and len(batch) == len(inputs):
+            clean.append(output.detach())
+        return output
+
     with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bfloat16"):
         if settings["target"] == "label":
             targets = labels
         else:
             with torch.no_grad():
                 targets = job.forward(inputs, *extra).argmax(-1)
-        locator = NeuronPath(clean, job.layers, token=token)
+        locator = NeuronPath(forward, job.layers, token=token)
         result = _attribute_within_memory(job, locator, inputs, targets, extra)
-    probabilities = clean.output.float()
+    probabilities = clean[0].float()
     fields = {
         "label": labels.tolist(),
         "target": targets.tolist(),
@@ -159,19 +163,6 @@ def explain_batch(
         fields["layer_candidates"] = candidates.tolist()
         fields["layer_scores"] = scores.gather(-1, candidates).tolist()
     return [dict(zip(fields, values)) for values in zip(*fields.values())]
-
-
-class _CleanOutput:
-    """``forward``, keeping the output of its first no-grad call on the whole batch: the clean pass."""
-
-    def __init__(self, forward: Callable[..., Tensor], batch_size: int):
-        self.forward, self.batch_size, self.output = forward, batch_size, None
-
-    def __call__(self, inputs: Tensor, *args) -> Tensor:
-        output = self.forward(inputs, *args)
-        if self.output is None and not torch.is_grad_enabled() and len(inputs) == self.batch_size:
-            self.output = output.detach()
-        return output
 
 
 def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):

@@ -3,11 +3,11 @@ after every batch; a last line without its newline is a write cut short, not a r
 ``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
+import glob
 import importlib
 import json
 import os
 import platform
-import re
 import socket
 import time
 from contextlib import contextmanager
@@ -18,12 +18,6 @@ from captum_neuronpath._utils.files import write_atomically
 
 # The libraries whose versions a resume compares (python's is recorded, not compared).
 COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
-
-
-def library_versions() -> Dict[str, str]:
-    """The versions that produced the records, for ``FILE.meta.json``."""
-    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
-    return {**versions, "python": platform.python_version()}
 
 
 def meta_path(out: Path) -> Path:
@@ -38,10 +32,8 @@ def shard_path(out: Path, rank: int) -> Path:
 
 def shard_paths(out: Path) -> List[Path]:
     """Every rank's shard of ``out`` on disk, whatever the number of processes that wrote them."""
-    pattern = re.compile(re.escape(out.name) + r"\.rank\d+")
-    if not out.parent.is_dir():
-        return []
-    return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
+    shards = out.parent.glob(glob.escape(out.name) + ".rank*")
+    return sorted(path for path in shards if path.name[len(out.name) + len(".rank") :].isdigit())
 
 
 def prepare_output(
@@ -55,17 +47,18 @@ def prepare_output(
     """Start ``out`` afresh (also when it holds no record yet) or check that it continues a run of the same
     settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``);
     then write ``description`` (see :mod:`.description`) into ``FILE.meta.json``."""
-    meta, shards = meta_path(out), shard_paths(out)
-    existing = [path for path in (out, meta, *shards) if path.exists()]
-    has_records = any(b"\n" in path.read_bytes() for path in (out, *shards) if path.exists())
-    versions = library_versions()
+    meta = meta_path(out)
+    existing = [path for path in (out, meta, *shard_paths(out)) if path.exists()]
+    has_records = any(b"\n" in path.read_bytes() for path in existing if path != meta)
+    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
+    versions["python"] = platform.python_version()  # recorded, not compared
     if overwrite or (meta.exists() and not has_records):
         for path in existing:
             path.unlink()
     elif meta.exists():
         recorded = _read_meta(meta)
         problems = _changes(
-            "other settings", recorded["settings"], settings, sorted(set(recorded["settings"]) | set(settings))
+            "other settings", recorded["settings"], settings, sorted({*recorded["settings"], *settings})
         )
         before = recorded.get("fingerprints", {}).get("model")
         if before != fingerprints["model"]:
@@ -230,9 +223,7 @@ def merge_records(out: Path) -> int:
     tidy = tidy and all(a[0] < b[0] for a, b in zip(records, records[1:]))
     for shard in shards:
         records += read_records(shard)[0]
-    unique: Dict[int, str] = {}
-    for index, line in records:
-        unique.setdefault(index, line)  # a merge cut short may leave an index in out and in a shard
+    unique = dict(reversed(records))  # each index's first line: a merge cut short may leave one in out and a shard
     if not tidy:
         write_atomically(out, "".join(unique[index] + "\n" for index in sorted(unique)).encode())
     for shard in shards:

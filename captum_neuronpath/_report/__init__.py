@@ -27,7 +27,7 @@ def write_report(
     with tqdm(total=len(steps), desc="report", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
         bar.set_postfix_str(steps[0])
         frequency = class_frequency(records)
-        similar = similarity(frequency, records.num_layers, max(records.num_channels, 1))
+        similar = similarity(frequency)
         report = analyze(records, frequency, similar)
         write_atomically(out / "report.json", json.dumps(report).encode())
         bar.update()

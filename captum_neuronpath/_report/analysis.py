@@ -6,7 +6,7 @@ inputs' neurons).
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor
@@ -28,10 +28,19 @@ class ClassFrequency:
     layers: Tensor
     channels: Tensor
     counts: Tensor
+    num_layers: int
+    width: int  # the channels of the widest layer: layer * width + channel keys a neuron
 
     @property
     def frequency(self) -> Tensor:
         return self.counts.double() / self.sizes[self.rows].double()
+
+    def neurons(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Each neuron in a class's paths: its layer and channel, and the classes and inputs whose paths hold it."""
+        keys = self.layers * self.width + self.channels
+        neurons, inverse, classes = torch.unique(keys, return_inverse=True, return_counts=True)
+        inputs = torch.zeros(len(neurons), dtype=torch.long).index_add_(0, inverse, self.counts)
+        return neurons // self.width, neurons % self.width, classes, inputs
 
 
 def class_frequency(paths: Paths) -> ClassFrequency:
@@ -48,15 +57,15 @@ def class_frequency(paths: Paths) -> ClassFrequency:
         key = rows_of_inputs[input_key // cells] * cells + input_key % cells
     unique, counts = torch.unique(key.flatten(), return_counts=True)
     rows, rest = unique // cells, unique % cells
-    return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts)
+    return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts, num_layers, width)
 
 
-def similarity(frequency: ClassFrequency, num_layers: int, width: int) -> Tensor:
+def similarity(frequency: ClassFrequency) -> Tensor:
     """``(M, M)`` cosine similarity of the classes' flattened frequency matrices (float64)."""
-    num_classes = len(frequency.classes)
+    num_classes, width = len(frequency.classes), frequency.width
     columns = frequency.layers * width + frequency.channels
     matrix = torch.sparse_coo_tensor(
-        torch.stack([frequency.rows, columns]), frequency.frequency, (num_classes, num_layers * width),
+        torch.stack([frequency.rows, columns]), frequency.frequency, (num_classes, frequency.num_layers * width),
         check_invariants=False,
     ).coalesce()  # fmt: skip
     norms = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, frequency.rows, frequency.frequency**2).sqrt()
@@ -138,16 +147,12 @@ def _distribution(values: Tensor) -> Dict[str, object]:
 
 def _shared_neurons(frequency: ClassFrequency, shared: int) -> List[Dict[str, int]]:
     """The neurons in the paths of the most classes: layer, channel, classes, inputs."""
-    width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
-    neuron = frequency.layers * width + frequency.channels
-    neurons, inverse, num_classes = torch.unique(neuron, return_inverse=True, return_counts=True)
-    inputs = torch.zeros(len(neurons), dtype=torch.long).index_add_(0, inverse, frequency.counts)
-    order = torch.argsort(num_classes * (inputs.max() + 1 if len(inputs) else 1) + inputs, descending=True, stable=True)
+    layers, channels, classes, inputs = frequency.neurons()
+    order = torch.argsort(classes * (inputs.max() + 1 if len(inputs) else 1) + inputs, descending=True, stable=True)
     return [
-        {"layer": int(neurons[i] // width), "channel": int(neurons[i] % width), "classes": int(num_classes[i]),
-         "inputs": int(inputs[i])}
+        {"layer": int(layers[i]), "channel": int(channels[i]), "classes": int(classes[i]), "inputs": int(inputs[i])}
         for i in order[:shared].tolist()
-    ]  # fmt: skip
+    ]
 
 
 def _predictions(paths: Paths, correct: Tensor) -> Dict[str, object]:

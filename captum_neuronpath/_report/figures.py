@@ -36,7 +36,7 @@ def write_figures(
         drawn["class_similarity"] = figure
     largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"], default=None)
     if largest is not None:
-        dense = torch.zeros(paths.num_layers, max(paths.num_channels, 1), dtype=torch.float64)
+        dense = torch.zeros(frequency.num_layers, frequency.width, dtype=torch.float64)
         mine = frequency.rows == largest
         dense[frequency.layers[mine], frequency.channels[mine]] = frequency.frequency[mine]
         drawn["neuron_frequency"] = visualization.visualize_neuron_frequency(
@@ -88,8 +88,7 @@ def _bins(values: torch.Tensor, count: int) -> numpy.ndarray:
 
 def _shared_figure(frequency: ClassFrequency, num_classes: int) -> Figure:
     """How many classes' paths each neuron is in."""
-    width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
-    _, shared = torch.unique(frequency.layers * width + frequency.channels, return_counts=True)
+    shared = frequency.neurons()[2]
     figure, axis = visualization._figure(None, False, (6.0, 3.8))
     top = int(shared.max()) if len(shared) else 1
     axis.hist(shared.numpy(), bins=range(1, top + 2), color="0.45", edgecolor="black", align="left")

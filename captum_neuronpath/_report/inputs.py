@@ -3,12 +3,12 @@ it is still there: a thumbnail of an image, or the text (else the ids) of a toke
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
 from torch import Tensor
 
+from captum_neuronpath._cli.loading import load_text_data
 from captum_neuronpath.paths import Paths
 
 THUMBNAIL_SIZE = 48
@@ -53,8 +53,11 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
         images = handle.get_slice("images")
         return lambda position: {"thumbnail": thumbnail(tensor_image(images[int(paths.indices[position])]))}
     if data.suffix == ".jsonl":
-        sequences = _sequences(data)
         decode = _decoder(tokenizer)
+        try:
+            sequences = dict(enumerate(ids.tolist() for ids in load_text_data(data)[0]))
+        except ValueError:  # no longer a file of token sequences: shown without texts
+            return None
         return lambda position: {"text": decode(sequences.get(int(paths.indices[position]), []))}
     return None
 
@@ -78,19 +81,6 @@ def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:
             return {"thumbnail": thumbnail(image)}
     except (OSError, ValueError):  # gone or unreadable since the extract: shown without a thumbnail
         return {}
-
-
-def _sequences(data: Path) -> Dict[int, list]:
-    """The token ids of each sequence of a ``.jsonl`` data file, by index (blank lines do not count)."""
-    sequences = {}
-    with open(data, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    sequences[len(sequences)] = list(json.loads(line).get("input_ids", []))
-                except (ValueError, AttributeError):
-                    sequences[len(sequences)] = []
-    return sequences
 
 
 def _decoder(tokenizer: Optional[str]) -> Callable[[list], str]:
