@@ -3,6 +3,7 @@ what it names is a :class:`ValueError`, :class:`TypeError` or :class:`OSError` n
 
 import difflib
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -163,12 +164,22 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def identity(self, index: int) -> Dict[str, object]:
+        """What a record says of input ``index``: its file, label and fingerprint, a SHA-256 of the bytes it is
+        made of (unlike a file's size and time, it holds for a file rewritten in place or copied without its
+        times), so that a resumed run never mixes two versions of an input."""
+        return {
+            "file": None if self.files is None else self.files[index],
+            "label": int(self.labels[index]),
+            "fingerprint": "sha256:" + hashlib.sha256(self.source(index)).hexdigest(),
+        }
+
     def example(self, device: torch.device) -> Optional[Tuple[int, Tensor, Dict[str, Tensor]]]:
         """The longest token sequence or the first image that can be read (an unreadable one stops the run when
         its batch comes), as ``(index, batch of one, keyword arguments of the model)`` on ``device``; ``None``
         when there is none."""
-        lengths = [len(ids) for ids, _ in self.dataset] if self.text else [0] * len(self)
-        for index in sorted(range(len(self)), key=lambda index: -lengths[index]):
+        order = sorted(range(len(self)), key=lambda i: -len(self.dataset[i][0])) if self.text else range(len(self))
+        for index in order:
             try:
                 inputs, _, *mask = self.collate([self.dataset[index]])
             except UnreadableImage:

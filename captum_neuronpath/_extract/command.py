@@ -2,7 +2,6 @@
 
 import argparse
 import contextlib
-import functools
 import json
 import signal
 import sys
@@ -18,10 +17,9 @@ from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFail
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
 from captum_neuronpath._extract import store
-from captum_neuronpath._extract.description import describe_paths
+from captum_neuronpath._extract.description import describe_paths, model_fingerprint
 from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
-from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
-from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
+from captum_neuronpath._extract.explain import Job, explain_all
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
 from captum_neuronpath._models import mlp_layers, readout_token
 
@@ -52,7 +50,7 @@ def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job)
         return
     num_inputs = len(job.inputs)
     kept, changed, tried_again = store.drop_changed_records(
-        args.out, functools.partial(input_identity, job.inputs), num_inputs, job.settings["batch_size"],
+        args.out, job.inputs.identity, num_inputs, job.settings["batch_size"],
         args.skip_unreadable,
     )  # fmt: skip
     print(
@@ -115,14 +113,13 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
     inputs = load_inputs(args.data, args.transform, model)
     layers, names = select_layers(model, args.layers) if args.layers else (_family(args, mlp_layers, model), None)
+    if inputs.text:
+        if args.token is not None:
+            raise ValueError("--token applies to images; each token sequence is explained at its last token")
+        token = None
+    else:
+        token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
     with call_order(layers) as order:
-        if inputs.text:
-            if args.token is not None:
-                raise ValueError("--token applies to images; each token sequence is explained at its last token")
-            forward, token = next_token_probabilities(model), None
-        else:
-            forward = image_probabilities(model)
-            token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
         num_classes = _probe(args, model, inputs, device)
     if names is not None:
         check_call_order(args.layers, names, order)
@@ -131,9 +128,8 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
     random_weights = args.checkpoint is None and not args.pretrained
     if rank == 0 and random_weights and args.model.startswith(("timm:", "torchvision:")):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
-    settings = settings_of(args, device)
     workers = args.workers if args.workers is not None else default_workers() if inputs.files is not None else 0
-    return Job(model, device, forward, layers, token, inputs, settings, args.skip_unreadable, workers)
+    return Job(model, device, layers, token, inputs, settings_of(args, device), args.skip_unreadable, workers)
 
 
 def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:

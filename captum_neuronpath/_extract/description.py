@@ -1,9 +1,10 @@
-"""What ``FILE.meta.json`` says about the paths: the layers and their widths, the token, the class names.
-
-These do not change the records, so a resumed run may add or correct them (``--class-names``).
+"""What ``FILE.meta.json`` says about the paths: the layers and their widths, the token, the class names
+(these do not change the records, so a resumed run may add or correct them: ``--class-names``); and the
+model's fingerprint, which a resume compares.
 """
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -34,6 +35,17 @@ def describe_paths(
         "token": _token_text(token),
         "class_names": _class_names(class_names, inputs),
     }
+
+
+def model_fingerprint(model: Module) -> str:
+    """``sha256:HEX`` of the names, dtypes, shapes and bytes of ``model``'s parameters and buffers, so that a
+    resumed run never mixes two models."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[int]:

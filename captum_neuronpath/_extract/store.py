@@ -3,6 +3,7 @@ after every batch; a last line without its newline is a write cut short, not a r
 ``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
+import contextlib
 import glob
 import importlib
 import json
@@ -10,7 +11,6 @@ import os
 import platform
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -57,15 +57,10 @@ def prepare_output(
             path.unlink()
     elif meta.exists():
         recorded = _read_meta(meta)
-        problems = _changes(
-            "other settings", recorded["settings"], settings, sorted({*recorded["settings"], *settings})
-        )
-        before = recorded.get("fingerprints", {}).get("model")
-        if before != fingerprints["model"]:
-            problems.append(
-                f"the model changed (its parameters or buffers differ): fingerprint {before or 'not recorded'}, "
-                f"now {fingerprints['model']}"
-            )
+        keys = sorted({*recorded["settings"], *settings})
+        problems = _changes("other settings", recorded["settings"], settings, keys)
+        before = recorded.get("fingerprints", {})
+        problems += _changes("the model changed, its parameters or buffers differ", before, fingerprints, ["model"])
         if problems:
             raise ValueError(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
@@ -122,11 +117,8 @@ def drop_changed_records(
         else:
             valid.add(index)
 
-    def whole(index: int) -> bool:
-        start = index - index % batch_size
-        return all(i in valid for i in range(start, min(start + batch_size, num_inputs)))
-
-    kept = [(index, line) for index, line in records if index in valid and whole(index)]
+    broken = {index // batch_size for index in range(num_inputs) if index not in valid}  # batches to redo whole
+    kept = [(index, line) for index, line in records if index in valid and index // batch_size not in broken]
     if len(kept) < len(records):
         write_atomically(out, "".join(line + "\n" for _, line in kept).encode())
     return len(kept), changed, tried_again
@@ -155,7 +147,7 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
     write_meta(out, recorded)
 
 
-@contextmanager
+@contextlib.contextmanager
 def output_lock(out: Path) -> Iterator[None]:
     """Meanwhile, an exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder; a
     :class:`ValueError` names the process that holds it.
@@ -180,15 +172,11 @@ def output_lock(out: Path) -> Iterator[None]:
                 f"--out {out} is being written by another neuronpath extract ({holder}; lock file {path}); wait "
                 "for it to end or choose another --out"
             ) from None
-        try:
-            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:  # its holder removed it between our open and our lock
-            same = False
-        if same:
-            break
+        with contextlib.suppress(FileNotFoundError):  # its holder removed it between our open and our lock
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
         handle.close()
-    handle.seek(0)
-    handle.truncate()
+    handle.truncate(0)  # appends then start at 0
     handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
     try:

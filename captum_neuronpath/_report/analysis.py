@@ -84,27 +84,22 @@ def analyze(
     correct = paths.predictions == paths.labels
     most = int(frequency.counts.max()) + 1 if len(frequency.counts) else 1
     order = torch.argsort(frequency.rows * most - frequency.counts, stable=True)  # by class, most frequent first
-    sorted_layers = frequency.layers[order].tolist()
-    sorted_channels = frequency.channels[order].tolist()
-    sorted_frequency = frequency.frequency[order].tolist()
+    by_class = (frequency.layers[order], frequency.channels[order], frequency.frequency[order])
+    entries = list(zip(*(values.tolist() for values in by_class)))  # (layer, channel, frequency)
     row_bounds = torch.searchsorted(frequency.rows[order], torch.arange(len(classes) + 1)).tolist()
     nearest_rows = most_similar_classes(similar, min(nearest, len(classes) - 1)).tolist()
-    rows_of_inputs = torch.searchsorted(frequency.classes, paths.labels)
-    inputs_by_row = torch.argsort(rows_of_inputs, stable=True)
-    input_bounds = torch.searchsorted(rows_of_inputs[inputs_by_row], torch.arange(len(classes) + 1)).tolist()
     per_class = []
     for row, label in enumerate(classes):
-        mine = inputs_by_row[input_bounds[row] : input_bounds[row + 1]]
+        mine = paths.labels == label
         top: List[List[List[float]]] = [[] for _ in range(paths.num_layers)]
-        for entry in range(row_bounds[row], row_bounds[row + 1]):
-            layer = sorted_layers[entry]
+        for layer, channel, value in entries[row_bounds[row] : row_bounds[row + 1]]:
             if len(top[layer]) < top_neurons:
-                top[layer].append([sorted_channels[entry], round(sorted_frequency[entry], 6)])
+                top[layer].append([channel, round(value, 6)])
         per_class.append(
             {
                 "class": label,
                 "name": names[label],
-                "inputs": len(mine),
+                "inputs": int(mine.sum()),
                 "correct": int(correct[mine].sum()),
                 "jas": _distribution(paths.jas[mine]),
                 "top_neurons": top,

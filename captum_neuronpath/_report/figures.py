@@ -28,11 +28,8 @@ def write_figures(
         figure, axis = visualization._figure(None, False, (8.0, 7.0))
         image = axis.imshow(similarity.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         figure.colorbar(image, ax=axis, label="cosine similarity")
-        axis.set(
-            xlabel="class (in index order)",
-            ylabel="class (in index order)",
-            title=f"Inter-class similarity of neuron paths, {len(classes)} classes",
-        )
+        axis.set_title(f"Inter-class similarity of neuron paths, {len(classes)} classes")
+        axis.set(xlabel="class (in index order)", ylabel="class (in index order)")
         drawn["class_similarity"] = figure
     largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"], default=None)
     if largest is not None:
@@ -93,9 +90,6 @@ def _shared_figure(frequency: ClassFrequency, num_classes: int) -> Figure:
     top = int(shared.max()) if len(shared) else 1
     axis.hist(shared.numpy(), bins=range(1, top + 2), color="0.45", edgecolor="black", align="left")
     axis.set_yscale("log")
-    axis.set(
-        xlabel=f"classes whose paths hold the neuron (of {num_classes})",
-        ylabel="neurons",
-        title="Neurons shared between classes",
-    )
+    axis.set(xlabel=f"classes whose paths hold the neuron (of {num_classes})", ylabel="neurons")
+    axis.set_title("Neurons shared between classes")
     return figure

@@ -4,7 +4,7 @@ it is still there: a thumbnail of an image, or the text (else the ids) of a toke
 import base64
 import io
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Optional
 
 from torch import Tensor
 
@@ -60,15 +60,6 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
             return None
         return lambda position: {"text": decode(sequences.get(int(paths.indices[position]), []))}
     return None
-
-
-def describe_inputs(source: Optional[Callable[[int], Dict[str, str]]], positions: Iterable[int]) -> Dict[str, Dict]:
-    """``{"thumbnails": {position: URL}, "texts": {position: text}}`` for ``positions``."""
-    shown = {} if source is None else {position: source(position) for position in positions}
-    return {
-        kind + "s": {position: one[kind] for position, one in shown.items() if kind in one}
-        for kind in ("thumbnail", "text")
-    }
 
 
 def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:

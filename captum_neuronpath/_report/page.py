@@ -4,9 +4,6 @@ every panel in the browser from the records and summaries it embeds (nothing fet
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-import torch
-
-from captum_neuronpath._report.inputs import describe_inputs
 from captum_neuronpath.paths import Paths
 
 TEMPLATE = "explorer.html.j2"
@@ -22,17 +19,11 @@ def render_page(
 
     classes = report["classes"]
     examples = max(2, min(12, THUMBNAILS // max(len(classes), 1)))
-    order = torch.argsort(paths.labels, stable=True)
-    starts = torch.searchsorted(paths.labels[order], torch.tensor([c["class"] for c in classes], dtype=torch.long))
     if len(paths) <= THUMBNAILS:
         shown = list(range(len(paths)))
-    else:
-        shown = [
-            int(position)
-            for start, c in zip(starts.tolist(), classes)
-            for position in order[start : start + min(examples, c["inputs"])]
-        ]
-    described = describe_inputs(source, shown)
+    else:  # the first few inputs of each class
+        shown = [p for c in classes for p in (paths.labels == c["class"]).nonzero()[:examples, 0].tolist()]
+    described = {} if source is None else {position: source(position) for position in shown}
     labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     names = paths.class_names
     data = {
@@ -63,7 +54,8 @@ def render_page(
             "path": paths.paths.flatten().tolist(),
             "file": paths.files if any(paths.files) else [None] * len(paths),
         },
-        **described,
+        # "thumbnails" and "texts": {position: its thumbnail or text}
+        **{kind + "s": {p: one[kind] for p, one in described.items() if kind in one} for kind in ("thumbnail", "text")},
     }
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True
