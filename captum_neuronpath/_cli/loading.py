@@ -112,7 +112,6 @@ def load_state_dict(path: Path) -> dict:
     """The state dict in ``path``: safetensors, or a torch file loaded with ``weights_only=True``."""
     from safetensors.torch import load_file
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
     torch_load = functools.partial(torch.load, map_location="cpu", weights_only=True)
@@ -219,10 +218,9 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
     if data.suffix == ".jsonl":
         sequences, targets = load_text_data(data)
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
-        pad_id = 0 if not isinstance(pad_id, int) else pad_id
+        collate = functools.partial(_pad, pad_id if isinstance(pad_id, int) else 0)
         source = functools.partial(_tensor_bytes, sequences)
-        dataset = list(zip(sequences, targets))  # item i: (ids, target)
-        return Inputs(dataset, targets, None, source, functools.partial(_pad, pad_id), text=True)
+        return Inputs(list(zip(sequences, targets)), targets, None, source, collate, text=True)  # item i: (ids, target)
     raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
 
 

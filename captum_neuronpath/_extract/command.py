@@ -50,9 +50,8 @@ def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job)
         return
     num_inputs = len(job.inputs)
     kept, changed, tried_again = store.drop_changed_records(
-        args.out, job.inputs.identity, num_inputs, job.settings["batch_size"],
-        args.skip_unreadable,
-    )  # fmt: skip
+        args.out, job.inputs.identity, num_inputs, job.settings["batch_size"], args.skip_unreadable
+    )
     print(
         f"{args.out}: resuming with {kept} of {num_inputs} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")

@@ -80,8 +80,7 @@ def prepare_output(
             f"{out} exists but {meta.name} does not, so its settings are unknown; "
             "pass --overwrite to start afresh, or choose another --out"
         )
-    if not meta.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if not meta.exists():  # output_lock made the folder
         fresh = {"settings": settings, "fingerprints": fingerprints, "versions": versions, "runs": []}
         recorded = {"command": "neuronpath extract", **fresh}
     write_meta(out, {**recorded, **description})

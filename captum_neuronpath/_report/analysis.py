@@ -14,8 +14,6 @@ from torch import Tensor
 from captum_neuronpath.metrics import most_similar_classes
 from captum_neuronpath.paths import Paths
 
-JAS_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
-
 
 @dataclass
 class ClassFrequency:
@@ -47,15 +45,14 @@ def class_frequency(paths: Paths) -> ClassFrequency:
     """Which neurons each class's paths hold, and how often (each input counts a neuron once)."""
     classes, rows_of_inputs, sizes = torch.unique(paths.labels, return_inverse=True, return_counts=True)
     path = paths.paths if paths.paths.dim() == 3 else paths.paths[..., None]
-    num_inputs, num_layers, k = path.shape
+    num_inputs, num_layers, _ = path.shape
     width = max(paths.num_channels, int(path.max()) + 1 if path.numel() else 1)
     layer = torch.arange(num_layers).view(1, -1, 1).expand_as(path)
     cells = num_layers * width  # the keys of one class, or of one input
-    key = (rows_of_inputs.view(-1, 1, 1) * num_layers + layer) * width + path
-    if k > 1:  # an input counts a neuron once, as in neuron_frequency: each distinct (input, layer, channel)
-        input_key = torch.unique((torch.arange(num_inputs).view(-1, 1, 1) * num_layers + layer) * width + path)
-        key = rows_of_inputs[input_key // cells] * cells + input_key % cells
-    unique, counts = torch.unique(key.flatten(), return_counts=True)
+    # An input counts a neuron once, as in neuron_frequency: each distinct (input, layer, channel), then its class.
+    input_key = torch.unique((torch.arange(num_inputs).view(-1, 1, 1) * num_layers + layer) * width + path)
+    key = rows_of_inputs[input_key // cells] * cells + input_key % cells
+    unique, counts = torch.unique(key, return_counts=True)
     rows, rest = unique // cells, unique % cells
     return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts, num_layers, width)
 
@@ -131,12 +128,12 @@ def analyze(
 def _distribution(values: Tensor) -> Dict[str, object]:
     if not len(values):
         return {"count": 0}
-    quantiles = torch.quantile(values.double(), torch.tensor(JAS_QUANTILES, dtype=torch.float64)).tolist()
+    quantiles = torch.quantile(values.double(), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
     return {
         "count": len(values),
         "mean": float(values.mean()),
         "std": float(values.std()) if len(values) > 1 else 0.0,
-        "quantiles": dict(zip(["min", "q1", "median", "q3", "max"], quantiles)),
+        "quantiles": dict(zip(["min", "q1", "median", "q3", "max"], quantiles.tolist())),
     }
 
 

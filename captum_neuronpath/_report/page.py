@@ -6,7 +6,6 @@ from typing import Callable, Dict, Optional
 
 from captum_neuronpath.paths import Paths
 
-TEMPLATE = "explorer.html.j2"
 SHOWN_NEURONS = 5  # most frequent neurons per layer on a class's panel
 THUMBNAILS = 4000  # more inputs than this: only a few examples per class get a thumbnail or text
 
@@ -24,20 +23,17 @@ def render_page(
     else:  # the first few inputs of each class
         shown = [p for c in classes for p in (paths.labels == c["class"]).nonzero()[:examples, 0].tolist()]
     described = {} if source is None else {position: source(position) for position in shown}
-    labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     names = paths.class_names
+    labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     data = {
         "layers": report["layers"],
         "top_k": report["top_k"],
         "examples": examples,
         "names": {label: names[label] for label in labels},
         "classes": [
-            {
-                "class": c["class"],
-                "name": c["name"],
-                "inputs": c["inputs"],
-                "correct": c["correct"],
-                "jas": {key: _rounded(value) for key, value in c["jas"].items()},
+            {  # the report's summary of the class, shorter
+                **c,
+                "jas": _rounded(c["jas"]),
                 "top_neurons": [
                     [[channel, round(f, 3)] for channel, f in layer[:SHOWN_NEURONS]] for layer in c["top_neurons"]
                 ],
@@ -57,15 +53,14 @@ def render_page(
         # "thumbnails" and "texts": {position: its thumbnail or text}
         **{kind + "s": {p: one[kind] for p, one in described.items() if kind in one} for kind in ("thumbnail", "text")},
     }
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True
-    )
+    explorer = (Path(__file__).parent / "explorer.html.j2").read_text(encoding="utf-8")
+    template = jinja2.Template(explorer, autoescape=True, keep_trailing_newline=True)
     summary = (
         f"{report['inputs']} inputs, {len(classes)} classes, {len(report['layers'])} layers"
         + (f", {report['errors']} inputs left out as errors" if report["errors"] else "")
         + (f"; {report['predictions']['correct']} predicted correctly" if report["predictions"]["recorded"] else "")
     )
-    return environment.get_template(TEMPLATE).render(title=title, summary=summary, data=data)
+    return template.render(title=title, summary=summary, data=data)
 
 
 def _rounded(value):
