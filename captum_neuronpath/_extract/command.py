@@ -64,9 +64,8 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
     """Explain the unfinished inputs; rank 0 merges the shards and reports the throughput."""
     done = {index for index, _ in store.read_records(args.out)[0]}
     started = time.perf_counter()
-    records_file = args.out if world_size == 1 else store.shard_path(args.out, rank)
     try:
-        explain_all(job, records_file, done, rank, world_size)
+        explain_all(job, args.out if world_size == 1 else store.shard_path(args.out, rank), done, rank, world_size)
     except KeyboardInterrupt as interrupt:
         raise Interrupted(
             f"interrupted after {store.count_records(args.out)} of {len(job.inputs)} inputs; run the same command "
