@@ -31,14 +31,13 @@ def write_figures(
         axis.set_title(f"Inter-class similarity of neuron paths, {len(classes)} classes")
         axis.set(xlabel="class (in index order)", ylabel="class (in index order)")
         drawn["class_similarity"] = figure
-    largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"], default=None)
-    if largest is not None:
-        dense = torch.zeros(frequency.num_layers, frequency.width, dtype=torch.float64)
-        mine = frequency.rows == largest
-        dense[frequency.layers[mine], frequency.channels[mine]] = frequency.frequency[mine]
-        drawn["neuron_frequency"] = visualization.visualize_neuron_frequency(
-            dense, title=f"Neuron-path frequency of class {classes[largest]['name']}", use_pyplot=False
-        )[0]
+    largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"])  # the records hold a class at least
+    dense = torch.zeros(frequency.num_layers, frequency.width, dtype=torch.float64)
+    mine = frequency.rows == largest
+    dense[frequency.layers[mine], frequency.channels[mine]] = frequency.frequency[mine]
+    drawn["neuron_frequency"] = visualization.visualize_neuron_frequency(
+        dense, title=f"Neuron-path frequency of class {classes[largest]['name']}", use_pyplot=False
+    )[0]
     drawn["jas"] = _jas_figure(paths, classes)
     drawn["shared_neurons"] = _shared_figure(frequency, len(classes))
     return save_figures(folder, drawn, dpi=100)
