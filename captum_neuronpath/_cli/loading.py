@@ -206,7 +206,7 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
             if built is not None:
                 config["input_size"] = (config["input_size"][0], *built)
             preprocess = create_transform(**config)
-        folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
+        folder = ImageFolder(str(data), transform=preprocess, loader=read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
         labels = torch.tensor(folder.targets, dtype=torch.long)
         return Inputs(folder, labels, files, functools.partial(_file_bytes, folder))
@@ -279,7 +279,7 @@ def _pad(pad_id: int, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, T
     return input_ids, torch.stack([target for _, target in items]), mask
 
 
-def _read_image(path: str):
+def read_image(path: str):
     """An image file as an RGB PIL image; a file PIL cannot decode is an :class:`UnreadableImage`."""
     from PIL import Image
 

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Optional
 
 from torch import Tensor
 
-from captum_neuronpath._cli.loading import load_text_data
+from captum_neuronpath._cli.loading import UnreadableImage, load_text_data, read_image
 from captum_neuronpath.paths import Paths
 
 THUMBNAIL_SIZE = 48
@@ -63,14 +63,9 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
 
 
 def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:
-    from PIL import Image
-
-    if not file:
-        return {}
     try:
-        with Image.open(root / file) as image:
-            return {"thumbnail": thumbnail(image)}
-    except (OSError, ValueError):  # gone or unreadable since the extract: shown without a thumbnail
+        return {"thumbnail": thumbnail(read_image(str(root / file)))} if file else {}
+    except UnreadableImage:  # gone or unreadable since the extract: shown without a thumbnail
         return {}
 
 
