@@ -12,18 +12,8 @@ import sys
 import traceback
 from typing import List, Optional
 
-from captum_neuronpath._cli import demo, extract, report, table
+from captum_neuronpath._cli import demo, errors, extract, report, table
 from captum_neuronpath._cli.arguments import HelpFormatter
-from captum_neuronpath._cli.errors import (
-    FAILURE,
-    USAGE_ERROR,
-    CommandLineError,
-    RunFailure,
-    describe,
-    stop_signals_interrupt,
-)
-
-SUBCOMMANDS = (demo, extract, table, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
+    for module in (demo, extract, table, report):
         command = module.add_parser(commands)
         command.add_argument(
             "--debug", action="store_true", help="print the traceback of an error (also NEURONPATH_DEBUG=1)"
@@ -48,22 +38,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # the subcommand's usage, not the top level's
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    debug = args.debug or os.environ.get("NEURONPATH_DEBUG", "") not in ("", "0")
     try:
-        with stop_signals_interrupt():
+        with errors.stop_signals_interrupt():
             args.handler(args)
-    except CommandLineError as error:
-        return _report(args.command, f"error: {error}", USAGE_ERROR, debug)
-    except (RunFailure, OSError) as error:
-        return _report(args.command, f"error: {describe(error)}", FAILURE, debug)
-    except KeyboardInterrupt as interrupt:
-        status = 128 + getattr(interrupt, "signum", signal.SIGINT)
-        return _report(args.command, str(interrupt) or "interrupted", status, debug)
-    return 0
-
-
-def _report(command: str, message: str, status: int, debug: bool) -> int:
-    if debug:
-        traceback.print_exc()
-    print(f"neuronpath {command}: {message}", file=sys.stderr, flush=True)
+        return 0
+    except errors.CommandLineError as caught:
+        error, status, message = caught, errors.USAGE_ERROR, f"error: {caught}"
+    except (errors.RunFailure, OSError) as caught:
+        error, status, message = caught, errors.FAILURE, f"error: {errors.describe(caught)}"
+    except KeyboardInterrupt as caught:
+        error, status, message = caught, 128 + getattr(caught, "signum", signal.SIGINT), str(caught) or "interrupted"
+    if args.debug or os.environ.get("NEURONPATH_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(error)
+    print(f"neuronpath {args.command}: {message}", file=sys.stderr, flush=True)
     return status

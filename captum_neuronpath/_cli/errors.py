@@ -3,7 +3,7 @@
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 USAGE_ERROR = 2
 FAILURE = 1
@@ -35,30 +35,25 @@ def describe(error: Exception) -> str:
     return str(error)
 
 
-class _Stops:
-    """Stop signals raise :class:`Interrupted`, at once or, inside :func:`deferred_stops`, when it ends."""
+# Inside deferred_stops: the stop signals held back until it ends.
+_held: Optional[List[int]] = None
 
-    deferring = False
-    pending = None
 
-    @classmethod
-    def handle(cls, signum, frame) -> None:
-        if cls.deferring:
-            cls.pending = signum
-        else:
-            raise Interrupted(signum=signum)
+def _stop(signum: int, frame) -> None:
+    """Raise :class:`Interrupted` at once or, inside :func:`deferred_stops`, when it ends."""
+    if _held is None:
+        raise Interrupted(signum=signum)
+    _held.append(signum)
 
 
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
     """Meanwhile stop signals not set to be ignored raise :class:`Interrupted` (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    in_main_thread = threading.current_thread() is threading.main_thread()  # elsewhere handlers cannot be set
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS if in_main_thread}
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
-            signal.signal(signum, _Stops.handle)
+            signal.signal(signum, _stop)
     try:
         yield
     finally:
@@ -69,11 +64,11 @@ def stop_signals_interrupt() -> Iterator[None]:
 @contextmanager
 def deferred_stops() -> Iterator[None]:
     """Hold a stop signal back until the block is done (a write that must not be cut), then raise it."""
-    _Stops.deferring, _Stops.pending = True, None
+    global _held
+    _held = []
     try:
         yield
     finally:
-        _Stops.deferring = False
-    if _Stops.pending is not None:
-        signum, _Stops.pending = _Stops.pending, None
-        raise Interrupted(signum=signum)
+        held, _held = _held, None
+    if held:
+        raise Interrupted(signum=held[-1])

@@ -3,19 +3,20 @@ what it names is a :class:`ValueError`, :class:`TypeError` or :class:`OSError` n
 
 import difflib
 import functools
+import hashlib
 import importlib
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.nn import Module
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset, default_collate
 
 
 class UnreadableImage(ValueError):
@@ -111,7 +112,6 @@ def load_state_dict(path: Path) -> dict:
     """The state dict in ``path``: safetensors, or a torch file loaded with ``weights_only=True``."""
     from safetensors.torch import load_file
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist or is not a file")
     torch_load = functools.partial(torch.load, map_location="cpu", weights_only=True)
@@ -157,11 +157,34 @@ class Inputs:
     labels: Tensor  # (N,) int64, read without loading any image
     files: Optional[List[str]]  # relative to the image folder; None for a tensor or text file
     source: Callable[[int], bytes]
-    collate: Optional[Callable] = None  # None: torch's default collation
+    collate: Callable = default_collate
     text: bool = False
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def identity(self, index: int) -> Dict[str, object]:
+        """What a record says of input ``index``: its file, label and fingerprint, a SHA-256 of the bytes it is
+        made of (unlike a file's size and time, it holds for a file rewritten in place or copied without its
+        times), so that a resumed run never mixes two versions of an input."""
+        return {
+            "file": None if self.files is None else self.files[index],
+            "label": int(self.labels[index]),
+            "fingerprint": "sha256:" + hashlib.sha256(self.source(index)).hexdigest(),
+        }
+
+    def example(self, device: torch.device) -> Optional[Tuple[int, Tensor, Dict[str, Tensor]]]:
+        """The longest token sequence or the first image that can be read (an unreadable one stops the run when
+        its batch comes), as ``(index, batch of one, keyword arguments of the model)`` on ``device``; ``None``
+        when there is none."""
+        order = sorted(range(len(self)), key=lambda i: -len(self.dataset[i][0])) if self.text else range(len(self))
+        for index in order:
+            try:
+                inputs, _, *mask = self.collate([self.dataset[index]])
+            except UnreadableImage:
+                continue
+            return index, inputs.to(device), {"attention_mask": mask[0].to(device)} if mask else {}
+        return None
 
 
 def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
@@ -183,7 +206,7 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
             if built is not None:
                 config["input_size"] = (config["input_size"][0], *built)
             preprocess = create_transform(**config)
-        folder = ImageFolder(str(data), transform=preprocess, loader=_read_image)
+        folder = ImageFolder(str(data), transform=preprocess, loader=read_image)
         files = [Path(file).relative_to(data).as_posix() for file, _ in folder.samples]
         labels = torch.tensor(folder.targets, dtype=torch.long)
         return Inputs(folder, labels, files, functools.partial(_file_bytes, folder))
@@ -195,10 +218,9 @@ def load_inputs(data: Path, transform: Optional[str], model: Module) -> Inputs:
     if data.suffix == ".jsonl":
         sequences, targets = load_text_data(data)
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
-        pad_id = 0 if not isinstance(pad_id, int) else pad_id
+        collate = functools.partial(_pad, pad_id if isinstance(pad_id, int) else 0)
         source = functools.partial(_tensor_bytes, sequences)
-        dataset = list(zip(sequences, targets))  # item i: (ids, target)
-        return Inputs(dataset, targets, None, source, functools.partial(_pad, pad_id), text=True)
+        return Inputs(list(zip(sequences, targets)), targets, None, source, collate, text=True)  # item i: (ids, target)
     raise ValueError(f"data must be an ImageFolder directory, a .safetensors file or a .jsonl file, got {data}")
 
 
@@ -257,7 +279,7 @@ def _pad(pad_id: int, items: Sequence[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, T
     return input_ids, torch.stack([target for _, target in items]), mask
 
 
-def _read_image(path: str):
+def read_image(path: str):
     """An image file as an RGB PIL image; a file PIL cannot decode is an :class:`UnreadableImage`."""
     from PIL import Image
 

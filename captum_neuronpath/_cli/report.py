@@ -16,11 +16,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Analyse the paths of FILE (written by neuronpath extract) and write report.json, "
         "PNG figures and index.html, a self-contained path explorer, to DIR.",
     )
-    parser.add_argument("file", type=Path, metavar="FILE", help="the JSON Lines file of neuronpath extract")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the report")
-    parser.add_argument(
-        "--tokenizer", metavar="NAME", help="Hugging Face tokenizer to show token sequences as text (else their ids)"
-    )
+    add = parser.add_argument
+    add("file", type=Path, metavar="FILE", help="the JSON Lines file of neuronpath extract")
+    add("--out", type=Path, required=True, metavar="DIR", help="folder for the report")
+    add("--tokenizer", metavar="NAME", help="Hugging Face tokenizer to show token sequences as text (else their ids)")
     parser.set_defaults(handler=run)
     return parser
 

@@ -2,13 +2,12 @@
 
 import argparse
 import contextlib
-import functools
 import json
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import torch
 from torch import Tensor
@@ -17,21 +16,11 @@ from torch.nn import Module
 from captum_neuronpath._cli.errors import CommandLineError, Interrupted, RunFailure, describe
 from captum_neuronpath._cli.extract import default_workers
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage, load_inputs, load_model
-from captum_neuronpath._extract.description import describe_paths
+from captum_neuronpath._extract import store
+from captum_neuronpath._extract.description import describe_paths, model_fingerprint
 from captum_neuronpath._extract.distributed import on_rank_zero, process_group, resolve_device
-from captum_neuronpath._extract.explain import Job, explain_all, image_probabilities, next_token_probabilities
-from captum_neuronpath._extract.fingerprint import input_identity, model_fingerprint
+from captum_neuronpath._extract.explain import Job, explain_all
 from captum_neuronpath._extract.sites import call_order, check_call_order, select_layers, token_from_spec
-from captum_neuronpath._extract.store import (
-    count_records,
-    drop_changed_records,
-    merge_records,
-    output_lock,
-    prepare_output,
-    read_records,
-    record_run,
-    shard_path,
-)
 from captum_neuronpath._models import mlp_layers, readout_token
 
 
@@ -53,17 +42,16 @@ def run(args: argparse.Namespace) -> None:
 
 def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job) -> None:
     """Rank 0: lock ``--out`` while ``held`` lasts, then start it afresh or check that it continues this run."""
-    held.enter_context(output_lock(args.out))
+    held.enter_context(store.output_lock(args.out))
     description = describe_paths(job.model, job.layers, job.token, job.inputs, args.class_names)
     fingerprints = {"model": model_fingerprint(job.model)}
-    prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)
-    if not read_records(args.out)[0]:
+    store.prepare_output(args.out, job.settings, fingerprints, description, args.overwrite, args.allow_version_change)
+    if not store.read_records(args.out)[0]:
         return
     num_inputs = len(job.inputs)
-    kept, changed, tried_again = drop_changed_records(
-        args.out, functools.partial(input_identity, job.inputs), num_inputs, job.settings["batch_size"],
-        args.skip_unreadable,
-    )  # fmt: skip
+    kept, changed, tried_again = store.drop_changed_records(
+        args.out, job.inputs.identity, num_inputs, job.settings["batch_size"], args.skip_unreadable
+    )
     print(
         f"{args.out}: resuming with {kept} of {num_inputs} inputs done"
         + (f"; {changed} changed or vanished since" if changed else "")
@@ -74,15 +62,14 @@ def _take_output(held: contextlib.ExitStack, args: argparse.Namespace, job: Job)
 
 def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device, rank: int, world_size: int) -> None:
     """Explain the unfinished inputs; rank 0 merges the shards and reports the throughput."""
-    done = {index for index, _ in read_records(args.out)[0]}
+    done = {index for index, _ in store.read_records(args.out)[0]}
     started = time.perf_counter()
-    records_file = args.out if world_size == 1 else shard_path(args.out, rank)
     try:
-        explain_all(job, records_file, done, rank, world_size)
+        explain_all(job, args.out if world_size == 1 else store.shard_path(args.out, rank), done, rank, world_size)
     except KeyboardInterrupt as interrupt:
         raise Interrupted(
-            f"interrupted after {count_records(args.out)} of {len(job.inputs)} inputs; run the same command again "
-            "to resume",
+            f"interrupted after {store.count_records(args.out)} of {len(job.inputs)} inputs; run the same command "
+            "again to resume",
             getattr(interrupt, "signum", signal.SIGINT),
         ) from None
     except UnreadableImage as error:  # a ValueError too: first
@@ -99,14 +86,13 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
     if world_size > 1:
         torch.distributed.barrier()
     if rank == 0:
-        total = merge_records(args.out)
-        unreadable = sum("error" in json.loads(line) for _, line in read_records(args.out)[0])
+        total = store.merge_records(args.out)
+        unreadable = sum("error" in json.loads(line) for _, line in store.read_records(args.out)[0])
         elapsed = time.perf_counter() - started
         new = total - len(done)
         rate = new / max(elapsed, 1e-9)
         threads = torch.get_num_threads()
-        unit = "sequences" if job.inputs.text else "images"
-        record_run(args.out, {
+        store.record_run(args.out, {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "num_inputs": len(job.inputs), "new_inputs": new,
             "seconds": round(elapsed, 3), "images_per_second": round(rate, 3), "processes": world_size,
             "threads_per_process": threads, "device": str(device),
@@ -114,8 +100,8 @@ def _explain_and_merge(args: argparse.Namespace, job: Job, device: torch.device,
         })  # fmt: skip
         skipped = f" ({unreadable} unreadable: error records)" if unreadable else ""
         print(f"{args.out}: {total} of {len(job.inputs)} inputs done{skipped}; {new} new in {elapsed:.1f} s "
-              f"({rate:.2f} {unit}/s over {world_size} process(es), {threads} thread(s) each)", file=sys.stderr,
-              flush=True)  # fmt: skip
+              f"({rate:.2f} {'sequences' if job.inputs.text else 'images'}/s over {world_size} process(es), "
+              f"{threads} thread(s) each)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
@@ -125,25 +111,23 @@ def setup(args: argparse.Namespace, device: torch.device, rank: int) -> Job:
         model = load_model(args.model, args.checkpoint, args.pretrained).to(device)
     inputs = load_inputs(args.data, args.transform, model)
     layers, names = select_layers(model, args.layers) if args.layers else (_family(args, mlp_layers, model), None)
+    if inputs.text:
+        if args.token is not None:
+            raise ValueError("--token applies to images; each token sequence is explained at its last token")
+        token = None
+    else:
+        token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
     with call_order(layers) as order:
-        if inputs.text:
-            if args.token is not None:
-                raise ValueError("--token applies to images; each token sequence is explained at its last token")
-            forward, token = next_token_probabilities(model), None
-        else:
-            forward = image_probabilities(model)
-            token = token_from_spec(args.token) if args.token else _family(args, readout_token, model)
         num_classes = _probe(args, model, inputs, device)
     if names is not None:
         check_call_order(args.layers, names, order)
     if args.target == "label":
         _check_labels(args.data, inputs.labels, num_classes)
     random_weights = args.checkpoint is None and not args.pretrained
-    if rank == 0 and random_weights and args.model.partition(":")[0] in ("timm", "torchvision"):
+    if rank == 0 and random_weights and args.model.startswith(("timm:", "torchvision:")):
         print(f"note: {args.model} has random weights; pass --pretrained or --checkpoint", file=sys.stderr)
-    settings = settings_of(args, device)
     workers = args.workers if args.workers is not None else default_workers() if inputs.files is not None else 0
-    return Job(model, device, forward, layers, token, inputs, settings, args.skip_unreadable, workers)
+    return Job(model, device, layers, token, inputs, settings_of(args, device), args.skip_unreadable, workers)
 
 
 def _family(args: argparse.Namespace, find: Callable[[Module], object], model: Module) -> object:
@@ -157,19 +141,14 @@ def _family(args: argparse.Namespace, find: Callable[[Module], object], model: M
 def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torch.device) -> int:
     """One forward pass on the first readable image or the longest token sequence: the number of classes
     (the vocabulary size), or the model's own error, reported."""
-    if inputs.text and len(inputs):
-        lengths = [len(ids) for ids, _ in inputs.dataset]
-        longest = max(range(len(lengths)), key=lengths.__getitem__)
-        input_ids, _, mask = inputs.collate([inputs.dataset[longest]])
-        batch, keywords = input_ids.to(device), {"attention_mask": mask.to(device)}
-        what = f"the token sequences of --data {args.data} (the longest, input {longest}, {lengths[longest]} tokens)"
+    example = inputs.example(device)
+    if example is None:
+        raise ValueError(f"--data {args.data} holds no inputs{' that can be read' if len(inputs) else ''}")
+    index, batch, keywords = example
+    if inputs.text:
+        what = f"the token sequences of --data {args.data} (the longest, input {index}, {batch.shape[1]} tokens)"
         returns = "be a causal language model returning logits (batch, positions, vocabulary) for token sequences"
     else:
-        image = None if inputs.text else _first_readable(inputs)
-        if image is None:
-            unreadable = " that can be read" if len(inputs) and not inputs.text else ""
-            raise ValueError(f"--data {args.data} holds no inputs{unreadable}")
-        batch, keywords = image[None].to(device), {}
         what = f"the inputs of --data {args.data} (the first has shape {tuple(batch.shape)})"
         returns = "return class scores (batch, classes)"
     try:
@@ -191,16 +170,6 @@ def _probe(args: argparse.Namespace, model: Module, inputs: Inputs, device: torc
                 f"vocabulary of {classes} (0 to {classes - 1})"
             )
     return classes
-
-
-def _first_readable(inputs: Inputs) -> Optional[Tensor]:
-    """The first input that can be read (an unreadable one stops the run when its batch comes)."""
-    for index in range(len(inputs)):
-        try:
-            return inputs.dataset[index][0]
-        except UnreadableImage:
-            continue
-    return None
 
 
 def _check_labels(data: Path, labels: Tensor, num_classes: int) -> None:

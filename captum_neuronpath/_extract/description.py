@@ -1,9 +1,10 @@
-"""What ``FILE.meta.json`` says about the paths: the layers and their widths, the token, the class names.
-
-These do not change the records, so a resumed run may add or correct them (``--class-names``).
+"""What ``FILE.meta.json`` says about the paths: the layers and their widths, the token, the class names
+(these do not change the records, so a resumed run may add or correct them: ``--class-names``); and the
+model's fingerprint, which a resume compares.
 """
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -36,21 +37,28 @@ def describe_paths(
     }
 
 
+def model_fingerprint(model: Module) -> str:
+    """``sha256:HEX`` of the names, dtypes, shapes and bytes of ``model``'s parameters and buffers, so that a
+    resumed run never mixes two models."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def _layer_widths(model: Module, layers: List[Module], inputs: Inputs) -> List[int]:
-    """Each layer's number of channels (the last axis of its value), from one forward pass on the first input."""
+    """Each layer's number of channels (the last axis of its value), from one forward pass on one input."""
     widths: Dict[int, int] = {}
 
     def record(position: int, value: Tensor) -> None:  # returns None: the value is left as it is
         widths.setdefault(position, value.shape[-1])
 
-    device = next(model.parameters()).device
+    _, batch, keywords = inputs.example(next(model.parameters()).device)
     recorders = {position: functools.partial(record, position) for position in range(len(layers))}
     with torch.no_grad(), site_hooks(layers, recorders):
-        if inputs.text:
-            input_ids, _, mask = inputs.collate([inputs.dataset[0]])
-            model(input_ids.to(device), attention_mask=mask.to(device))
-        else:
-            model(inputs.dataset[0][0][None].to(device))
+        model(batch, **keywords)
     return [int(widths[position]) for position in range(len(layers))]
 
 

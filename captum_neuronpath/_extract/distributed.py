@@ -10,10 +10,6 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple
 import torch
 import torch.distributed as dist
 
-# Ranks wait for the slowest one at the final barrier; a resumed rank may have much more
-# left to do than the others, so the default 30 minutes is far too short.
-BARRIER_TIMEOUT = timedelta(days=7)
-
 
 def resolve_device(device: Optional[torch.device]) -> torch.device:
     """``device``, or CUDA when there is one; a CUDA device without index is ``cuda:LOCAL_RANK``."""
@@ -32,7 +28,9 @@ def process_group(device: torch.device) -> Iterator[Tuple[int, int]]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    # Ranks wait for the slowest one at the final barrier; a resumed rank may have much more
+    # left to do than the others, so the default 30 minutes is far too short.
+    dist.init_process_group("gloo", timeout=timedelta(days=7))
     try:
         yield dist.get_rank(), world_size
     finally:

@@ -9,19 +9,18 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import torch
 from torch import Tensor
 from torch.nn import Module
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from captum_neuronpath._cli.errors import STOP_SIGNALS, RunFailure, deferred_stops
 from captum_neuronpath._cli.loading import Inputs, UnreadableImage
 from captum_neuronpath._core.neuron_path import NeuronPath
 from captum_neuronpath._extract.distributed import assigned_batches
-from captum_neuronpath._extract.fingerprint import input_identity
 from captum_neuronpath._extract.store import append_records
 from captum_neuronpath._models import last_token
 from captum_neuronpath._utils.joint import top_channels
@@ -30,12 +29,11 @@ from captum_neuronpath._utils.tokens import TokenType
 
 @dataclass
 class Job:
-    """What every batch needs: the model on its device, ``forward`` (to class or next-token probabilities),
-    the sites and ``token`` (``None`` for token sequences), the inputs and the settings."""
+    """What every batch needs: the model on its device, the sites and ``token`` (``None`` for token sequences),
+    the inputs and the settings."""
 
     model: Module
     device: torch.device
-    forward: Callable[..., Tensor]
     layers: List[Module]
     token: Optional[TokenType]
     inputs: Inputs
@@ -45,25 +43,15 @@ class Job:
     rows_per_pass: Optional[int] = None  # the internal batch size, once a pass ran out of memory
 
 
-def image_probabilities(model: Module) -> Callable[[Tensor], Tensor]:
-    """``images -> model(images).softmax(-1)``: class probabilities, the softmax in at least float32."""
-    return lambda images: _softmax(model(images))
-
-
-def _softmax(logits: Tensor) -> Tensor:
-    """The softmax of ``logits`` in float32 where they are bfloat16 or float16 (CPU autocast leaves it low)."""
+def probabilities(model: Module, inputs: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+    """The class probabilities of images, or each token sequence's next-token probabilities at its last real
+    token; the softmax in float32 where the logits are bfloat16 or float16 (CPU autocast leaves it low)."""
+    if attention_mask is None:
+        logits = model(inputs)
+    else:
+        logits = model(inputs, attention_mask=attention_mask).logits
+        logits = logits[torch.arange(len(inputs), device=logits.device), last_token(attention_mask)]
     return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)
-
-
-def next_token_probabilities(model: Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(input_ids, attention_mask) ->`` each sequence's next-token probabilities at its last real token."""
-
-    def forward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        logits = model(input_ids, attention_mask=attention_mask).logits
-        rows = torch.arange(len(input_ids), device=logits.device)
-        return _softmax(logits[rows, last_token(attention_mask)])
-
-    return forward
 
 
 def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_size: int) -> None:
@@ -71,10 +59,9 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     unreadable input raises :class:`UnreadableImage`, or with ``job.skip_unreadable`` gets an error record."""
     num_inputs, batch_size = len(job.inputs), job.settings["batch_size"]
     batches = assigned_batches(num_inputs, batch_size, rank, world_size, done)
-    share = sum(len(batch) for batch in assigned_batches(num_inputs, batch_size, rank, world_size, set()))
-    todo = sum(len(batch) for batch in batches)
+    share = sum(map(len, assigned_batches(num_inputs, batch_size, rank, world_size, set())))
     bar = tqdm(
-        total=share, initial=share - todo, unit="seq" if job.inputs.text else "img", file=sys.stderr,
+        total=share, initial=share - sum(map(len, batches)), unit="seq" if job.inputs.text else "img", file=sys.stderr,
         desc="extract" if world_size == 1 else f"extract (rank 0 of {world_size})", disable=rank != 0,
         dynamic_ncols=True,
     )  # fmt: skip
@@ -84,20 +71,17 @@ def explain_all(job: Job, records_file: Path, done: Set[int], rank: int, world_s
     )  # fmt: skip
     with bar, open(records_file, "ab", buffering=0) as handle:
         for indices, items in zip(batches, loader):
-            records = {index: {"index": index, **input_identity(job.inputs, index)} for index in indices}
-            readable = []
+            records = {index: {"index": index, **job.inputs.identity(index)} for index in indices}
+            readable = {index: item for index, item in zip(indices, items) if not isinstance(item, UnreadableImage)}
             for index, item in zip(indices, items):
-                if not isinstance(item, UnreadableImage):
-                    readable.append((index, item))
-                elif job.skip_unreadable:
+                if isinstance(item, UnreadableImage):
+                    if not job.skip_unreadable:
+                        raise item
                     records[index]["error"] = f"cannot be read: {item.reason}"
-                else:
-                    raise item
             if readable:
-                inputs, labels, *mask = (job.inputs.collate or default_collate)([item for _, item in readable])
+                inputs, labels, *mask = job.inputs.collate(list(readable.values()))
                 inputs, labels, *mask = (t.to(job.device, non_blocking=True) for t in (inputs, labels, *mask))
-                fields = explain_batch(job, inputs, labels, mask[0] if mask else None)
-                for (index, _), record in zip(readable, fields):
+                for index, record in zip(readable, explain_batch(job, inputs, labels, *mask)):
                     records[index].update(record)
             with deferred_stops():
                 append_records(records_file, handle.fileno(), list(records.values()))
@@ -126,29 +110,33 @@ class _Readable(Dataset):
             return error
 
 
-def explain_batch(
-    job: Job, inputs: Tensor, labels: Tensor, attention_mask: Optional[Tensor] = None
-) -> List[Dict[str, object]]:
-    """The record fields of one batch (images, or token ids with their ``attention_mask``); the predictions
-    and probabilities come from the locator's clean pass."""
+def explain_batch(job: Job, inputs: Tensor, labels: Tensor, *extra: Tensor) -> List[Dict[str, object]]:
+    """The record fields of one batch (images, or token ids and their attention mask, the one ``extra``); the
+    predictions and probabilities come from the locator's clean pass."""
     settings = job.settings
-    extra = () if attention_mask is None else (attention_mask,)
-    token = job.token if attention_mask is None else last_token(attention_mask)
-    clean = _CleanOutput(job.forward, len(inputs))
+    token = last_token(*extra) if extra else job.token
+    clean = []  # the output of the first no-grad call on the whole batch: the locator's clean pass
+
+    def forward(batch: Tensor, *args) -> Tensor:
+        output = probabilities(job.model, batch, *args)
+        if not clean and not torch.is_grad_enabled() and len(batch) == len(inputs):
+            clean.append(output.detach())
+        return output
+
     with torch.autocast(job.device.type, dtype=torch.bfloat16, enabled=settings["precision"] == "bfloat16"):
         if settings["target"] == "label":
             targets = labels
         else:
             with torch.no_grad():
-                targets = job.forward(inputs, *extra).argmax(-1)
-        locator = NeuronPath(clean, job.layers, token=token)
+                targets = probabilities(job.model, inputs, *extra).argmax(-1)
+        locator = NeuronPath(forward, job.layers, token=token)
         result = _attribute_within_memory(job, locator, inputs, targets, extra)
-    probabilities = clean.output.float()
+    clean_probabilities = clean[0].float()
     fields = {
         "label": labels.tolist(),
         "target": targets.tolist(),
-        "prediction": probabilities.argmax(-1).tolist(),
-        "probability": probabilities.gather(1, targets[:, None])[:, 0].tolist(),
+        "prediction": clean_probabilities.argmax(-1).tolist(),
+        "probability": clean_probabilities.gather(1, targets[:, None])[:, 0].tolist(),
         "path": result.path.tolist(),
         "jas": result.jas.tolist(),
     }
@@ -159,19 +147,6 @@ def explain_batch(
         fields["layer_candidates"] = candidates.tolist()
         fields["layer_scores"] = scores.gather(-1, candidates).tolist()
     return [dict(zip(fields, values)) for values in zip(*fields.values())]
-
-
-class _CleanOutput:
-    """``forward``, keeping the output of its first no-grad call on the whole batch: the clean pass."""
-
-    def __init__(self, forward: Callable[..., Tensor], batch_size: int):
-        self.forward, self.batch_size, self.output = forward, batch_size, None
-
-    def __call__(self, inputs: Tensor, *args) -> Tensor:
-        output = self.forward(inputs, *args)
-        if self.output is None and not torch.is_grad_enabled() and len(inputs) == self.batch_size:
-            self.output = output.detach()
-        return output
 
 
 def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targets: Tensor, extra: tuple):
@@ -192,8 +167,7 @@ def _attribute_within_memory(job: Job, locator: NeuronPath, inputs: Tensor, targ
                     f"out of memory on {job.device} even at one quadrature node per pass ({batch_size} rows); "
                     "pass a smaller --batch-size"
                 ) from error
-            if job.device.type == "cuda":
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # nothing to do unless CUDA is in use
             if job.rows_per_pass is None:
                 print(f"note: out of memory on {job.device} with {rows} rows per pass; running fewer rows per pass "
                       "(internal_batch_size, recorded in the meta file)", file=sys.stderr, flush=True)  # fmt: skip

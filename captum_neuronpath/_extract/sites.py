@@ -33,7 +33,7 @@ def _matches(pattern: str, name: str) -> bool:
 
 def select_layers(model: Module, pattern: str) -> Tuple[List[Module], List[str]]:
     """The sites ``pattern`` names in ``model``, and their module names; one-line errors name the closest."""
-    names_pattern = pattern[len(INPUT) :] if pattern.startswith(INPUT) else pattern
+    names_pattern = pattern.removeprefix(INPUT)
     named = [(name, module) for name, module in model.named_modules() if name and _matches(names_pattern, name)]
     if not named:
         names = [name for name, _ in model.named_modules() if name]

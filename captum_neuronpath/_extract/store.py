@@ -3,14 +3,14 @@ after every batch; a last line without its newline is a write cut short, not a r
 ``FILE.rankR``, ``FILE.meta.json`` and ``FILE.lock``.
 """
 
+import contextlib
+import glob
 import importlib
 import json
 import os
 import platform
-import re
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -18,12 +18,6 @@ from captum_neuronpath._utils.files import write_atomically
 
 # The libraries whose versions a resume compares (python's is recorded, not compared).
 COMPARED_VERSIONS = ("captum_neuronpath", "torch", "captum", "timm")
-
-
-def library_versions() -> Dict[str, str]:
-    """The versions that produced the records, for ``FILE.meta.json``."""
-    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
-    return {**versions, "python": platform.python_version()}
 
 
 def meta_path(out: Path) -> Path:
@@ -38,10 +32,8 @@ def shard_path(out: Path, rank: int) -> Path:
 
 def shard_paths(out: Path) -> List[Path]:
     """Every rank's shard of ``out`` on disk, whatever the number of processes that wrote them."""
-    pattern = re.compile(re.escape(out.name) + r"\.rank\d+")
-    if not out.parent.is_dir():
-        return []
-    return sorted(path for path in out.parent.iterdir() if pattern.fullmatch(path.name))
+    shards = out.parent.glob(glob.escape(out.name) + ".rank*")
+    return sorted(path for path in shards if path.name[len(out.name) + len(".rank") :].isdigit())
 
 
 def prepare_output(
@@ -55,24 +47,20 @@ def prepare_output(
     """Start ``out`` afresh (also when it holds no record yet) or check that it continues a run of the same
     settings, model and versions (other versions with ``allow_version_change``, kept in ``earlier_versions``);
     then write ``description`` (see :mod:`.description`) into ``FILE.meta.json``."""
-    meta, shards = meta_path(out), shard_paths(out)
-    existing = [path for path in (out, meta, *shards) if path.exists()]
-    has_records = any(b"\n" in path.read_bytes() for path in (out, *shards) if path.exists())
-    versions = library_versions()
+    meta = meta_path(out)
+    existing = [path for path in (out, meta, *shard_paths(out)) if path.exists()]
+    has_records = any(b"\n" in path.read_bytes() for path in existing if path != meta)
+    versions = {name: importlib.import_module(name).__version__ for name in COMPARED_VERSIONS}
+    versions["python"] = platform.python_version()  # recorded, not compared
     if overwrite or (meta.exists() and not has_records):
         for path in existing:
             path.unlink()
     elif meta.exists():
         recorded = _read_meta(meta)
-        problems = _changes(
-            "other settings", recorded["settings"], settings, sorted(set(recorded["settings"]) | set(settings))
-        )
-        before = recorded.get("fingerprints", {}).get("model")
-        if before != fingerprints["model"]:
-            problems.append(
-                f"the model changed (its parameters or buffers differ): fingerprint {before or 'not recorded'}, "
-                f"now {fingerprints['model']}"
-            )
+        keys = sorted({*recorded["settings"], *settings})
+        problems = _changes("other settings", recorded["settings"], settings, keys)
+        before = recorded.get("fingerprints", {})
+        problems += _changes("the model changed, its parameters or buffers differ", before, fingerprints, ["model"])
         if problems:
             raise ValueError(
                 f"{out} holds another run: {'; '.join(problems)}. Pass --overwrite to start afresh, "
@@ -92,8 +80,7 @@ def prepare_output(
             f"{out} exists but {meta.name} does not, so its settings are unknown; "
             "pass --overwrite to start afresh, or choose another --out"
         )
-    if not meta.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if not meta.exists():  # output_lock made the folder
         fresh = {"settings": settings, "fingerprints": fingerprints, "versions": versions, "runs": []}
         recorded = {"command": "neuronpath extract", **fresh}
     write_meta(out, {**recorded, **description})
@@ -129,11 +116,8 @@ def drop_changed_records(
         else:
             valid.add(index)
 
-    def whole(index: int) -> bool:
-        start = index - index % batch_size
-        return all(i in valid for i in range(start, min(start + batch_size, num_inputs)))
-
-    kept = [(index, line) for index, line in records if index in valid and whole(index)]
+    broken = {index // batch_size for index in range(num_inputs) if index not in valid}  # batches to redo whole
+    kept = [(index, line) for index, line in records if index in valid and index // batch_size not in broken]
     if len(kept) < len(records):
         write_atomically(out, "".join(line + "\n" for _, line in kept).encode())
     return len(kept), changed, tried_again
@@ -162,7 +146,7 @@ def record_run(out: Path, run: Dict[str, object]) -> None:
     write_meta(out, recorded)
 
 
-@contextmanager
+@contextlib.contextmanager
 def output_lock(out: Path) -> Iterator[None]:
     """Meanwhile, an exclusive lock on ``FILE``: a POSIX lock on ``FILE.lock``, which names its holder; a
     :class:`ValueError` names the process that holds it.
@@ -187,15 +171,11 @@ def output_lock(out: Path) -> Iterator[None]:
                 f"--out {out} is being written by another neuronpath extract ({holder}; lock file {path}); wait "
                 "for it to end or choose another --out"
             ) from None
-        try:
-            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:  # its holder removed it between our open and our lock
-            same = False
-        if same:
-            break
+        with contextlib.suppress(FileNotFoundError):  # its holder removed it between our open and our lock
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
         handle.close()
-    handle.seek(0)
-    handle.truncate()
+    handle.truncate(0)  # appends then start at 0
     handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     handle.flush()
     try:
@@ -230,9 +210,7 @@ def merge_records(out: Path) -> int:
     tidy = tidy and all(a[0] < b[0] for a, b in zip(records, records[1:]))
     for shard in shards:
         records += read_records(shard)[0]
-    unique: Dict[int, str] = {}
-    for index, line in records:
-        unique.setdefault(index, line)  # a merge cut short may leave an index in out and in a shard
+    unique = dict(reversed(records))  # each index's first line: a merge cut short may leave one in out and a shard
     if not tidy:
         write_atomically(out, "".join(unique[index] + "\n" for index in sorted(unique)).encode())
     for shard in shards:

@@ -23,18 +23,17 @@ def write_report(
     """Write ``out/report.json``, ``out/figures/*.png`` and ``out/index.html`` for ``records``; returns the files.
     ``source`` gives the thumbnail or text of a record (none by default)."""
     out.mkdir(parents=True, exist_ok=True)
-    steps = ["analyse", "figures", "page"]
-    with tqdm(total=len(steps), desc="report", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        bar.set_postfix_str(steps[0])
+    with tqdm(total=3, desc="report", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        bar.set_postfix_str("analyse")
         frequency = class_frequency(records)
-        similar = similarity(frequency, records.num_layers, max(records.num_channels, 1))
+        similar = similarity(frequency)
         report = analyze(records, frequency, similar)
         write_atomically(out / "report.json", json.dumps(report).encode())
         bar.update()
-        bar.set_postfix_str(steps[1])
+        bar.set_postfix_str("figures")
         figures = write_figures(out / "figures", records, report, frequency, similar)
         bar.update()
-        bar.set_postfix_str(steps[2])
+        bar.set_postfix_str("page")
         page = render_page(records, report, source, title=f"Neuron paths: {title}")
         write_atomically(out / "index.html", page.encode())
         bar.update()

@@ -6,15 +6,13 @@ inputs' neurons).
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor
 
 from captum_neuronpath.metrics import most_similar_classes
 from captum_neuronpath.paths import Paths
-
-JAS_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -28,35 +26,43 @@ class ClassFrequency:
     layers: Tensor
     channels: Tensor
     counts: Tensor
+    num_layers: int
+    width: int  # the channels of the widest layer: layer * width + channel keys a neuron
 
     @property
     def frequency(self) -> Tensor:
         return self.counts.double() / self.sizes[self.rows].double()
+
+    def neurons(self) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Each neuron in a class's paths: its layer and channel, and the classes and inputs whose paths hold it."""
+        keys = self.layers * self.width + self.channels
+        neurons, inverse, classes = torch.unique(keys, return_inverse=True, return_counts=True)
+        inputs = torch.zeros(len(neurons), dtype=torch.long).index_add_(0, inverse, self.counts)
+        return neurons // self.width, neurons % self.width, classes, inputs
 
 
 def class_frequency(paths: Paths) -> ClassFrequency:
     """Which neurons each class's paths hold, and how often (each input counts a neuron once)."""
     classes, rows_of_inputs, sizes = torch.unique(paths.labels, return_inverse=True, return_counts=True)
     path = paths.paths if paths.paths.dim() == 3 else paths.paths[..., None]
-    num_inputs, num_layers, k = path.shape
+    num_inputs, num_layers, _ = path.shape
     width = max(paths.num_channels, int(path.max()) + 1 if path.numel() else 1)
     layer = torch.arange(num_layers).view(1, -1, 1).expand_as(path)
     cells = num_layers * width  # the keys of one class, or of one input
-    key = (rows_of_inputs.view(-1, 1, 1) * num_layers + layer) * width + path
-    if k > 1:  # an input counts a neuron once, as in neuron_frequency: each distinct (input, layer, channel)
-        input_key = torch.unique((torch.arange(num_inputs).view(-1, 1, 1) * num_layers + layer) * width + path)
-        key = rows_of_inputs[input_key // cells] * cells + input_key % cells
-    unique, counts = torch.unique(key.flatten(), return_counts=True)
+    # An input counts a neuron once, as in neuron_frequency: each distinct (input, layer, channel), then its class.
+    input_key = torch.unique((torch.arange(num_inputs).view(-1, 1, 1) * num_layers + layer) * width + path)
+    key = rows_of_inputs[input_key // cells] * cells + input_key % cells
+    unique, counts = torch.unique(key, return_counts=True)
     rows, rest = unique // cells, unique % cells
-    return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts)
+    return ClassFrequency(classes, sizes, rows, rest // width, rest % width, counts, num_layers, width)
 
 
-def similarity(frequency: ClassFrequency, num_layers: int, width: int) -> Tensor:
+def similarity(frequency: ClassFrequency) -> Tensor:
     """``(M, M)`` cosine similarity of the classes' flattened frequency matrices (float64)."""
-    num_classes = len(frequency.classes)
+    num_classes, width = len(frequency.classes), frequency.width
     columns = frequency.layers * width + frequency.channels
     matrix = torch.sparse_coo_tensor(
-        torch.stack([frequency.rows, columns]), frequency.frequency, (num_classes, num_layers * width),
+        torch.stack([frequency.rows, columns]), frequency.frequency, (num_classes, frequency.num_layers * width),
         check_invariants=False,
     ).coalesce()  # fmt: skip
     norms = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, frequency.rows, frequency.frequency**2).sqrt()
@@ -75,27 +81,22 @@ def analyze(
     correct = paths.predictions == paths.labels
     most = int(frequency.counts.max()) + 1 if len(frequency.counts) else 1
     order = torch.argsort(frequency.rows * most - frequency.counts, stable=True)  # by class, most frequent first
-    sorted_layers = frequency.layers[order].tolist()
-    sorted_channels = frequency.channels[order].tolist()
-    sorted_frequency = frequency.frequency[order].tolist()
+    by_class = (frequency.layers[order], frequency.channels[order], frequency.frequency[order])
+    entries = list(zip(*(values.tolist() for values in by_class)))  # (layer, channel, frequency)
     row_bounds = torch.searchsorted(frequency.rows[order], torch.arange(len(classes) + 1)).tolist()
     nearest_rows = most_similar_classes(similar, min(nearest, len(classes) - 1)).tolist()
-    rows_of_inputs = torch.searchsorted(frequency.classes, paths.labels)
-    inputs_by_row = torch.argsort(rows_of_inputs, stable=True)
-    input_bounds = torch.searchsorted(rows_of_inputs[inputs_by_row], torch.arange(len(classes) + 1)).tolist()
     per_class = []
     for row, label in enumerate(classes):
-        mine = inputs_by_row[input_bounds[row] : input_bounds[row + 1]]
+        mine = paths.labels == label
         top: List[List[List[float]]] = [[] for _ in range(paths.num_layers)]
-        for entry in range(row_bounds[row], row_bounds[row + 1]):
-            layer = sorted_layers[entry]
+        for layer, channel, value in entries[row_bounds[row] : row_bounds[row + 1]]:
             if len(top[layer]) < top_neurons:
-                top[layer].append([sorted_channels[entry], round(sorted_frequency[entry], 6)])
+                top[layer].append([channel, round(value, 6)])
         per_class.append(
             {
                 "class": label,
                 "name": names[label],
-                "inputs": len(mine),
+                "inputs": int(mine.sum()),
                 "correct": int(correct[mine].sum()),
                 "jas": _distribution(paths.jas[mine]),
                 "top_neurons": top,
@@ -127,27 +128,23 @@ def analyze(
 def _distribution(values: Tensor) -> Dict[str, object]:
     if not len(values):
         return {"count": 0}
-    quantiles = torch.quantile(values.double(), torch.tensor(JAS_QUANTILES, dtype=torch.float64)).tolist()
+    quantiles = torch.quantile(values.double(), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64))
     return {
         "count": len(values),
         "mean": float(values.mean()),
         "std": float(values.std()) if len(values) > 1 else 0.0,
-        "quantiles": dict(zip(["min", "q1", "median", "q3", "max"], quantiles)),
+        "quantiles": dict(zip(["min", "q1", "median", "q3", "max"], quantiles.tolist())),
     }
 
 
 def _shared_neurons(frequency: ClassFrequency, shared: int) -> List[Dict[str, int]]:
     """The neurons in the paths of the most classes: layer, channel, classes, inputs."""
-    width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
-    neuron = frequency.layers * width + frequency.channels
-    neurons, inverse, num_classes = torch.unique(neuron, return_inverse=True, return_counts=True)
-    inputs = torch.zeros(len(neurons), dtype=torch.long).index_add_(0, inverse, frequency.counts)
-    order = torch.argsort(num_classes * (inputs.max() + 1 if len(inputs) else 1) + inputs, descending=True, stable=True)
+    layers, channels, classes, inputs = frequency.neurons()
+    order = torch.argsort(classes * (inputs.max() + 1 if len(inputs) else 1) + inputs, descending=True, stable=True)
     return [
-        {"layer": int(neurons[i] // width), "channel": int(neurons[i] % width), "classes": int(num_classes[i]),
-         "inputs": int(inputs[i])}
+        {"layer": int(layers[i]), "channel": int(channels[i]), "classes": int(classes[i]), "inputs": int(inputs[i])}
         for i in order[:shared].tolist()
-    ]  # fmt: skip
+    ]
 
 
 def _predictions(paths: Paths, correct: Tensor) -> Dict[str, object]:

@@ -1,7 +1,7 @@
 """The report's PNG figures, drawn with :mod:`captum_neuronpath.visualization` where it has the figure."""
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import numpy
 import torch
@@ -28,21 +28,17 @@ def write_figures(
         figure, axis = visualization._figure(None, False, (8.0, 7.0))
         image = axis.imshow(similarity.numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         figure.colorbar(image, ax=axis, label="cosine similarity")
-        axis.set(
-            xlabel="class (in index order)",
-            ylabel="class (in index order)",
-            title=f"Inter-class similarity of neuron paths, {len(classes)} classes",
-        )
+        axis.set_title(f"Inter-class similarity of neuron paths, {len(classes)} classes")
+        axis.set(xlabel="class (in index order)", ylabel="class (in index order)")
         drawn["class_similarity"] = figure
-    largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"], default=None)
-    if largest is not None:
-        dense = torch.zeros(paths.num_layers, max(paths.num_channels, 1), dtype=torch.float64)
-        mine = frequency.rows == largest
-        dense[frequency.layers[mine], frequency.channels[mine]] = frequency.frequency[mine]
-        drawn["neuron_frequency"] = visualization.visualize_neuron_frequency(
-            dense, title=f"Neuron-path frequency of class {classes[largest]['name']}", use_pyplot=False
-        )[0]
-    drawn["jas"] = _jas_figure(paths)
+    largest = max(range(len(classes)), key=lambda row: classes[row]["inputs"])  # the records hold a class at least
+    dense = torch.zeros(frequency.num_layers, frequency.width, dtype=torch.float64)
+    mine = frequency.rows == largest
+    dense[frequency.layers[mine], frequency.channels[mine]] = frequency.frequency[mine]
+    drawn["neuron_frequency"] = visualization.visualize_neuron_frequency(
+        dense, title=f"Neuron-path frequency of class {classes[largest]['name']}", use_pyplot=False
+    )[0]
+    drawn["jas"] = _jas_figure(paths, classes)
     drawn["shared_neurons"] = _shared_figure(frequency, len(classes))
     return save_figures(folder, drawn, dpi=100)
 
@@ -56,8 +52,8 @@ def save_figures(folder: Path, figures: Dict[str, Figure], dpi: int) -> Dict[str
     return written
 
 
-def _jas_figure(paths: Paths) -> Figure:
-    """JAS of correct and wrong predictions, and each class's mean JAS."""
+def _jas_figure(paths: Paths, classes: List[Dict[str, object]]) -> Figure:
+    """JAS of correct and wrong predictions, and each class's mean JAS (from the report's ``classes``)."""
     figure = Figure(figsize=(10.0, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2)
     known = paths.predictions >= 0
@@ -70,9 +66,7 @@ def _jas_figure(paths: Paths) -> Figure:
     left.set(xlabel="JAS of the path", ylabel="inputs", title="JAS, correct and wrong predictions")
     if known.any():
         left.legend(fontsize=9)
-    classes, rows = torch.unique(paths.labels, return_inverse=True)
-    sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, rows, paths.jas.double())
-    means = sums / torch.bincount(rows, minlength=len(classes)).clamp(min=1)
+    means = torch.tensor([c["jas"]["mean"] for c in classes], dtype=torch.float64)
     right.hist(means.numpy(), bins=_bins(means, min(40, max(len(classes), 1))), color="0.45", edgecolor="black")
     right.set(xlabel="mean JAS of a class", ylabel="classes", title=f"JAS per class, {len(classes)} classes")
     return figure
@@ -88,15 +82,11 @@ def _bins(values: torch.Tensor, count: int) -> numpy.ndarray:
 
 def _shared_figure(frequency: ClassFrequency, num_classes: int) -> Figure:
     """How many classes' paths each neuron is in."""
-    width = int(frequency.channels.max()) + 1 if len(frequency.channels) else 1
-    _, shared = torch.unique(frequency.layers * width + frequency.channels, return_counts=True)
+    shared = frequency.neurons()[2]
     figure, axis = visualization._figure(None, False, (6.0, 3.8))
     top = int(shared.max()) if len(shared) else 1
     axis.hist(shared.numpy(), bins=range(1, top + 2), color="0.45", edgecolor="black", align="left")
     axis.set_yscale("log")
-    axis.set(
-        xlabel=f"classes whose paths hold the neuron (of {num_classes})",
-        ylabel="neurons",
-        title="Neurons shared between classes",
-    )
+    axis.set(xlabel=f"classes whose paths hold the neuron (of {num_classes})", ylabel="neurons")
+    axis.set_title("Neurons shared between classes")
     return figure

@@ -3,12 +3,12 @@ it is still there: a thumbnail of an image, or the text (else the ids) of a toke
 
 import base64
 import io
-import json
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Optional
 
 from torch import Tensor
 
+from captum_neuronpath._cli.loading import UnreadableImage, load_text_data, read_image
 from captum_neuronpath.paths import Paths
 
 THUMBNAIL_SIZE = 48
@@ -53,44 +53,20 @@ def data_source(paths: Paths, tokenizer: Optional[str] = None) -> Optional[Calla
         images = handle.get_slice("images")
         return lambda position: {"thumbnail": thumbnail(tensor_image(images[int(paths.indices[position])]))}
     if data.suffix == ".jsonl":
-        sequences = _sequences(data)
         decode = _decoder(tokenizer)
+        try:
+            sequences = dict(enumerate(ids.tolist() for ids in load_text_data(data)[0]))
+        except ValueError:  # no longer a file of token sequences: shown without texts
+            return None
         return lambda position: {"text": decode(sequences.get(int(paths.indices[position]), []))}
     return None
 
 
-def describe_inputs(source: Optional[Callable[[int], Dict[str, str]]], positions: Iterable[int]) -> Dict[str, Dict]:
-    """``{"thumbnails": {position: URL}, "texts": {position: text}}`` for ``positions``."""
-    shown = {} if source is None else {position: source(position) for position in positions}
-    return {
-        kind + "s": {position: one[kind] for position, one in shown.items() if kind in one}
-        for kind in ("thumbnail", "text")
-    }
-
-
 def _folder_image(root: Path, file: Optional[str]) -> Dict[str, str]:
-    from PIL import Image
-
-    if not file:
-        return {}
     try:
-        with Image.open(root / file) as image:
-            return {"thumbnail": thumbnail(image)}
-    except (OSError, ValueError):  # gone or unreadable since the extract: shown without a thumbnail
+        return {"thumbnail": thumbnail(read_image(str(root / file)))} if file else {}
+    except UnreadableImage:  # gone or unreadable since the extract: shown without a thumbnail
         return {}
-
-
-def _sequences(data: Path) -> Dict[int, list]:
-    """The token ids of each sequence of a ``.jsonl`` data file, by index (blank lines do not count)."""
-    sequences = {}
-    with open(data, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    sequences[len(sequences)] = list(json.loads(line).get("input_ids", []))
-                except (ValueError, AttributeError):
-                    sequences[len(sequences)] = []
-    return sequences
 
 
 def _decoder(tokenizer: Optional[str]) -> Callable[[list], str]:

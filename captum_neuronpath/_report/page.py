@@ -4,12 +4,8 @@ every panel in the browser from the records and summaries it embeds (nothing fet
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-import torch
-
-from captum_neuronpath._report.inputs import describe_inputs
 from captum_neuronpath.paths import Paths
 
-TEMPLATE = "explorer.html.j2"
 SHOWN_NEURONS = 5  # most frequent neurons per layer on a class's panel
 THUMBNAILS = 4000  # more inputs than this: only a few examples per class get a thumbnail or text
 
@@ -22,31 +18,22 @@ def render_page(
 
     classes = report["classes"]
     examples = max(2, min(12, THUMBNAILS // max(len(classes), 1)))
-    order = torch.argsort(paths.labels, stable=True)
-    starts = torch.searchsorted(paths.labels[order], torch.tensor([c["class"] for c in classes], dtype=torch.long))
     if len(paths) <= THUMBNAILS:
         shown = list(range(len(paths)))
-    else:
-        shown = [
-            int(position)
-            for start, c in zip(starts.tolist(), classes)
-            for position in order[start : start + min(examples, c["inputs"])]
-        ]
-    described = describe_inputs(source, shown)
-    labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
+    else:  # the first few inputs of each class
+        shown = [p for c in classes for p in (paths.labels == c["class"]).nonzero()[:examples, 0].tolist()]
+    described = {} if source is None else {position: source(position) for position in shown}
     names = paths.class_names
+    labels = sorted({*paths.labels.tolist(), *(p for p in paths.predictions.tolist() if p >= 0)})
     data = {
         "layers": report["layers"],
         "top_k": report["top_k"],
         "examples": examples,
         "names": {label: names[label] for label in labels},
         "classes": [
-            {
-                "class": c["class"],
-                "name": c["name"],
-                "inputs": c["inputs"],
-                "correct": c["correct"],
-                "jas": {key: _rounded(value) for key, value in c["jas"].items()},
+            {  # the report's summary of the class, shorter
+                **c,
+                "jas": _rounded(c["jas"]),
                 "top_neurons": [
                     [[channel, round(f, 3)] for channel, f in layer[:SHOWN_NEURONS]] for layer in c["top_neurons"]
                 ],
@@ -63,17 +50,17 @@ def render_page(
             "path": paths.paths.flatten().tolist(),
             "file": paths.files if any(paths.files) else [None] * len(paths),
         },
-        **described,
+        # "thumbnails" and "texts": {position: its thumbnail or text}
+        **{kind + "s": {p: one[kind] for p, one in described.items() if kind in one} for kind in ("thumbnail", "text")},
     }
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True, keep_trailing_newline=True
-    )
+    explorer = (Path(__file__).parent / "explorer.html.j2").read_text(encoding="utf-8")
+    template = jinja2.Template(explorer, autoescape=True, keep_trailing_newline=True)
     summary = (
         f"{report['inputs']} inputs, {len(classes)} classes, {len(report['layers'])} layers"
         + (f", {report['errors']} inputs left out as errors" if report["errors"] else "")
         + (f"; {report['predictions']['correct']} predicted correctly" if report["predictions"]["recorded"] else "")
     )
-    return environment.get_template(TEMPLATE).render(title=title, summary=summary, data=data)
+    return template.render(title=title, summary=summary, data=data)
 
 
 def _rounded(value):
