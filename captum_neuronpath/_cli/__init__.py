@@ -49,6 +49,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt as caught:
         error, status, message = caught, 128 + getattr(caught, "signum", signal.SIGINT), str(caught) or "interrupted"
     if args.debug or os.environ.get("NEURONPATH_DEBUG", "") not in ("", "0"):
-        traceback.print_exception(error)
+        traceback.print_exception(type(error), error, error.__traceback__)  # the form Python 3.9 takes
     print(f"neuronpath {args.command}: {message}", file=sys.stderr, flush=True)
     return status
