@@ -285,21 +285,24 @@ class PaperTable:
         """Two markdown tables, values with their 95% intervals: the paper's (JAS and
         accuracy deviations) and the score changes with the paired differences from the
         reference method."""
+        paper_header = ["Method", "JAS", "Removal deviation (%)", "Enhancement deviation (%)"]
+        paper = [
+            [
+                row.method,
+                _interval((row.jas, row.jas_low, row.jas_high), ".4f"),
+                _interval(row.removal, "+.2f"),
+                _interval(row.enhancement, "+.2f"),
+            ]
+            for row in self.rows
+        ]
         factor = f"x{self.settings.get('factor', 2.0):g}"
-        reference = self.settings.get("reference")
         header = ["Method", "Removal: score change", f"Enhancement ({factor}): score change"]
+        fields = ["removal_score", "enhancement_score"]
+        reference = self.settings.get("reference")
         if reference is not None and reference in self.paths:
             header += [f"Removal: minus {reference}", f"Enhancement: minus {reference}"]
-        fields = ("removal_score", "enhancement_score", "removal_vs_reference", "enhancement_vs_reference")
-        jas = [_interval((row.jas, row.jas_low, row.jas_high), ".4f") for row in self.rows]
-        paper = [
-            [row.method, j, _interval(row.removal, "+.2f"), _interval(row.enhancement, "+.2f")]
-            for row, j in zip(self.rows, jas)
-        ]
-        scores = [
-            [row.method, *(_interval(getattr(row, f), "+.4f") for f in fields[: len(header) - 1])] for row in self.rows
-        ]
-        paper_header = ["Method", "JAS", "Removal deviation (%)", "Enhancement deviation (%)"]
+            fields += ["removal_vs_reference", "enhancement_vs_reference"]
+        scores = [[row.method, *(_interval(getattr(row, name), "+.4f") for name in fields)] for row in self.rows]
         return "\n".join([*_markdown(paper_header, paper), "", *_markdown(header, scores)])
 
     def to_json(self) -> Dict[str, object]:
@@ -468,22 +471,28 @@ class MethodAgreement:
         """Per method, medians over images and layers: the Spearman correlation (with its
         quartiles), the rank of the method's top neuron among the greedy candidates, and
         the rank of the greedy choice under the method; and how often they coincide."""
-        lines = [
-            "| Method | Spearman, median [IQR] | Its top neuron's greedy rank, median | "
-            "Greedy choice's rank under it, median | Same top neuron (%) |",
-            "| --- | --- | --- | --- | --- |",
+        header = [
+            "Method",
+            "Spearman, median [IQR]",
+            "Its top neuron's greedy rank, median",
+            "Greedy choice's rank under it, median",
+            "Same top neuron (%)",
         ]
+        rows = []
         for name, result in self.agreement.items():
             rho = result.spearman.flatten()
             rho = rho[~rho.isnan()]
             quartiles = rho.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=rho.dtype)).tolist()
-            lines.append(
-                f"| {name} | {quartiles[1]:+.2f} [{quartiles[0]:+.2f}, {quartiles[2]:+.2f}] "
-                f"| {result.second_top_in_first.median().item():.0f} "
-                f"| {result.first_top_in_second.median().item():.0f} "
-                f"| {100 * float(result.first_top_in_second.eq(0).double().mean()):.1f} |"
+            rows.append(
+                [
+                    name,
+                    _interval((quartiles[1], quartiles[0], quartiles[2]), "+.2f"),
+                    f"{result.second_top_in_first.median().item():.0f}",
+                    f"{result.first_top_in_second.median().item():.0f}",
+                    f"{100 * float(result.first_top_in_second.eq(0).double().mean()):.1f}",
+                ]
             )
-        return "\n".join(lines)
+        return "\n".join(_markdown(header, rows))
 
 
 def method_agreement(

@@ -9,7 +9,6 @@ give it to the axis. Styles differ by marker, line style and hatch as well as co
 the figures read in grayscale.
 """
 
-from itertools import accumulate
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -52,9 +51,13 @@ def _as_rows(values: Any) -> Tensor:
 
 def _spread(wanted: Sequence[float], gap: float, low: float, high: float) -> List[float]:
     """Label heights near ``wanted`` (ascending), at least ``gap`` apart, within ``[low, high]`` if they fit."""
-    placed = list(accumulate(wanted, lambda below, y: max(y, below + gap)))  # pushed up past the one below
+    placed = list(wanted)
+    for i in range(1, len(placed)):  # each pushed up past the one below
+        placed[i] = max(placed[i], placed[i - 1] + gap)
     if placed and placed[-1] > high:  # the top one at ``high``, the others pushed down below it
-        placed = list(accumulate([high, *placed[-2::-1]], lambda above, y: min(y, above - gap)))[::-1]
+        placed[-1] = high
+        for i in range(len(placed) - 2, -1, -1):
+            placed[i] = min(placed[i], placed[i + 1] - gap)
     if placed and placed[0] < low:
         placed = [y + (low - placed[0]) for y in placed]
     return placed
